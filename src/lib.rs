@@ -1,0 +1,52 @@
+//! # kadence
+//!
+//! A Kademlia DHT for rust-libp2p, wire-compatible with the libp2p kad-dht protocol
+//! (`/ipfs/kad/1.0.0`, the IPFS "Amino" DHT spoken by go-libp2p-kad-dht, js-libp2p and
+//! `libp2p-kad`).
+//!
+//! The crate is one [`NetworkBehaviour`](libp2p::swarm::NetworkBehaviour), [`Behaviour`], that
+//! you compose into your swarm. Its modules follow the DHT design: the Network (the wire,
+//! [`network`]); the Routing Table, Routing, Server, Provider Store and Provider modules come
+//! in the next releases (see the README's status table).
+//!
+//! ## Quick start
+//!
+//! ```
+//! use libp2p::swarm::NetworkBehaviour;
+//! use libp2p::{identify, identity::Keypair};
+//!
+//! #[derive(NetworkBehaviour)]
+//! struct Node {
+//!     // identify tells kadence which peers serve the DHT.
+//!     identify: identify::Behaviour,
+//!     dht: kadence::Behaviour,
+//! }
+//!
+//! let key = Keypair::generate_ed25519();
+//! let node = Node {
+//!     identify: identify::Behaviour::new(identify::Config::new(
+//!         "/my-app/1.0.0".into(),
+//!         key.public(),
+//!     )),
+//!     // The public IPFS DHT. For a private network: kadence::Config::new(your protocol).
+//!     dht: kadence::Behaviour::new(kadence::Config::amino()),
+//! };
+//! assert_eq!(node.dht.mode(), kadence::Mode::Client); // server once an address is confirmed
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod behaviour;
+mod config;
+mod event;
+mod mode;
+pub mod network;
+mod proto;
+
+pub use behaviour::Behaviour;
+pub use config::{Config, AMINO_PROTOCOL};
+pub use event::{Event, RespondError};
+pub use mode::Mode;
+pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
+pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};

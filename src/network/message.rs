@@ -1,0 +1,515 @@
+//! Typed DHT messages and their conversion to and from the protobuf `Message`.
+//!
+//! Everything a remote peer sends passes through [`decode_request`] or [`decode_response`]
+//! before the rest of the crate sees it, so this is where hostile input is bounded:
+//!
+//! - an unknown message type, a missing required field, a PUT_VALUE whose `key` differs from
+//!   `record.key`, or a provider key longer than [`Limits::max_provider_key_len`] rejects the
+//!   whole message with a [`MessageError`];
+//! - a `Peer` entry with an invalid id is skipped, its unparsable or duplicate addresses are
+//!   dropped, and its addresses are capped so that the entry stays within
+//!   [`Limits::max_peer_entry_size`]; the rest of the message survives. go-libp2p-kad-dht
+//!   applies the same per-entry bound.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use libp2p::{Multiaddr, PeerId};
+use quick_protobuf::{BytesReader, MessageRead, MessageWrite, Writer};
+
+use crate::proto::pb;
+
+/// A request of the DHT protocol, as sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// FIND_NODE: the peers closest to `key`. Any bytes are a valid key (go sends peer ids,
+    /// multihashes and `/ipns/...` keys).
+    FindNode {
+        /// The lookup target.
+        key: Vec<u8>,
+    },
+    /// GET_VALUE: the record stored under `key`, plus closer peers.
+    GetValue {
+        /// The record key.
+        key: Vec<u8>,
+    },
+    /// PUT_VALUE: store `record`. On the wire `Message.key` equals `record.key`.
+    PutValue {
+        /// The record to store.
+        record: Record,
+    },
+    /// ADD_PROVIDER: the sender announces that it provides `key`. Takes no response.
+    AddProvider {
+        /// The provided key (a multihash on the public network).
+        key: Vec<u8>,
+        /// The announced providers. Honest peers send exactly themselves, with addresses.
+        providers: Vec<PeerRecord>,
+    },
+    /// GET_PROVIDERS: the providers of `key`, plus closer peers.
+    GetProviders {
+        /// The provided key (a multihash on the public network).
+        key: Vec<u8>,
+    },
+    /// PING: deprecated in the protocol; answered, never sent by kadence's own logic.
+    Ping,
+}
+
+/// A response of the DHT protocol, as sent by a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Answer to FIND_NODE.
+    FindNode {
+        /// The closest peers the server knows.
+        closer_peers: Vec<PeerRecord>,
+    },
+    /// Answer to GET_VALUE.
+    GetValue {
+        /// The record, if the server holds one.
+        record: Option<Record>,
+        /// Peers closer to the key.
+        closer_peers: Vec<PeerRecord>,
+    },
+    /// Answer to PUT_VALUE: the server echoes the stored record.
+    PutValue {
+        /// The echoed record.
+        record: Record,
+    },
+    /// Answer to GET_PROVIDERS.
+    GetProviders {
+        /// Known providers of the key, with addresses.
+        providers: Vec<PeerRecord>,
+        /// Peers closer to the key.
+        closer_peers: Vec<PeerRecord>,
+    },
+    /// Answer to PING.
+    Ping,
+}
+
+/// The kind of a request or response, as written in `Message.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// `PUT_VALUE = 0`
+    PutValue,
+    /// `GET_VALUE = 1`
+    GetValue,
+    /// `ADD_PROVIDER = 2`
+    AddProvider,
+    /// `GET_PROVIDERS = 3`
+    GetProviders,
+    /// `FIND_NODE = 4`
+    FindNode,
+    /// `PING = 5`
+    Ping,
+}
+
+/// A peer as carried in `closerPeers` and `providerPeers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// The peer's id.
+    pub id: PeerId,
+    /// Its addresses, de-duplicated, in the order the sender gave them.
+    pub addrs: Vec<Multiaddr>,
+    /// What the sender says about its connection to the peer. Informational only.
+    pub connection: ConnectionType,
+}
+
+/// The sender's view of its connection to a peer (`Message.ConnectionType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectionType {
+    /// No connection, and nothing known.
+    #[default]
+    NotConnected,
+    /// Connected right now.
+    Connected,
+    /// Recently connected.
+    CanConnect,
+    /// Recently failed to connect.
+    CannotConnect,
+}
+
+/// A value record (`Record` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record key, e.g. `/pk/<multihash>`.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// RFC 3339 receive time set by the storing server; empty when unset.
+    pub time_received: String,
+}
+
+/// Bounds applied while decoding what a remote peer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest accepted provider key in ADD_PROVIDER and GET_PROVIDERS (Amino: 80 bytes).
+    pub max_provider_key_len: usize,
+    /// Largest accepted `Peer` entry; addresses past it are dropped (Amino: 8 KiB).
+    pub max_peer_entry_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_provider_key_len: 80,
+            max_peer_entry_size: 8 * 1024,
+        }
+    }
+}
+
+/// Why a message from a remote peer was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The bytes are not a protobuf `Message`.
+    #[error("malformed protobuf: {0}")]
+    Protobuf(#[from] quick_protobuf::Error),
+    /// The bytes are not structurally valid protobuf (a field runs past its message).
+    #[error(transparent)]
+    Wire(#[from] super::wire::WireError),
+    /// `Message.type` is not one of the six known types.
+    #[error("unknown message type {0}")]
+    UnknownType(i32),
+    /// A field the message type requires is absent or empty.
+    #[error("{message:?} without the required field `{field}`")]
+    MissingField {
+        /// The message type.
+        message: MessageType,
+        /// The field's name in the schema.
+        field: &'static str,
+    },
+    /// A PUT_VALUE whose `key` differs from `record.key`.
+    #[error("PUT_VALUE key does not match the record key")]
+    KeyMismatch,
+    /// A provider key longer than the limit.
+    #[error("provider key of {len} bytes exceeds the limit of {max}")]
+    ProviderKeyTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A response whose type is not the one of the request it answers.
+    #[error("expected a {expected:?} response, got {actual:?}")]
+    UnexpectedResponseType {
+        /// The request's type.
+        expected: MessageType,
+        /// The response's type.
+        actual: MessageType,
+    },
+}
+
+impl MessageType {
+    fn from_wire(raw: i32) -> Result<Self, MessageError> {
+        Ok(match raw {
+            0 => Self::PutValue,
+            1 => Self::GetValue,
+            2 => Self::AddProvider,
+            3 => Self::GetProviders,
+            4 => Self::FindNode,
+            5 => Self::Ping,
+            other => return Err(MessageError::UnknownType(other)),
+        })
+    }
+
+    fn to_wire(self) -> i32 {
+        match self {
+            Self::PutValue => 0,
+            Self::GetValue => 1,
+            Self::AddProvider => 2,
+            Self::GetProviders => 3,
+            Self::FindNode => 4,
+            Self::Ping => 5,
+        }
+    }
+}
+
+impl Request {
+    /// The message type of this request.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Request::FindNode { .. } => MessageType::FindNode,
+            Request::GetValue { .. } => MessageType::GetValue,
+            Request::PutValue { .. } => MessageType::PutValue,
+            Request::AddProvider { .. } => MessageType::AddProvider,
+            Request::GetProviders { .. } => MessageType::GetProviders,
+            Request::Ping => MessageType::Ping,
+        }
+    }
+
+    /// Whether the protocol expects a response. ADD_PROVIDER is the one request without.
+    pub fn expects_response(&self) -> bool {
+        !matches!(self, Request::AddProvider { .. })
+    }
+}
+
+impl Response {
+    /// The message type of this response.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Response::FindNode { .. } => MessageType::FindNode,
+            Response::GetValue { .. } => MessageType::GetValue,
+            Response::PutValue { .. } => MessageType::PutValue,
+            Response::GetProviders { .. } => MessageType::GetProviders,
+            Response::Ping => MessageType::Ping,
+        }
+    }
+}
+
+/// Encodes a request as one protobuf `Message`, without the length prefix.
+pub fn encode_request(request: &Request) -> Vec<u8> {
+    let mut msg = pb::Message {
+        type_pb: request.message_type().to_wire(),
+        ..Default::default()
+    };
+    match request {
+        Request::FindNode { key } | Request::GetValue { key } | Request::GetProviders { key } => {
+            msg.key = Cow::Borrowed(key);
+        }
+        Request::PutValue { record } => {
+            msg.key = Cow::Borrowed(&record.key);
+            msg.record = Some(record_to_pb(record));
+        }
+        Request::AddProvider { key, providers } => {
+            msg.key = Cow::Borrowed(key);
+            msg.providerPeers = providers.iter().map(peer_to_pb).collect();
+        }
+        Request::Ping => {}
+    }
+    write_pb(&msg)
+}
+
+/// Encodes a response as one protobuf `Message`, without the length prefix.
+///
+/// `key` is the key of the request being answered; go and js echo it, so do we.
+pub fn encode_response(response: &Response, key: &[u8]) -> Vec<u8> {
+    let mut msg = pb::Message {
+        type_pb: response.message_type().to_wire(),
+        key: Cow::Borrowed(key),
+        ..Default::default()
+    };
+    match response {
+        Response::FindNode { closer_peers } => {
+            msg.closerPeers = closer_peers.iter().map(peer_to_pb).collect();
+        }
+        Response::GetValue {
+            record,
+            closer_peers,
+        } => {
+            msg.record = record.as_ref().map(record_to_pb);
+            msg.closerPeers = closer_peers.iter().map(peer_to_pb).collect();
+        }
+        Response::PutValue { record } => {
+            msg.key = Cow::Borrowed(&record.key);
+            msg.record = Some(record_to_pb(record));
+        }
+        Response::GetProviders {
+            providers,
+            closer_peers,
+        } => {
+            msg.providerPeers = providers.iter().map(peer_to_pb).collect();
+            msg.closerPeers = closer_peers.iter().map(peer_to_pb).collect();
+        }
+        Response::Ping => {}
+    }
+    write_pb(&msg)
+}
+
+/// Decodes and validates an inbound request.
+pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, MessageError> {
+    let msg = read_pb(bytes)?;
+    let kind = MessageType::from_wire(msg.type_pb)?;
+    let key = |field_owner: MessageType| -> Result<Vec<u8>, MessageError> {
+        if msg.key.is_empty() {
+            return Err(MessageError::MissingField {
+                message: field_owner,
+                field: "key",
+            });
+        }
+        Ok(msg.key.to_vec())
+    };
+    Ok(match kind {
+        MessageType::FindNode => Request::FindNode { key: key(kind)? },
+        MessageType::GetValue => Request::GetValue { key: key(kind)? },
+        MessageType::GetProviders => Request::GetProviders {
+            key: provider_key(key(kind)?, limits)?,
+        },
+        MessageType::AddProvider => {
+            let key = provider_key(key(kind)?, limits)?;
+            let providers = peers_from_pb(&msg.providerPeers, limits);
+            if providers.is_empty() {
+                return Err(MessageError::MissingField {
+                    message: kind,
+                    field: "providerPeers",
+                });
+            }
+            Request::AddProvider { key, providers }
+        }
+        MessageType::PutValue => {
+            let record = msg.record.as_ref().ok_or(MessageError::MissingField {
+                message: kind,
+                field: "record",
+            })?;
+            if record.key != msg.key {
+                return Err(MessageError::KeyMismatch);
+            }
+            if record.key.is_empty() {
+                return Err(MessageError::MissingField {
+                    message: kind,
+                    field: "key",
+                });
+            }
+            Request::PutValue {
+                record: record_from_pb(record),
+            }
+        }
+        MessageType::Ping => Request::Ping,
+    })
+}
+
+/// Decodes a response to a request of type `expected`.
+///
+/// Responses are read leniently where deployed peers differ (the echoed `key` is not checked),
+/// but the type must match: a mismatch means the stream is out of step.
+pub fn decode_response(
+    bytes: &[u8],
+    expected: MessageType,
+    limits: &Limits,
+) -> Result<Response, MessageError> {
+    let msg = read_pb(bytes)?;
+    let actual = MessageType::from_wire(msg.type_pb)?;
+    if actual != expected {
+        return Err(MessageError::UnexpectedResponseType { expected, actual });
+    }
+    let closer_peers = || peers_from_pb(&msg.closerPeers, limits);
+    Ok(match actual {
+        MessageType::FindNode => Response::FindNode {
+            closer_peers: closer_peers(),
+        },
+        MessageType::GetValue => Response::GetValue {
+            record: msg.record.as_ref().map(record_from_pb),
+            closer_peers: closer_peers(),
+        },
+        MessageType::PutValue => {
+            Response::PutValue {
+                record: msg.record.as_ref().map(record_from_pb).ok_or(
+                    MessageError::MissingField {
+                        message: actual,
+                        field: "record",
+                    },
+                )?,
+            }
+        }
+        MessageType::GetProviders => Response::GetProviders {
+            providers: peers_from_pb(&msg.providerPeers, limits),
+            closer_peers: closer_peers(),
+        },
+        MessageType::Ping => Response::Ping,
+        MessageType::AddProvider => {
+            // ADD_PROVIDER has no response; nothing legitimate reaches here because the
+            // handler never reads one. Treat it as the stream being out of step.
+            return Err(MessageError::UnexpectedResponseType { expected, actual });
+        }
+    })
+}
+
+fn provider_key(key: Vec<u8>, limits: &Limits) -> Result<Vec<u8>, MessageError> {
+    if key.len() > limits.max_provider_key_len {
+        return Err(MessageError::ProviderKeyTooLong {
+            len: key.len(),
+            max: limits.max_provider_key_len,
+        });
+    }
+    Ok(key)
+}
+
+fn read_pb(bytes: &[u8]) -> Result<pb::Message<'_>, MessageError> {
+    super::wire::check_message(bytes)?;
+    let mut reader = BytesReader::from_bytes(bytes);
+    Ok(pb::Message::from_reader(&mut reader, bytes)?)
+}
+
+fn write_pb(msg: &pb::Message<'_>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(msg.get_size());
+    let mut writer = Writer::new(&mut buf);
+    msg.write_message(&mut writer)
+        .expect("writing to a Vec cannot fail");
+    buf
+}
+
+fn record_to_pb(record: &Record) -> pb::Record<'_> {
+    pb::Record {
+        key: Cow::Borrowed(&record.key),
+        value: Cow::Borrowed(&record.value),
+        timeReceived: Cow::Borrowed(&record.time_received),
+    }
+}
+
+fn record_from_pb(record: &pb::Record<'_>) -> Record {
+    Record {
+        key: record.key.to_vec(),
+        value: record.value.to_vec(),
+        time_received: record.timeReceived.to_string(),
+    }
+}
+
+fn peer_to_pb(peer: &PeerRecord) -> pb::mod_Message::Peer<'static> {
+    pb::mod_Message::Peer {
+        id: Cow::Owned(peer.id.to_bytes()),
+        addrs: peer.addrs.iter().map(|a| Cow::Owned(a.to_vec())).collect(),
+        connection: match peer.connection {
+            ConnectionType::NotConnected => pb::mod_Message::ConnectionType::NOT_CONNECTED,
+            ConnectionType::Connected => pb::mod_Message::ConnectionType::CONNECTED,
+            ConnectionType::CanConnect => pb::mod_Message::ConnectionType::CAN_CONNECT,
+            ConnectionType::CannotConnect => pb::mod_Message::ConnectionType::CANNOT_CONNECT,
+        },
+    }
+}
+
+/// Converts received peer entries, skipping invalid ids and bounding each entry.
+fn peers_from_pb(peers: &[pb::mod_Message::Peer<'_>], limits: &Limits) -> Vec<PeerRecord> {
+    peers
+        .iter()
+        .filter_map(|peer| {
+            let id = match PeerId::from_bytes(&peer.id) {
+                Ok(id) => id,
+                Err(error) => {
+                    tracing::debug!(%error, "skipping a peer entry with an invalid id");
+                    return None;
+                }
+            };
+            let mut size = peer.id.len();
+            let mut addrs: Vec<Multiaddr> = Vec::new();
+            // SipHash, not fnv: the bytes come from a remote peer.
+            let mut seen: HashSet<&[u8]> = HashSet::new();
+            for raw in &peer.addrs {
+                // Bound by the encoded size the sender used: id plus kept addresses.
+                if size + raw.len() > limits.max_peer_entry_size {
+                    tracing::debug!(peer = %id, "peer entry over its size limit; addresses dropped");
+                    break;
+                }
+                if !seen.insert(raw) {
+                    continue;
+                }
+                let Ok(addr) = Multiaddr::try_from(raw.to_vec()) else {
+                    continue;
+                };
+                size += raw.len();
+                addrs.push(addr);
+            }
+            let connection = match peer.connection {
+                pb::mod_Message::ConnectionType::NOT_CONNECTED => ConnectionType::NotConnected,
+                pb::mod_Message::ConnectionType::CONNECTED => ConnectionType::Connected,
+                pb::mod_Message::ConnectionType::CAN_CONNECT => ConnectionType::CanConnect,
+                pb::mod_Message::ConnectionType::CANNOT_CONNECT => ConnectionType::CannotConnect,
+            };
+            Some(PeerRecord {
+                id,
+                addrs,
+                connection,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "message_tests.rs"]
+mod tests;

@@ -1,0 +1,166 @@
+//! What happens on one stream, written as futures the handler drives: serving an inbound stream
+//! request after request, and one request/response exchange on an outbound stream.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::channel::{mpsc, oneshot};
+use futures::future::{select, Either};
+use futures::{AsyncWriteExt, SinkExt};
+use futures_timer::Delay;
+use libp2p::swarm::Stream;
+
+use super::codec::{read_frame, write_frame};
+use super::message::{decode_request, decode_response, encode_request, encode_response, Limits};
+use super::message::{Request, Response};
+use super::{InboundError, RequestError};
+
+/// How long a graceful close may take before the stream is dropped (and so reset).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `fut`, giving up after `timeout`. The timer is real: it fires on its own.
+pub(crate) async fn with_timeout<F: Future>(timeout: Duration, fut: F) -> Option<F::Output> {
+    match select(std::pin::pin!(fut), Delay::new(timeout)).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
+}
+
+/// Closes a stream gracefully (a FIN, not a reset), within a bound.
+pub(crate) async fn close(mut stream: Stream) {
+    let _ = with_timeout(CLOSE_TIMEOUT, stream.close()).await;
+}
+
+/// An inbound request on its way from a stream to the behaviour.
+pub(crate) struct InboundMessage {
+    pub(crate) request: Request,
+    /// Where the answer goes; `None` for ADD_PROVIDER, which has no response.
+    pub(crate) responder: Option<oneshot::Sender<Response>>,
+}
+
+/// Settings the inbound loop needs.
+#[derive(Clone)]
+pub(crate) struct InboundSettings {
+    pub(crate) max_message_size: usize,
+    pub(crate) limits: Limits,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+}
+
+/// How an inbound stream ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InboundEnd {
+    /// The remote closed its side.
+    Eof,
+    /// No request within the idle timeout; we closed it.
+    Idle,
+    /// The handler went away (connection closing).
+    HandlerGone,
+}
+
+/// Serves one inbound stream: reads a request, hands it to the handler, writes the answer, and
+/// again, until EOF or the idle timeout. An error ends the loop; the caller drops the stream,
+/// which resets it.
+pub(crate) async fn serve_inbound(
+    mut stream: Stream,
+    settings: InboundSettings,
+    mut to_handler: mpsc::Sender<InboundMessage>,
+) -> Result<InboundEnd, InboundError> {
+    loop {
+        let read = read_frame(&mut stream, settings.max_message_size);
+        let frame = match with_timeout(settings.idle_timeout, read).await {
+            None => {
+                close(stream).await;
+                return Ok(InboundEnd::Idle);
+            }
+            Some(Ok(None)) => {
+                close(stream).await;
+                return Ok(InboundEnd::Eof);
+            }
+            Some(Ok(Some(frame))) => frame,
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let request = decode_request(&frame, &settings.limits)?;
+        drop(frame);
+        if !request.expects_response() {
+            let message = InboundMessage {
+                request,
+                responder: None,
+            };
+            if to_handler.send(message).await.is_err() {
+                return Ok(InboundEnd::HandlerGone);
+            }
+            continue;
+        }
+        let key = request_key(&request).to_vec();
+        let (responder, response) = oneshot::channel();
+        let message = InboundMessage {
+            request,
+            responder: Some(responder),
+        };
+        if to_handler.send(message).await.is_err() {
+            return Ok(InboundEnd::HandlerGone);
+        }
+        let response = match with_timeout(settings.response_timeout, response).await {
+            None => return Err(InboundError::ResponseTimeout),
+            Some(Err(oneshot::Canceled)) => return Err(InboundError::Refused),
+            Some(Ok(response)) => response,
+        };
+        let bytes = encode_response(&response, &key);
+        match with_timeout(settings.response_timeout, write_frame(&mut stream, &bytes)).await {
+            None => return Err(InboundError::WriteTimeout),
+            Some(result) => result?,
+        }
+    }
+}
+
+fn request_key(request: &Request) -> &[u8] {
+    match request {
+        Request::FindNode { key }
+        | Request::GetValue { key }
+        | Request::GetProviders { key }
+        | Request::AddProvider { key, .. } => key,
+        Request::PutValue { record } => &record.key,
+        Request::Ping => &[],
+    }
+}
+
+/// The result of one outbound exchange, with the stream back when it can be reused.
+pub(crate) struct Exchange {
+    pub(crate) result: Result<Option<Response>, RequestError>,
+    pub(crate) stream: Option<Stream>,
+}
+
+/// Sends `request` on `stream` and reads its response, within `timeout`. ADD_PROVIDER is done
+/// once its frame is flushed: no response is read. On any failure the stream is not returned,
+/// so it is dropped, which resets it: a late response must never be read as the answer to the
+/// next request.
+pub(crate) async fn exchange(
+    mut stream: Stream,
+    request: &Request,
+    timeout: Duration,
+    max_message_size: usize,
+    limits: Limits,
+) -> Exchange {
+    let work = async {
+        write_frame(&mut stream, &encode_request(request)).await?;
+        if !request.expects_response() {
+            return Ok(None);
+        }
+        let frame = read_frame(&mut stream, max_message_size)
+            .await?
+            .ok_or_else(|| {
+                super::codec::FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())
+            })?;
+        Ok(Some(decode_response(
+            &frame,
+            request.message_type(),
+            &limits,
+        )?))
+    };
+    let result = with_timeout(timeout, work)
+        .await
+        .unwrap_or(Err(RequestError::Timeout));
+    let stream = result.is_ok().then_some(stream);
+    Exchange { result, stream }
+}

@@ -1,0 +1,117 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use kadence::{Behaviour, Config, Event, Mode, PeerRecord, Record, Request, Response};
+use libp2p::swarm::Swarm;
+use libp2p::{Multiaddr, PeerId};
+use libp2p_swarm_test::SwarmExt;
+
+/// The protocol the tests speak, so that nothing here could ever join the public DHT.
+pub const TEST_PROTOCOL: libp2p::StreamProtocol =
+    libp2p::StreamProtocol::new("/kadence-test/kad/1.0.0");
+
+/// A test configuration: the test protocol, server mode.
+pub fn server_config() -> Config {
+    Config::new(TEST_PROTOCOL).with_mode(Some(Mode::Server))
+}
+
+/// A swarm over the memory transport running only kadence.
+pub fn kadence_swarm(config: Config) -> Swarm<Behaviour> {
+    Swarm::new_ephemeral_tokio(|_| Behaviour::new(config))
+}
+
+/// A peer record with one loopback TCP address.
+pub fn sample_peer() -> PeerRecord {
+    let key = libp2p::identity::Keypair::ed25519_from_bytes([7u8; 32]).unwrap();
+    PeerRecord {
+        id: key.public().to_peer_id(),
+        addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()],
+        connection: kadence::ConnectionType::NotConnected,
+    }
+}
+
+/// One request of each type.
+pub fn one_of_each_request(me: PeerId) -> Vec<Request> {
+    let record = Record {
+        key: b"/v/key".to_vec(),
+        value: b"value".to_vec(),
+        time_received: String::new(),
+    };
+    vec![
+        Request::Ping,
+        Request::FindNode {
+            key: b"target".to_vec(),
+        },
+        Request::GetValue {
+            key: b"/v/key".to_vec(),
+        },
+        Request::PutValue { record },
+        Request::GetProviders {
+            key: vec![0x12, 0x20, 9, 9],
+        },
+        Request::AddProvider {
+            key: vec![0x12, 0x20, 9, 9],
+            providers: vec![PeerRecord {
+                id: me,
+                addrs: vec!["/ip4/127.0.0.1/tcp/4002".parse().unwrap()],
+                connection: kadence::ConnectionType::Connected,
+            }],
+        },
+    ]
+}
+
+/// A fixed, protocol-correct answer to `request`, as a stand-in server would give.
+pub fn canned_answer(request: &Request) -> Option<Response> {
+    Some(match request {
+        Request::Ping => Response::Ping,
+        Request::FindNode { .. } => Response::FindNode {
+            closer_peers: vec![sample_peer()],
+        },
+        Request::GetValue { key } => Response::GetValue {
+            record: Some(Record {
+                key: key.clone(),
+                value: b"stored".to_vec(),
+                time_received: "2026-11-25T00:00:00Z".into(),
+            }),
+            closer_peers: vec![sample_peer()],
+        },
+        Request::PutValue { record } => Response::PutValue {
+            record: record.clone(),
+        },
+        Request::GetProviders { .. } => Response::GetProviders {
+            providers: vec![sample_peer()],
+            closer_peers: vec![sample_peer()],
+        },
+        Request::AddProvider { .. } => return None,
+    })
+}
+
+/// Drives a kadence swarm forever, answering every inbound request with [`canned_answer`] and
+/// forwarding every event to `events`.
+pub async fn serve_canned(
+    mut swarm: Swarm<Behaviour>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+) {
+    loop {
+        let event = swarm.next_behaviour_event().await;
+        if let Event::InboundRequest {
+            id: Some(id),
+            request,
+            ..
+        } = &event
+        {
+            let answer = canned_answer(request).expect("a request with an id takes an answer");
+            swarm.behaviour_mut().respond(*id, answer).unwrap();
+        }
+        let _ = events.send(event);
+    }
+}
+
+/// Waits for `fut` at most `secs` seconds; a test that hangs fails instead.
+pub async fn within<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("timed out")
+}
