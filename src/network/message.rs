@@ -10,10 +10,14 @@
 //!   dropped, and its addresses are capped so that the entry stays within
 //!   [`Limits::max_peer_entry_size`]; the rest of the message survives. go-libp2p-kad-dht
 //!   applies the same per-entry bound.
+//! - an address ending in `/p2p/<the entry's own id>` (libp2p-kad appends it) is kept without
+//!   that suffix, and one ending in `/p2p/<another id>` is dropped, so addresses are stored in
+//!   one form whoever sent them.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use quick_protobuf::{BytesReader, MessageRead, MessageWrite, Writer};
 
@@ -464,8 +468,23 @@ fn peer_to_pb(peer: &PeerRecord) -> pb::mod_Message::Peer<'static> {
     }
 }
 
+/// Strips a trailing `/p2p/<id>` naming the entry's own peer (libp2p-kad appends it to every
+/// address it sends), and drops an address whose trailing `/p2p/` names another peer.
+fn without_own_peer_id(mut addr: Multiaddr, id: &PeerId) -> Option<Multiaddr> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(named)) if named == *id => {
+            addr.pop();
+            Some(addr)
+        }
+        Some(Protocol::P2p(_)) => None,
+        _ => Some(addr),
+    }
+}
+
 /// Converts received peer entries, skipping invalid ids and bounding each entry.
 fn peers_from_pb(peers: &[pb::mod_Message::Peer<'_>], limits: &Limits) -> Vec<PeerRecord> {
+    // SipHash, not fnv: the addresses come from a remote peer.
+    let mut seen: HashSet<Multiaddr> = HashSet::new();
     peers
         .iter()
         .filter_map(|peer| {
@@ -478,23 +497,25 @@ fn peers_from_pb(peers: &[pb::mod_Message::Peer<'_>], limits: &Limits) -> Vec<Pe
             };
             let mut size = peer.id.len();
             let mut addrs: Vec<Multiaddr> = Vec::new();
-            // SipHash, not fnv: the bytes come from a remote peer.
-            let mut seen: HashSet<&[u8]> = HashSet::new();
             for raw in &peer.addrs {
                 // Bound by the encoded size the sender used: id plus kept addresses.
                 if size + raw.len() > limits.max_peer_entry_size {
                     tracing::debug!(peer = %id, "peer entry over its size limit; addresses dropped");
                     break;
                 }
-                if !seen.insert(raw) {
-                    continue;
-                }
-                let Ok(addr) = Multiaddr::try_from(raw.to_vec()) else {
+                let Some(addr) = Multiaddr::try_from(raw.to_vec())
+                    .ok()
+                    .and_then(|addr| without_own_peer_id(addr, &id))
+                else {
                     continue;
                 };
-                size += raw.len();
-                addrs.push(addr);
+                // A linear check would be quadratic in a hostile entry's address count.
+                if seen.insert(addr.clone()) {
+                    size += raw.len();
+                    addrs.push(addr);
+                }
             }
+            seen.clear();
             let connection = match peer.connection {
                 pb::mod_Message::ConnectionType::NOT_CONNECTED => ConnectionType::NotConnected,
                 pb::mod_Message::ConnectionType::CONNECTED => ConnectionType::Connected,

@@ -446,3 +446,32 @@ fn nested_field_running_past_its_message_is_rejected_not_a_panic() {
         Err(MessageError::Wire(_))
     ));
 }
+
+/// Regression (interop with libp2p-kad 0.49): it appends `/p2p/<id>` to every address of a
+/// `Peer` entry. The suffix is stripped, so the same address from go and from Rust is one.
+#[test]
+fn trailing_own_peer_id_is_stripped_and_foreign_one_dropped() {
+    let id = PeerId::random();
+    let plain: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+    let own = plain.clone().with(libp2p::multiaddr::Protocol::P2p(id));
+    let foreign = plain
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(PeerId::random()));
+    let relayed: Multiaddr = format!("/ip4/1.2.3.4/tcp/1/p2p/{}/p2p-circuit", PeerId::random())
+        .parse()
+        .unwrap();
+    let response = Response::FindNode {
+        closer_peers: vec![PeerRecord {
+            id,
+            addrs: vec![own, plain.clone(), foreign, relayed.clone()],
+            connection: ConnectionType::Connected,
+        }],
+    };
+    let bytes = encode_response(&response, b"k");
+    let Response::FindNode { closer_peers } =
+        decode_response(&bytes, MessageType::FindNode, &limits()).unwrap()
+    else {
+        panic!("wrong variant")
+    };
+    assert_eq!(closer_peers[0].addrs, vec![plain, relayed]);
+}

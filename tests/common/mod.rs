@@ -27,7 +27,8 @@ pub fn sample_peer() -> PeerRecord {
     let key = libp2p::identity::Keypair::ed25519_from_bytes([7u8; 32]).unwrap();
     PeerRecord {
         id: key.public().to_peer_id(),
-        addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()],
+        // Port 1 on loopback: nothing listens there, so a dial fails at once.
+        addrs: vec!["/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>().unwrap()],
         connection: kadence::ConnectionType::NotConnected,
     }
 }
