@@ -8,8 +8,8 @@ use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, NetworkBehaviour,
-    NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm,
+    NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
@@ -212,6 +212,11 @@ impl NetworkBehaviour for Behaviour {
                 self.apply_all(actions);
                 self.inbound.on_connection_closed(connection_id);
             }
+            // Refused because a dial or connection already exists: that one decides.
+            FromSwarm::DialFailure(DialFailure {
+                error: DialError::DialPeerConditionFalse(_),
+                ..
+            }) => {}
             FromSwarm::DialFailure(DialFailure {
                 peer_id: Some(peer),
                 error,
@@ -288,3 +293,7 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "behaviour_tests.rs"]
+mod tests;

@@ -92,13 +92,23 @@ async fn two_kadence_nodes_exchange_every_request_type() {
     }
 }
 
-#[tokio::test]
-async fn outbound_requests_reuse_one_stream() {
-    let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
+/// Counters of a hand-written server: streams accepted and requests read.
+struct RawServer {
+    id: PeerId,
+    streams: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+/// A server speaking the protocol by hand on libp2p-stream; with `close_after_answer` it closes
+/// every stream after its first answer, as a go server does to a stream idle for a minute.
+async fn spawn_raw_server(
+    client: &mut Swarm<kadence::Behaviour>,
+    close_after_answer: bool,
+) -> RawServer {
     let (mut raw, mut control) = raw_swarm();
     raw.listen().with_memory_addr_external().await;
     client.connect(&mut raw).await;
-    let server = *raw.local_peer_id();
+    let id = *raw.local_peer_id();
     let mut incoming = control.accept(TEST_PROTOCOL).unwrap();
     tokio::spawn(raw.loop_on_next());
     let streams = Arc::new(AtomicUsize::new(0));
@@ -113,24 +123,56 @@ async fn outbound_requests_reuse_one_stream() {
                     let request = decode_request(&frame, &Default::default()).unwrap();
                     r.fetch_add(1, Ordering::SeqCst);
                     if let Some(answer) = canned_answer(&request) {
-                        write_frame(&mut stream, &encode_response(&answer, b""))
-                            .await
-                            .unwrap();
+                        let bytes = encode_response(&answer, b"");
+                        write_frame(&mut stream, &bytes).await.unwrap();
+                    }
+                    if close_after_answer {
+                        let _ = stream.close().await;
+                        return;
                     }
                 }
             });
         }
     });
+    RawServer {
+        id,
+        streams,
+        requests,
+    }
+}
+
+#[tokio::test]
+async fn outbound_requests_reuse_one_stream() {
+    let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
+    let server = spawn_raw_server(&mut client, false).await;
     for _ in 0..4 {
-        client.behaviour_mut().send_request(server, Request::Ping);
+        client
+            .behaviour_mut()
+            .send_request(server.id, Request::Ping);
         let result = within(10, next_outbound(&mut client)).await;
         assert_eq!(result.unwrap(), Some(Response::Ping));
     }
-    assert_eq!(requests.load(Ordering::SeqCst), 4);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 4);
+    let streams = server.streams.load(Ordering::SeqCst);
+    assert_eq!(streams, 1, "one stream carried every request");
+}
+
+#[tokio::test]
+async fn a_kept_stream_closed_by_the_remote_is_replaced() {
+    let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
+    let server = spawn_raw_server(&mut client, true).await;
+    for _ in 0..4 {
+        client
+            .behaviour_mut()
+            .send_request(server.id, Request::Ping);
+        let result = within(10, next_outbound(&mut client)).await;
+        assert_eq!(result.unwrap(), Some(Response::Ping), "no request fails");
+    }
+    assert_eq!(server.requests.load(Ordering::SeqCst), 4);
     assert_eq!(
-        streams.load(Ordering::SeqCst),
-        1,
-        "one stream carried every request"
+        server.streams.load(Ordering::SeqCst),
+        4,
+        "a new stream each time"
     );
 }
 

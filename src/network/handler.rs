@@ -464,6 +464,8 @@ impl ConnectionHandler for Handler {
             }
 
             self.expire_pending(cx);
+            // Drop kept streams the remote closed before handing one to a request.
+            self.poll_idle(cx);
             // Before polling `outbound`, so that exchanges started here are polled at once.
             self.assign_idle_streams();
 
@@ -500,7 +502,6 @@ impl ConnectionHandler for Handler {
             }
 
             while let Poll::Ready(Some(())) = self.closing.poll_next_unpin(cx) {}
-            self.poll_idle(cx);
             if !self.events.is_empty() {
                 continue;
             }
