@@ -5,15 +5,15 @@
 //! every DHT message type to another over the real wire, and prints a table. It exits 0 only if
 //! every exchange succeeded.
 //!
-//! Until the Server module lands, each node answers from a small in-example table (the peers
-//! identify told it about, the values and providers it was sent); the wire, the streams and the
-//! handler are the real ones.
+//! Every node answers with kadence's Server module: closer peers from its routing table (filled
+//! through identify), `/pk/` records it validated and stored, provider records.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kadence::{ConnectionType, Event, PeerRecord, Record, Request, RequestError, Response};
+use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot};
@@ -30,51 +30,8 @@ struct Node {
 
 type Reply = oneshot::Sender<Result<Option<Response>, RequestError>>;
 
-/// What the in-example stand-in server remembers.
-#[derive(Default)]
-struct Table {
-    peers: HashMap<PeerId, Vec<Multiaddr>>,
-    values: HashMap<Vec<u8>, Record>,
-    providers: HashMap<Vec<u8>, Vec<PeerRecord>>,
-}
-
-impl Table {
-    fn answer(&mut self, request: Request) -> Option<Response> {
-        let closer_peers: Vec<PeerRecord> = self
-            .peers
-            .iter()
-            .map(|(id, addrs)| PeerRecord {
-                id: *id,
-                addrs: addrs.clone(),
-                connection: ConnectionType::Connected,
-            })
-            .take(20)
-            .collect();
-        Some(match request {
-            Request::Ping => Response::Ping,
-            Request::FindNode { .. } => Response::FindNode { closer_peers },
-            Request::GetValue { key } => Response::GetValue {
-                record: self.values.get(&key).cloned(),
-                closer_peers,
-            },
-            Request::PutValue { record } => {
-                self.values.insert(record.key.clone(), record.clone());
-                Response::PutValue { record }
-            }
-            Request::GetProviders { key } => Response::GetProviders {
-                providers: self.providers.get(&key).cloned().unwrap_or_default(),
-                closer_peers,
-            },
-            Request::AddProvider { key, providers } => {
-                self.providers.entry(key).or_default().extend(providers);
-                return None;
-            }
-        })
-    }
-}
-
-fn build_swarm() -> Result<Swarm<Node>, Box<dyn std::error::Error>> {
-    Ok(libp2p::SwarmBuilder::with_new_identity()
+fn build_swarm(key: Keypair) -> Result<Swarm<Node>, Box<dyn std::error::Error>> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default(),
@@ -88,6 +45,7 @@ fn build_swarm() -> Result<Swarm<Node>, Box<dyn std::error::Error>> {
             )),
             ping: ping::Behaviour::default(),
             dht: kadence::Behaviour::new(
+                key.public().to_peer_id(),
                 kadence::Config::new(PROTOCOL).with_mode(Some(kadence::Mode::Server)),
             ),
         })?
@@ -95,12 +53,11 @@ fn build_swarm() -> Result<Swarm<Node>, Box<dyn std::error::Error>> {
         .build())
 }
 
-/// Runs one node until the process ends: answers requests, forwards outbound ones.
+/// Runs one node until the process ends: its Server answers requests; it forwards outbound ones.
 async fn run_node(
     mut swarm: Swarm<Node>,
     mut commands: mpsc::UnboundedReceiver<(PeerId, Request, Reply)>,
 ) {
-    let mut table = Table::default();
     let mut replies: HashMap<kadence::OutboundRequestId, Reply> = HashMap::new();
     loop {
         tokio::select! {
@@ -108,29 +65,29 @@ async fn run_node(
                 let id = swarm.behaviour_mut().dht.send_request(peer, request);
                 replies.insert(id, reply);
             }
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(NodeEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                    table.peers.insert(peer_id, info.listen_addrs);
-                }
-                SwarmEvent::Behaviour(NodeEvent::Dht(Event::InboundRequest { id, request, .. })) => {
-                    if let (Some(id), Some(answer)) = (id, table.answer(request)) {
-                        let _ = swarm.behaviour_mut().dht.respond(id, answer);
-                    }
-                }
-                SwarmEvent::Behaviour(NodeEvent::Dht(Event::OutboundRequestFinished { id, result, .. })) => {
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::Behaviour(NodeEvent::Dht(Event::OutboundRequestFinished {
+                    id,
+                    result,
+                    ..
+                })) = event
+                {
                     if let Some(reply) = replies.remove(&id) {
                         let _ = reply.send(result);
                     }
                 }
-                _ => {}
             }
         }
     }
 }
 
-fn requests_for(me: PeerId, my_addr: &Multiaddr, target: PeerId) -> Vec<(&'static str, Request)> {
-    let key = format!("/example/{me}").into_bytes();
+fn requests_for(me: &Keypair, my_addr: &Multiaddr, target: PeerId) -> Vec<(&'static str, Request)> {
+    // A `/pk/` record: our public key under our peer id, which every node's validator accepts.
+    let mut key = b"/pk/".to_vec();
+    key.extend(me.public().to_peer_id().to_bytes());
+    let value = me.public().encode_protobuf();
     let provided = target.to_bytes();
+    let me = me.public().to_peer_id();
     vec![
         ("PING", Request::Ping),
         (
@@ -144,7 +101,7 @@ fn requests_for(me: PeerId, my_addr: &Multiaddr, target: PeerId) -> Vec<(&'stati
             Request::PutValue {
                 record: Record {
                     key: key.clone(),
-                    value: b"hello".to_vec(),
+                    value,
                     time_received: String::new(),
                 },
             },
@@ -168,9 +125,7 @@ fn requests_for(me: PeerId, my_addr: &Multiaddr, target: PeerId) -> Vec<(&'stati
 /// Whether a response shows the request really took effect on the remote.
 fn answers_as_expected(me: PeerId, response: Option<Response>) -> bool {
     match response {
-        Some(Response::GetValue { record, .. }) => {
-            record.is_some_and(|r| r.value.as_slice() == b"hello")
-        }
+        Some(Response::GetValue { record, .. }) => record.is_some(),
         Some(Response::GetProviders { providers, .. }) => providers.iter().any(|p| p.id == me),
         Some(Response::FindNode { closer_peers }) => !closer_peers.is_empty(),
         // PING, the PUT_VALUE echo, and ADD_PROVIDER (no response: the frame was flushed).
@@ -180,10 +135,13 @@ fn answers_as_expected(me: PeerId, response: Option<Response>) -> bool {
 
 async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
     let mut ids = Vec::new();
+    let mut keys = Vec::new();
     let mut addrs: Vec<Multiaddr> = Vec::new();
     let mut handles = Vec::new();
     for i in 0..nodes {
-        let mut swarm = build_swarm()?;
+        let key = Keypair::generate_ed25519();
+        keys.push(key.clone());
+        let mut swarm = build_swarm(key)?;
         swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
         let addr = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
@@ -206,7 +164,7 @@ async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
     let mut stats: Vec<(&'static str, usize, usize, Vec<Duration>)> = Vec::new();
     for i in 0..nodes {
         let target = ids[(i + 1) % nodes];
-        for (name, request) in requests_for(ids[i], &addrs[i], target) {
+        for (name, request) in requests_for(&keys[i], &addrs[i], target) {
             let start = Instant::now();
             let (tx, rx) = oneshot::channel();
             handles[i].send((target, request, tx))?;

@@ -1,11 +1,15 @@
 //! [`Behaviour`]: the DHT as a libp2p [`NetworkBehaviour`]. Glue only: it routes swarm and
-//! handler events into the modules and drains their actions into [`ToSwarm`].
+//! handler events into the modules (network, routing table, server) and drains their actions
+//! into [`ToSwarm`].
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
 
+use futures::FutureExt;
+use futures_timer::Delay;
 use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
+use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm,
@@ -14,32 +18,77 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 
 use crate::config::Config;
-use crate::event::{Event, RespondError};
+use crate::event::Event;
 use crate::mode::{Mode, ModeState};
-use crate::network::dispatch::{InboundRequests, OutboundAction, OutboundRequests, PendingInbound};
+use crate::network::dispatch::{OutboundAction, OutboundRequests};
 use crate::network::handler::{Handler, HandlerEvent, HandlerIn};
-use crate::network::message::{Request, Response};
-use crate::network::{InboundRequestId, OutboundRequestId};
+use crate::network::message::{without_own_peer_id, Request};
+use crate::network::OutboundRequestId;
+use crate::routing_table::maintenance::{Maintenance, TableChange};
+use crate::routing_table::{KBucketTable, RoutingTable};
+use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
+use crate::store::{MemoryStore, ProviderStore, RecordStore};
+
+/// How often the routing table is asked for peers due a liveness check.
+const LIVENESS_TICK: Duration = Duration::from_secs(5);
 
 /// The kadence DHT behaviour. Compose it into your swarm's behaviour with
-/// `#[derive(NetworkBehaviour)]`.
+/// `#[derive(NetworkBehaviour)]`, beside `identify` (which tells it who serves the DHT).
 pub struct Behaviour {
+    local: PeerId,
     config: Config,
     mode: ModeState,
     outbound: OutboundRequests,
-    inbound: InboundRequests,
+    maintenance: Maintenance,
+    server: Server,
+    liveness_tick: Delay,
     actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     /// Woken when an API call queues an action outside of `poll`.
     waker: Option<Waker>,
 }
 
 impl Behaviour {
-    /// A DHT node with `config`. Use [`Config::amino`] for the public IPFS DHT.
-    pub fn new(config: Config) -> Self {
+    /// A DHT node with the default routing table ([`KBucketTable`]) and in-memory stores.
+    /// Use [`Config::amino`] for the public IPFS DHT.
+    pub fn new(local: PeerId, config: Config) -> Self {
+        let table = KBucketTable::new(local, config.kbuckets.clone());
+        let store = config.store;
+        Self::with_parts(
+            local,
+            config,
+            table,
+            MemoryStore::new(store),
+            MemoryStore::new(store),
+        )
+    }
+
+    /// A DHT node with your own routing table and stores.
+    pub fn with_parts(
+        local: PeerId,
+        config: Config,
+        table: impl RoutingTable,
+        records: impl RecordStore,
+        providers: impl ProviderStore,
+    ) -> Self {
+        let settings = ServerSettings {
+            k: config.kbuckets.k,
+            max_message_size: config.max_message_size,
+            lifetimes: config.lifetimes,
+            manual_approval: config.manual_store_approval,
+            max_pending_decisions: config.max_pending_store_decisions,
+        };
+        let validators = config.validators.clone();
         Self {
+            local,
             mode: ModeState::new(config.mode),
             outbound: OutboundRequests::new(config.max_pending_requests),
-            inbound: InboundRequests::new(config.max_inbound_streams),
+            maintenance: Maintenance::new(
+                Box::new(table),
+                config.kbuckets.max_addresses_per_peer,
+                config.max_liveness_checks,
+            ),
+            server: Server::new(settings, Box::new(records), Box::new(providers), validators),
+            liveness_tick: Delay::new(LIVENESS_TICK),
             actions: VecDeque::new(),
             waker: None,
             config,
@@ -49,6 +98,11 @@ impl Behaviour {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The local peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
     }
 
     /// The mode in force.
@@ -65,61 +119,61 @@ impl Behaviour {
         }
     }
 
+    /// The routing table.
+    pub fn routing_table(&self) -> &dyn RoutingTable {
+        self.maintenance.table()
+    }
+
+    /// The value record store.
+    pub fn record_store_mut(&mut self) -> &mut dyn RecordStore {
+        self.server.records_mut()
+    }
+
+    /// The provider record store.
+    pub fn provider_store_mut(&mut self) -> &mut dyn ProviderStore {
+        self.server.providers_mut()
+    }
+
+    /// Sends one request to `peer` and reports the outcome as
+    /// [`Event::OutboundRequestFinished`]. Dials the peer if no connection is open, with the
+    /// routing table's addresses and those of the swarm's other behaviours.
+    ///
+    /// This is the raw protocol; the DHT operations are built on it.
+    pub fn send_request(&mut self, peer: PeerId, request: Request) -> OutboundRequestId {
+        let id = self.send(peer, request);
+        self.wake();
+        id
+    }
+
+    /// Stores a write that waits for approval (see [`Event::StoreRequest`]); a PUT_VALUE is
+    /// then echoed to its sender.
+    pub fn approve_store(&mut self, id: DecisionId) -> Result<(), UnknownDecision> {
+        let actions = self.server.decide(id, true)?;
+        self.apply_server(actions);
+        self.wake();
+        Ok(())
+    }
+
+    /// Refuses a write that waits for approval: nothing is stored, a PUT_VALUE stream is reset.
+    pub fn reject_store(&mut self, id: DecisionId) -> Result<(), UnknownDecision> {
+        let actions = self.server.decide(id, false)?;
+        self.apply_server(actions);
+        self.wake();
+        Ok(())
+    }
+
     fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
 
-    /// Sends one request to `peer` and reports the outcome as
-    /// [`Event::OutboundRequestFinished`]. Dials the peer if no connection is open; its
-    /// addresses then come from the swarm's other behaviours or an earlier connection.
-    ///
-    /// This is the raw protocol; the DHT operations are built on it.
-    pub fn send_request(&mut self, peer: PeerId, request: Request) -> OutboundRequestId {
+    fn send(&mut self, peer: PeerId, request: Request) -> OutboundRequestId {
         let (id, action) = self.outbound.send(peer, request);
         if let Some(action) = action {
             self.apply(action);
         }
-        self.wake();
         id
-    }
-
-    /// Answers the inbound request `id` (from [`Event::InboundRequest`]).
-    pub fn respond(
-        &mut self,
-        id: InboundRequestId,
-        response: Response,
-    ) -> Result<(), RespondError> {
-        let pending = self.inbound.take(id).ok_or(RespondError::UnknownRequest)?;
-        if pending.kind != response.message_type() {
-            let error = RespondError::WrongType {
-                request: pending.kind,
-                response: response.message_type(),
-            };
-            // Still pending: the caller may answer again with the right type.
-            self.inbound.insert(id, pending);
-            return Err(error);
-        }
-        self.actions.push_back(ToSwarm::NotifyHandler {
-            peer_id: pending.peer,
-            handler: NotifyHandler::One(pending.connection),
-            event: HandlerIn::Respond { id, response },
-        });
-        self.wake();
-        Ok(())
-    }
-
-    /// Refuses to answer the inbound request `id`: its stream is reset.
-    pub fn refuse(&mut self, id: InboundRequestId) -> Result<(), RespondError> {
-        let pending = self.inbound.take(id).ok_or(RespondError::UnknownRequest)?;
-        self.actions.push_back(ToSwarm::NotifyHandler {
-            peer_id: pending.peer,
-            handler: NotifyHandler::One(pending.connection),
-            event: HandlerIn::Refuse { id },
-        });
-        self.wake();
-        Ok(())
     }
 
     fn on_mode_changed(&mut self, mode: Mode) {
@@ -131,8 +185,11 @@ impl Behaviour {
                 event: HandlerIn::SetMode(mode),
             });
         }
-        self.actions
-            .push_back(ToSwarm::GenerateEvent(Event::ModeChanged { mode }));
+        self.report(Event::ModeChanged { mode });
+    }
+
+    fn report(&mut self, event: Event) {
+        self.actions.push_back(ToSwarm::GenerateEvent(event));
     }
 
     fn apply(&mut self, action: OutboundAction) {
@@ -168,6 +225,63 @@ impl Behaviour {
             self.apply(action);
         }
     }
+
+    fn apply_table_change(&mut self, change: Option<TableChange>) {
+        match change {
+            Some(TableChange::Added(peer)) => self.report(Event::RoutingUpdated { peer }),
+            Some(TableChange::Removed(eviction)) => self.report(Event::PeerRemoved {
+                peer: eviction.removed,
+                replaced_by: eviction.promoted,
+            }),
+            None => {}
+        }
+    }
+
+    fn apply_server(&mut self, actions: impl IntoIterator<Item = ServerAction>) {
+        for action in actions {
+            let action = match action {
+                ServerAction::Respond {
+                    peer,
+                    connection,
+                    id,
+                    response,
+                } => ToSwarm::NotifyHandler {
+                    peer_id: peer,
+                    handler: NotifyHandler::One(connection),
+                    event: HandlerIn::Respond { id, response },
+                },
+                ServerAction::Refuse {
+                    peer,
+                    connection,
+                    id,
+                } => ToSwarm::NotifyHandler {
+                    peer_id: peer,
+                    handler: NotifyHandler::One(connection),
+                    event: HandlerIn::Refuse { id },
+                },
+                ServerAction::Report {
+                    peer,
+                    request,
+                    outcome,
+                } => ToSwarm::GenerateEvent(Event::InboundRequest {
+                    peer,
+                    request,
+                    outcome,
+                }),
+                ServerAction::AskApproval { id, peer, request } => {
+                    ToSwarm::GenerateEvent(Event::StoreRequest { id, peer, request })
+                }
+            };
+            self.actions.push_back(action);
+        }
+    }
+
+    fn start_liveness_checks(&mut self) {
+        for (peer, request) in self.maintenance.due_checks(self.local, Instant::now()) {
+            let id = self.send(peer, request);
+            self.maintenance.check_started(id, peer);
+        }
+    }
 }
 
 impl NetworkBehaviour for Behaviour {
@@ -182,6 +296,18 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         Ok(Handler::new(peer, &self.config, self.mode.current()))
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: Option<PeerId>,
+        _: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        Ok(peer
+            .and_then(|p| self.maintenance.table().addresses(&p).map(<[_]>::to_vec))
+            .unwrap_or_default())
     }
 
     fn handle_established_outbound_connection(
@@ -202,15 +328,25 @@ impl NetworkBehaviour for Behaviour {
                     .outbound
                     .on_connection_established(e.peer_id, e.connection_id);
                 self.apply_all(actions);
+                let dialed = match e.endpoint {
+                    ConnectedPoint::Dialer { address, .. } => {
+                        without_own_peer_id(address.clone(), &e.peer_id)
+                    }
+                    ConnectedPoint::Listener { .. } => None,
+                };
+                self.maintenance.on_connected(e.peer_id, dialed);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
                 connection_id,
+                remaining_established,
                 ..
             }) => {
                 let actions = self.outbound.on_connection_closed(peer_id, connection_id);
                 self.apply_all(actions);
-                self.inbound.on_connection_closed(connection_id);
+                if remaining_established == 0 {
+                    self.maintenance.on_disconnected(&peer_id, Instant::now());
+                }
             }
             // Refused because a dial or connection already exists: that one decides.
             FromSwarm::DialFailure(DialFailure {
@@ -224,6 +360,14 @@ impl NetworkBehaviour for Behaviour {
             }) => {
                 let actions = self.outbound.on_dial_failure(peer, error.to_string());
                 self.apply_all(actions);
+            }
+            FromSwarm::NewExternalAddrOfPeer(e) => {
+                if let Some(addr) = without_own_peer_id(e.addr.clone(), &e.peer_id) {
+                    let change = self
+                        .maintenance
+                        .on_peer_address(e.peer_id, addr, Instant::now());
+                    self.apply_table_change(change);
+                }
             }
             FromSwarm::ExternalAddrConfirmed(e) => {
                 if let Some(mode) = self.mode.on_external_confirmed(e.addr) {
@@ -245,45 +389,58 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        let event = match event {
+        match event {
             HandlerEvent::InboundRequest { id, request } => {
-                if let Some(id) = id {
-                    let kind = request.message_type();
-                    let entry = PendingInbound {
-                        peer,
-                        connection,
-                        kind,
-                    };
-                    self.inbound.insert(id, entry);
-                }
-                Event::InboundRequest {
+                let maintenance = &self.maintenance;
+                let actions = self.server.on_request(
+                    maintenance.table(),
+                    &|p| maintenance.connected_addresses(p),
                     peer,
                     connection,
                     id,
                     request,
-                }
+                    SystemTime::now(),
+                );
+                self.apply_server(actions);
             }
-            HandlerEvent::InboundFailed(error) => Event::InboundFailed {
+            HandlerEvent::InboundFailed(error) => self.report(Event::InboundFailed {
                 peer,
                 connection,
                 error,
-            },
+            }),
             HandlerEvent::OutboundFinished { id, result } => {
                 if self.outbound.on_finished(id).is_none() {
                     return; // Already failed when its connection closed.
                 }
-                Event::OutboundRequestFinished { peer, id, result }
+                let (internal, change) =
+                    self.maintenance
+                        .on_request_finished(id, peer, &result, Instant::now());
+                self.apply_table_change(change);
+                if !internal {
+                    self.report(Event::OutboundRequestFinished { peer, id, result });
+                }
             }
-            HandlerEvent::RemoteSupport(supported) => Event::PeerProtocolSupport {
-                peer,
-                connection,
-                supported,
-            },
-        };
-        self.actions.push_back(ToSwarm::GenerateEvent(event));
+            HandlerEvent::RemoteSupport(supported) => {
+                let change = self
+                    .maintenance
+                    .on_protocol_support(peer, supported, Instant::now());
+                self.apply_table_change(change);
+                self.report(Event::PeerProtocolSupport {
+                    peer,
+                    connection,
+                    supported,
+                });
+            }
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if self.liveness_tick.poll_unpin(cx).is_ready() {
+            self.liveness_tick.reset(LIVENESS_TICK);
+            // Registers the timer's waker again.
+            let _ = self.liveness_tick.poll_unpin(cx);
+            self.start_liveness_checks();
+        }
         match self.actions.pop_front() {
             Some(action) => Poll::Ready(action),
             None => {

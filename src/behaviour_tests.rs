@@ -1,20 +1,24 @@
 //! Behaviour-level fuzzing: random sequences of swarm events, handler events and API calls are
 //! fed to the behaviour, with a simulated swarm around it. Invariants: nothing panics, every
-//! outbound request is reported exactly once, answers go to the connection the request came
-//! on, and nothing is left pending once every connection and dial has ended.
+//! outbound request is reported exactly once, every inbound request is answered at most once and
+//! on the connection it came on, and every one is answered once its write is decided.
 
 use std::collections::{HashMap, HashSet};
 use std::task::{Context, Poll};
 
 use futures::task::noop_waker_ref;
 use libp2p::core::{ConnectedPoint, Endpoint};
+use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished, DialFailure};
 use libp2p::swarm::{ConnectionId, DialError, FromSwarm, NetworkBehaviour, NotifyHandler, ToSwarm};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use proptest::prelude::*;
 
 use crate::network::handler::{HandlerEvent, HandlerIn};
-use crate::{Behaviour, Event, InboundRequestId, Mode, OutboundRequestId, Request, Response};
+use crate::{
+    Behaviour, DecisionId, Event, InboundRequestId, Mode, OutboundRequestId, PeerRecord, Record,
+    Request, Response,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -22,9 +26,10 @@ enum Op {
     Connect(usize),
     Close(usize),
     DialFail(usize),
-    HandlerFinishes(usize),
-    InboundRequest(usize, bool),
-    Respond(usize),
+    HandlerFinishes(usize, bool),
+    RemoteSupport(usize, bool),
+    Inbound(usize, u8),
+    Decide(usize, bool),
     SetMode(Option<bool>),
 }
 
@@ -34,9 +39,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize).prop_map(Op::Connect),
         2 => (0..8usize).prop_map(Op::Close),
         1 => (0..4usize).prop_map(Op::DialFail),
-        3 => (0..8usize).prop_map(Op::HandlerFinishes),
-        2 => ((0..8usize), any::<bool>()).prop_map(|(c, r)| Op::InboundRequest(c, r)),
-        2 => (0..16usize).prop_map(Op::Respond),
+        3 => ((0..8usize), any::<bool>()).prop_map(|(c, ok)| Op::HandlerFinishes(c, ok)),
+        1 => ((0..8usize), any::<bool>()).prop_map(|(c, s)| Op::RemoteSupport(c, s)),
+        3 => ((0..8usize), 0..4u8).prop_map(|(c, k)| Op::Inbound(c, k)),
+        2 => ((0..16usize), any::<bool>()).prop_map(|(i, a)| Op::Decide(i, a)),
         1 => prop::option::of(any::<bool>()).prop_map(Op::SetMode),
     ]
 }
@@ -45,29 +51,39 @@ fn op() -> impl Strategy<Value = Op> {
 struct Sim {
     behaviour: Behaviour,
     peers: Vec<PeerId>,
+    keys: Vec<Keypair>,
     next_connection: usize,
-    /// Open connections, with the requests their handler holds.
+    /// Open connections, with the outbound requests their handler holds.
     open: Vec<(PeerId, ConnectionId, Vec<OutboundRequestId>)>,
     issued: HashSet<OutboundRequestId>,
     finished: HashMap<OutboundRequestId, usize>,
-    inbound_ids: Vec<(InboundRequestId, ConnectionId)>,
-    responses_to: Vec<(InboundRequestId, ConnectionId)>,
+    /// Inbound requests that take a response, with their connection.
+    inbound: HashMap<InboundRequestId, ConnectionId>,
+    answers: Vec<(InboundRequestId, ConnectionId)>,
+    decisions: Vec<(DecisionId, Option<InboundRequestId>)>,
+    /// The inbound request whose decision the next StoreRequest event belongs to.
+    awaiting_decision: Option<Option<InboundRequestId>>,
 }
 
 impl Sim {
     fn new() -> Self {
         let config = crate::Config::new(StreamProtocol::new("/fuzz/kad/1.0.0"))
             .with_max_pending_requests(3)
-            .with_max_inbound_streams(2);
+            .with_manual_store_approval(true)
+            .with_max_pending_store_decisions(3);
+        let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
         Self {
-            behaviour: Behaviour::new(config),
-            peers: (0..4).map(|_| PeerId::random()).collect(),
+            behaviour: Behaviour::new(PeerId::random(), config),
+            peers: keys.iter().map(|k| k.public().to_peer_id()).collect(),
+            keys,
             next_connection: 0,
             open: Vec::new(),
             issued: HashSet::new(),
             finished: HashMap::new(),
-            inbound_ids: Vec::new(),
-            responses_to: Vec::new(),
+            inbound: HashMap::new(),
+            answers: Vec::new(),
+            decisions: Vec::new(),
+            awaiting_decision: None,
         }
     }
 
@@ -95,13 +111,17 @@ impl Sim {
                     match event {
                         HandlerIn::Request { id, .. } => conn.2.push(id),
                         HandlerIn::Respond { id, .. } | HandlerIn::Refuse { id } => {
-                            self.responses_to.push((id, connection))
+                            self.answers.push((id, connection))
                         }
                         HandlerIn::SetMode(_) => {}
                     }
                 }
                 ToSwarm::GenerateEvent(Event::OutboundRequestFinished { id, .. }) => {
                     *self.finished.entry(id).or_default() += 1;
+                }
+                ToSwarm::GenerateEvent(Event::StoreRequest { id, .. }) => {
+                    let inbound = self.awaiting_decision.take().expect("asked right after");
+                    self.decisions.push((id, inbound));
                 }
                 _ => {}
             }
@@ -120,6 +140,35 @@ impl Sim {
                 cause: None,
                 remaining_established: remaining,
             }));
+    }
+
+    fn inbound_request(&self, peer: usize, kind: u8) -> Request {
+        match kind {
+            0 => Request::Ping,
+            1 => Request::FindNode {
+                key: self.peers[(peer + 1) % 4].to_bytes(),
+            },
+            2 => {
+                let public = self.keys[peer].public();
+                let mut key = b"/pk/".to_vec();
+                key.extend(public.to_peer_id().to_bytes());
+                Request::PutValue {
+                    record: Record {
+                        key,
+                        value: public.encode_protobuf(),
+                        time_received: String::new(),
+                    },
+                }
+            }
+            _ => Request::AddProvider {
+                key: vec![0x12, 0x20, 1],
+                providers: vec![PeerRecord {
+                    id: self.peers[peer],
+                    addrs: vec!["/memory/9".parse().unwrap()],
+                    connection: crate::ConnectionType::Connected,
+                }],
+            },
+        }
     }
 
     fn apply(&mut self, op: Op) {
@@ -162,7 +211,7 @@ impl Sim {
                         connection_id: ConnectionId::new_unchecked(usize::MAX),
                     }));
             }
-            Op::HandlerFinishes(c) => {
+            Op::HandlerFinishes(c, ok) => {
                 let Some(conn) = self.open.get_mut(c) else {
                     return;
                 };
@@ -171,29 +220,56 @@ impl Sim {
                 }
                 let id = conn.2.remove(0);
                 let (peer, connection) = (conn.0, conn.1);
+                let result = if ok {
+                    Ok(Some(Response::Ping))
+                } else {
+                    Err(crate::RequestError::Timeout)
+                };
                 self.behaviour.on_connection_handler_event(
                     peer,
                     connection,
-                    HandlerEvent::OutboundFinished {
-                        id,
-                        result: Ok(Some(Response::Ping)),
-                    },
+                    HandlerEvent::OutboundFinished { id, result },
                 );
             }
-            Op::InboundRequest(c, with_response) => {
+            Op::RemoteSupport(c, supported) => {
                 let Some(&(peer, connection, _)) = self.open.get(c) else {
                     return;
                 };
-                // Ids are minted by handlers; a fresh handler-side id each time.
-                let id =
-                    with_response.then(|| mint_inbound_id(&mut self.behaviour, peer, connection));
-                if let Some(id) = id {
-                    self.inbound_ids.push((id, connection));
-                }
+                self.behaviour.on_connection_handler_event(
+                    peer,
+                    connection,
+                    HandlerEvent::RemoteSupport(supported),
+                );
             }
-            Op::Respond(i) => {
-                if let Some(&(id, _)) = self.inbound_ids.get(i) {
-                    let _ = self.behaviour.respond(id, Response::Ping);
+            Op::Inbound(c, kind) => {
+                let Some(&(peer, connection, _)) = self.open.get(c) else {
+                    return;
+                };
+                let index = self.peers.iter().position(|p| *p == peer).unwrap();
+                let request = self.inbound_request(index, kind);
+                let id = request.expects_response().then(InboundRequestId::next);
+                if let Some(id) = id {
+                    self.inbound.insert(id, connection);
+                }
+                if matches!(
+                    request,
+                    Request::PutValue { .. } | Request::AddProvider { .. }
+                ) {
+                    self.awaiting_decision = Some(id);
+                }
+                self.behaviour.on_connection_handler_event(
+                    peer,
+                    connection,
+                    HandlerEvent::InboundRequest { id, request },
+                );
+            }
+            Op::Decide(i, approve) => {
+                if let Some(&(id, _)) = self.decisions.get(i) {
+                    let _ = if approve {
+                        self.behaviour.approve_store(id)
+                    } else {
+                        self.behaviour.reject_store(id)
+                    };
                 }
             }
             Op::SetMode(m) => {
@@ -205,24 +281,6 @@ impl Sim {
     }
 }
 
-/// Delivers an inbound request the way a handler does, with a fresh id.
-fn mint_inbound_id(
-    behaviour: &mut Behaviour,
-    peer: PeerId,
-    connection: ConnectionId,
-) -> InboundRequestId {
-    let id = InboundRequestId::next();
-    behaviour.on_connection_handler_event(
-        peer,
-        connection,
-        HandlerEvent::InboundRequest {
-            id: Some(id),
-            request: Request::Ping,
-        },
-    );
-    id
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -232,10 +290,28 @@ proptest! {
         for op in ops {
             sim.apply(op);
         }
-        // Every answer went to the connection its request came on.
-        for (id, connection) in &sim.responses_to {
-            let origin = sim.inbound_ids.iter().find(|(i, _)| i == id).map(|(_, c)| c);
-            prop_assert_eq!(origin, Some(connection));
+        // Decide whatever is still pending; decisions dropped by the bound are unknown.
+        let mut dropped = HashSet::new();
+        for (decision, inbound) in sim.decisions.clone() {
+            if sim.behaviour.approve_store(decision).is_err() {
+                if let Some(id) = inbound {
+                    dropped.insert(id);
+                }
+            }
+            sim.drain();
+        }
+        // Answers: at most one per request, on its own connection.
+        let mut answered = HashSet::new();
+        for (id, connection) in &sim.answers {
+            prop_assert_eq!(sim.inbound.get(id), Some(connection));
+            prop_assert!(answered.insert(*id), "answered twice");
+        }
+        // Every request on a connection still open was answered, unless its write was dropped.
+        for (id, connection) in &sim.inbound {
+            let open = sim.open.iter().any(|c| c.1 == *connection);
+            if open && !dropped.contains(id) {
+                prop_assert!(answered.contains(id), "request {:?} never answered", id);
+            }
         }
         // End everything: close every connection, fail every dial.
         while !sim.open.is_empty() {
@@ -249,9 +325,5 @@ proptest! {
             prop_assert_eq!(sim.finished.get(id).copied(), Some(1), "request {:?}", id);
         }
         prop_assert_eq!(sim.finished.len(), sim.issued.len());
-        // Nothing left to answer once the connections are gone.
-        for (id, _) in &sim.inbound_ids {
-            prop_assert!(sim.behaviour.respond(*id, Response::Ping).is_err());
-        }
     }
 }

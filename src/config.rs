@@ -7,6 +7,9 @@ use smallvec::SmallVec;
 
 use crate::mode::Mode;
 use crate::network::message::Limits;
+use crate::routing_table::{DiversityConfig, KBucketConfig};
+use crate::server::{Validator, Validators};
+use crate::store::{Lifetimes, MemoryStoreConfig};
 
 /// The protocol of the public IPFS DHT ("Amino").
 pub const AMINO_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
@@ -28,6 +31,13 @@ pub struct Config {
     pub(crate) max_outbound_streams: usize,
     pub(crate) max_pending_requests: usize,
     pub(crate) limits: Limits,
+    pub(crate) kbuckets: KBucketConfig,
+    pub(crate) max_liveness_checks: usize,
+    pub(crate) store: MemoryStoreConfig,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) validators: Validators,
+    pub(crate) manual_store_approval: bool,
+    pub(crate) max_pending_store_decisions: usize,
 }
 
 impl Config {
@@ -45,6 +55,13 @@ impl Config {
             max_outbound_streams: 8,
             max_pending_requests: 64,
             limits: Limits::default(),
+            kbuckets: KBucketConfig::default(),
+            max_liveness_checks: 4,
+            store: MemoryStoreConfig::default(),
+            lifetimes: Lifetimes::default(),
+            validators: Validators::default(),
+            manual_store_approval: false,
+            max_pending_store_decisions: 256,
         }
     }
 
@@ -132,6 +149,98 @@ impl Config {
         self
     }
 
+    /// Replication factor and bucket size (k): peers per bucket, closer peers per answer.
+    /// Default 20, as Amino.
+    pub fn with_k(mut self, k: usize) -> Self {
+        self.kbuckets.k = k.max(1);
+        self
+    }
+
+    /// Replacement candidates kept per full bucket. Default 10.
+    pub fn with_replacement_cache_size(mut self, size: usize) -> Self {
+        self.kbuckets.replacement_cache_size = size;
+        self
+    }
+
+    /// Addresses kept per routing-table peer, most recently successful first. Default 16.
+    pub fn with_max_addresses_per_peer(mut self, addrs: usize) -> Self {
+        self.kbuckets.max_addresses_per_peer = addrs.max(1);
+        self
+    }
+
+    /// A routing-table peer not heard from for this long gets a liveness check; a failed check
+    /// evicts it. Default 43 min (see [`KBucketConfig::liveness_interval`] for why).
+    pub fn with_liveness_interval(mut self, interval: Duration) -> Self {
+        self.kbuckets.liveness_interval = interval;
+        self
+    }
+
+    /// Failed requests in a row that evict a routing-table peer. Default 3.
+    pub fn with_max_failures(mut self, failures: u8) -> Self {
+        self.kbuckets.max_failures = failures.max(1);
+        self
+    }
+
+    /// The IP-group diversity filter of the routing table; `None` disables it. Default on:
+    /// at most 2 peers per IPv4 /16 or IPv6 /32 per bucket and 3 per table; loopback and
+    /// private addresses are exempt.
+    pub fn with_diversity_filter(mut self, filter: Option<DiversityConfig>) -> Self {
+        self.kbuckets.diversity = filter;
+        self
+    }
+
+    /// Liveness checks in flight at once. Default 4: checks are paced, never a burst.
+    pub fn with_max_liveness_checks(mut self, checks: usize) -> Self {
+        self.max_liveness_checks = checks;
+        self
+    }
+
+    /// Bounds of the default in-memory store.
+    pub fn with_memory_store(mut self, store: MemoryStoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// How long provider records are valid. Default 48 h, as Amino.
+    pub fn with_provider_validity(mut self, validity: Duration) -> Self {
+        self.lifetimes.provider_validity = validity;
+        self
+    }
+
+    /// How long a provider's addresses are handed out with its record. Default 24 h.
+    pub fn with_provider_address_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.provider_addrs = ttl;
+        self
+    }
+
+    /// How long value records are kept. Default 48 h, as Amino.
+    pub fn with_value_max_age(mut self, age: Duration) -> Self {
+        self.lifetimes.value_max_age = age;
+        self
+    }
+
+    /// Registers the validator of a record namespace (`"ipns"` for `/ipns/...` keys). `/pk` is
+    /// built in; records of a namespace without a validator are refused.
+    pub fn with_validator(mut self, namespace: &str, validator: impl Validator) -> Self {
+        self.validators.register(namespace, validator);
+        self
+    }
+
+    /// Inbound PUT_VALUE and ADD_PROVIDER wait for the application's
+    /// [`approve_store`](crate::Behaviour::approve_store) or
+    /// [`reject_store`](crate::Behaviour::reject_store) before anything is stored; the
+    /// PUT_VALUE echo is sent only after approval. Default off.
+    pub fn with_manual_store_approval(mut self, manual: bool) -> Self {
+        self.manual_store_approval = manual;
+        self
+    }
+
+    /// Writes awaiting a decision at once; beyond it the oldest is dropped. Default 256.
+    pub fn with_max_pending_store_decisions(mut self, decisions: usize) -> Self {
+        self.max_pending_store_decisions = decisions.max(1);
+        self
+    }
+
     /// The protocols accepted inbound; the first is used outbound.
     pub fn protocols(&self) -> &[StreamProtocol] {
         &self.protocols
@@ -186,6 +295,21 @@ impl Config {
     pub fn max_peer_entry_size(&self) -> usize {
         self.limits.max_peer_entry_size
     }
+
+    /// The routing table's settings (k and the `with_*` setters above).
+    pub fn kbuckets(&self) -> &KBucketConfig {
+        &self.kbuckets
+    }
+
+    /// The record lifetimes.
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// The record validators.
+    pub fn validators(&self) -> &Validators {
+        &self.validators
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +327,14 @@ mod tests {
         assert_eq!(c.max_inbound_streams(), 32);
         assert_eq!(c.max_provider_key_len(), 80);
         assert_eq!(c.max_peer_entry_size(), 8192);
+        assert_eq!(c.kbuckets().k, 20);
+        assert_eq!(
+            c.lifetimes().provider_validity,
+            Duration::from_secs(48 * 3600)
+        );
+        assert_eq!(c.lifetimes().provider_addrs, Duration::from_secs(24 * 3600));
+        assert_eq!(c.lifetimes().value_max_age, Duration::from_secs(48 * 3600));
+        assert_eq!(c.validators().namespaces().collect::<Vec<_>>(), vec!["pk"]);
     }
 
     #[test]

@@ -1,28 +1,36 @@
-//! What the [`Behaviour`](crate::Behaviour) reports to the application, and its API errors.
+//! What the [`Behaviour`](crate::Behaviour) reports to the application.
 
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
 
 use crate::mode::Mode;
-use crate::network::message::{MessageType, Request, Response};
-use crate::network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
+use crate::network::message::{MessageType, Response};
+use crate::network::{InboundError, OutboundRequestId, RequestError};
+use crate::server::{DecisionId, InboundOutcome, StoreRequest};
 
 /// An event of the DHT behaviour, as seen by the swarm.
 #[derive(Debug)]
 pub enum Event {
-    /// A remote peer sent a request. Answer it with
-    /// [`Behaviour::respond`](crate::Behaviour::respond) (or refuse it with
-    /// [`Behaviour::refuse`](crate::Behaviour::refuse)) within the request timeout; `id` is
-    /// `None` for ADD_PROVIDER, which takes no response.
+    /// A remote peer's request was handled by the Server module. One per inbound request, for
+    /// metrics and logs.
     InboundRequest {
         /// The sender.
         peer: PeerId,
-        /// The connection it came on.
-        connection: ConnectionId,
-        /// Present when a response is expected.
-        id: Option<InboundRequestId>,
-        /// The request, validated.
-        request: Request,
+        /// The request's type.
+        request: MessageType,
+        /// What became of it.
+        outcome: InboundOutcome,
+    },
+    /// With [`Config::with_manual_store_approval`](crate::Config::with_manual_store_approval):
+    /// a valid write waits for [`Behaviour::approve_store`](crate::Behaviour::approve_store) or
+    /// [`Behaviour::reject_store`](crate::Behaviour::reject_store).
+    StoreRequest {
+        /// Pass it to the decision.
+        id: DecisionId,
+        /// The sender.
+        peer: PeerId,
+        /// The validated record to store.
+        request: StoreRequest,
     },
     /// An inbound stream was reset: a malformed or oversized frame, one stream too many, or no
     /// answer in time. Other streams of the connection are unaffected.
@@ -59,21 +67,16 @@ pub enum Event {
         /// Whether the peer serves the protocol.
         supported: bool,
     },
-}
-
-/// Why [`Behaviour::respond`](crate::Behaviour::respond) could not deliver an answer.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum RespondError {
-    /// No request with this id awaits an answer: it was answered already, its stream or
-    /// connection ended, or it takes no response.
-    #[error("no pending inbound request with this id")]
-    UnknownRequest,
-    /// The response's type does not answer the request's.
-    #[error("a {response:?} response cannot answer a {request:?} request")]
-    WrongType {
-        /// The request's type.
-        request: MessageType,
-        /// The response's type.
-        response: MessageType,
+    /// A peer entered the routing table.
+    RoutingUpdated {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer left the routing table (failed requests or check, or it stopped serving).
+    PeerRemoved {
+        /// The peer.
+        peer: PeerId,
+        /// The replacement candidate that took its place, if any.
+        replaced_by: Option<PeerId>,
     },
 }

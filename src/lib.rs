@@ -40,13 +40,22 @@
 mod behaviour;
 mod config;
 mod event;
+pub mod key;
 mod mode;
 pub mod network;
 mod proto;
+pub mod routing_table;
+pub mod server;
+pub mod store;
 
 pub use behaviour::Behaviour;
 pub use config::{Config, AMINO_PROTOCOL};
-pub use event::{Event, RespondError};
+pub use event::Event;
 pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
+pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
+pub use server::{
+    DecisionId, InboundOutcome, InboundRejection, StoreRequest, Validator, Validators,
+};
+pub use store::{MemoryStore, MemoryStoreConfig, ProviderStore, RecordStore};

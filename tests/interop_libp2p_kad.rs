@@ -31,7 +31,7 @@ async fn kadence_answers_find_node_from_libp2p_kad() {
     let addr = kadence.external_addresses().next().unwrap().clone();
     kad.behaviour_mut().add_address(&kadence_id, addr);
     let (tx, mut events) = mpsc::unbounded_channel();
-    tokio::spawn(serve_canned(kadence, tx));
+    tokio::spawn(serve(kadence, tx));
 
     kad.behaviour_mut().get_closest_peers(b"target".to_vec());
     let ok = within(30, async {
@@ -52,20 +52,19 @@ async fn kadence_answers_find_node_from_libp2p_kad() {
     // libp2p-kad counts a peer as succeeded only when its response decoded and was valid.
     assert!(ok.peers.iter().any(|p| p.peer_id == kadence_id), "{ok:?}");
 
-    let request = within(10, async {
+    let (request, outcome) = within(10, async {
         loop {
-            if let Some(Event::InboundRequest { request, .. }) = events.recv().await {
-                return request;
+            if let Some(Event::InboundRequest {
+                request, outcome, ..
+            }) = events.recv().await
+            {
+                return (request, outcome);
             }
         }
     })
     .await;
-    assert_eq!(
-        request,
-        Request::FindNode {
-            key: b"target".to_vec()
-        }
-    );
+    assert_eq!(request, kadence::MessageType::FindNode);
+    assert_eq!(outcome, kadence::InboundOutcome::Answered);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use common::*;
 use futures::{AsyncWriteExt, StreamExt};
 use kadence::network::codec::{read_frame, write_frame, FrameError};
 use kadence::network::message::{decode_request, decode_response, encode_request, encode_response};
-use kadence::{Event, InboundError, Request, RequestError, Response};
+use kadence::{Event, InboundError, InboundOutcome, Request, RequestError, Response};
 use libp2p::swarm::{Stream, Swarm};
 use libp2p::PeerId;
 use libp2p_swarm_test::SwarmExt;
@@ -54,7 +54,7 @@ where
     client.connect(&mut server).await;
     let id = *server.local_peer_id();
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(serve_canned(server, tx));
+    tokio::spawn(serve(server, tx));
     (id, rx)
 }
 
@@ -76,19 +76,32 @@ async fn two_kadence_nodes_exchange_every_request_type() {
     for request in one_of_each_request(me) {
         client.behaviour_mut().send_request(server, request.clone());
         let result = within(10, next_outbound(&mut client)).await;
-        assert_eq!(result.unwrap(), canned_answer(&request), "{request:?}");
-        let seen = within(10, async {
+        assert_protocol_answer(&request, result.unwrap(), me);
+        let (kind, outcome) = within(10, async {
             loop {
-                if let Some(Event::InboundRequest { request, peer, .. }) =
-                    server_events.recv().await
+                if let Some(Event::InboundRequest {
+                    request,
+                    peer,
+                    outcome,
+                }) = server_events.recv().await
                 {
                     assert_eq!(peer, me);
-                    return request;
+                    return (request, outcome);
                 }
             }
         })
         .await;
-        assert_eq!(seen, request);
+        assert_eq!(kind, request.message_type());
+        let stored = matches!(
+            request,
+            Request::PutValue { .. } | Request::AddProvider { .. }
+        );
+        let expected = if stored {
+            InboundOutcome::Stored
+        } else {
+            InboundOutcome::Answered
+        };
+        assert_eq!(outcome, expected);
     }
 }
 
@@ -99,12 +112,20 @@ struct RawServer {
     requests: Arc<AtomicUsize>,
 }
 
-/// A server speaking the protocol by hand on libp2p-stream; with `close_after_answer` it closes
-/// every stream after its first answer, as a go server does to a stream idle for a minute.
-async fn spawn_raw_server(
-    client: &mut Swarm<kadence::Behaviour>,
-    close_after_answer: bool,
-) -> RawServer {
+/// How a hand-written server treats each stream.
+#[derive(Clone, Copy, PartialEq)]
+enum RawMode {
+    /// Answers every request.
+    Answer,
+    /// Closes the stream after its first answer, as a go server does to a stream idle for a
+    /// minute.
+    AnswerThenClose,
+    /// Reads requests and never answers.
+    Silent,
+}
+
+/// A server speaking the protocol by hand on libp2p-stream.
+async fn spawn_raw_server(client: &mut Swarm<kadence::Behaviour>, mode: RawMode) -> RawServer {
     let (mut raw, mut control) = raw_swarm();
     raw.listen().with_memory_addr_external().await;
     client.connect(&mut raw).await;
@@ -122,11 +143,14 @@ async fn spawn_raw_server(
                 while let Ok(Some(frame)) = read_frame(&mut stream, MAX).await {
                     let request = decode_request(&frame, &Default::default()).unwrap();
                     r.fetch_add(1, Ordering::SeqCst);
+                    if mode == RawMode::Silent {
+                        continue;
+                    }
                     if let Some(answer) = canned_answer(&request) {
                         let bytes = encode_response(&answer, b"");
                         write_frame(&mut stream, &bytes).await.unwrap();
                     }
-                    if close_after_answer {
+                    if mode == RawMode::AnswerThenClose {
                         let _ = stream.close().await;
                         return;
                     }
@@ -144,7 +168,7 @@ async fn spawn_raw_server(
 #[tokio::test]
 async fn outbound_requests_reuse_one_stream() {
     let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
-    let server = spawn_raw_server(&mut client, false).await;
+    let server = spawn_raw_server(&mut client, RawMode::Answer).await;
     for _ in 0..4 {
         client
             .behaviour_mut()
@@ -160,7 +184,7 @@ async fn outbound_requests_reuse_one_stream() {
 #[tokio::test]
 async fn a_kept_stream_closed_by_the_remote_is_replaced() {
     let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
-    let server = spawn_raw_server(&mut client, true).await;
+    let server = spawn_raw_server(&mut client, RawMode::AnswerThenClose).await;
     for _ in 0..4 {
         client
             .behaviour_mut()
@@ -186,7 +210,7 @@ async fn one_inbound_stream_serves_sequential_requests() {
     let requests = one_of_each_request(me);
     for request in &requests {
         let answer = within(10, ask(&mut stream, request)).await.unwrap();
-        assert_eq!(answer, canned_answer(request), "{request:?}");
+        assert_protocol_answer(request, answer, me);
     }
     stream.close().await.unwrap();
     let mut seen = 0;
@@ -317,16 +341,11 @@ async fn unanswered_request_times_out() {
     let mut client = kadence_swarm(
         kadence::Config::new(TEST_PROTOCOL).with_request_timeout(Duration::from_millis(400)),
     );
-    let mut server = kadence_swarm(server_config());
-    server.listen().with_memory_addr_external().await;
-    client.connect(&mut server).await;
-    let server_id = *server.local_peer_id();
-    // The server swarm runs but its application never answers.
-    tokio::spawn(server.loop_on_next());
+    let server = spawn_raw_server(&mut client, RawMode::Silent).await;
     let start = Instant::now();
     client
         .behaviour_mut()
-        .send_request(server_id, Request::Ping);
+        .send_request(server.id, Request::Ping);
     let result = within(10, next_outbound(&mut client)).await;
     assert!(matches!(result, Err(RequestError::Timeout)), "{result:?}");
     assert!(start.elapsed() < Duration::from_secs(3));
@@ -339,15 +358,11 @@ async fn requests_beyond_the_queue_fail_at_once() {
             .with_max_outbound_streams(1)
             .with_max_pending_requests(2),
     );
-    let mut server = kadence_swarm(server_config());
-    server.listen().with_memory_addr_external().await;
-    client.connect(&mut server).await;
-    let server_id = *server.local_peer_id();
-    tokio::spawn(server.loop_on_next());
+    let server = spawn_raw_server(&mut client, RawMode::Silent).await;
     for _ in 0..4 {
         client
             .behaviour_mut()
-            .send_request(server_id, Request::Ping);
+            .send_request(server.id, Request::Ping);
     }
     let first = within(5, next_outbound(&mut client)).await;
     assert!(matches!(first, Err(RequestError::QueueFull)), "{first:?}");

@@ -1,18 +1,16 @@
-//! Bookkeeping of requests across connections, sans-IO: which connection carries which outbound
-//! request, what waits for a dial, and which inbound requests await the application's answer.
+//! Bookkeeping of outbound requests across connections, sans-IO: which connection carries which
+//! request, and what waits for a dial.
 //!
 //! Everything is indexed by peer and by connection, so a closed connection or a failed dial
 //! fails exactly its own requests without a scan of the others.
-
-use std::collections::VecDeque;
 
 use fnv::FnvHashMap;
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
 use smallvec::SmallVec;
 
-use super::message::{MessageType, Request};
-use super::{InboundRequestId, OutboundRequestId, RequestError};
+use super::message::Request;
+use super::{OutboundRequestId, RequestError};
 
 /// What the behaviour must do for the outbound side.
 #[derive(Debug)]
@@ -171,62 +169,6 @@ impl OutboundRequests {
     }
 }
 
-/// Inbound requests awaiting the application's answer.
-///
-/// Each inbound stream has at most one request outstanding, so a connection never has more
-/// than `max_inbound_streams` live ones: beyond that bound, the oldest entry belongs to a stream
-/// that already ended (timed out or reset) and is forgotten. That keeps memory bounded even for
-/// an application that never answers.
-pub(crate) struct InboundRequests {
-    max_per_connection: usize,
-    pending: FnvHashMap<InboundRequestId, PendingInbound>,
-    per_connection: FnvHashMap<ConnectionId, VecDeque<InboundRequestId>>,
-}
-
-/// Where an inbound request came from and what answers it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PendingInbound {
-    pub(crate) peer: PeerId,
-    pub(crate) connection: ConnectionId,
-    pub(crate) kind: MessageType,
-}
-
-impl InboundRequests {
-    pub(crate) fn new(max_per_connection: usize) -> Self {
-        Self {
-            max_per_connection,
-            pending: FnvHashMap::default(),
-            per_connection: FnvHashMap::default(),
-        }
-    }
-
-    pub(crate) fn insert(&mut self, id: InboundRequestId, entry: PendingInbound) {
-        let queue = self.per_connection.entry(entry.connection).or_default();
-        queue.push_back(id);
-        if queue.len() > self.max_per_connection {
-            if let Some(stale) = queue.pop_front() {
-                self.pending.remove(&stale);
-            }
-        }
-        self.pending.insert(id, entry);
-    }
-
-    /// Takes the request out, for answering it.
-    pub(crate) fn take(&mut self, id: InboundRequestId) -> Option<PendingInbound> {
-        let entry = self.pending.remove(&id)?;
-        if let Some(queue) = self.per_connection.get_mut(&entry.connection) {
-            queue.retain(|i| *i != id);
-        }
-        Some(entry)
-    }
-
-    pub(crate) fn on_connection_closed(&mut self, connection: ConnectionId) {
-        for id in self.per_connection.remove(&connection).unwrap_or_default() {
-            self.pending.remove(&id);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,25 +230,5 @@ mod tests {
         let failed = out.on_dial_failure(peer, "no addresses".into());
         assert_eq!(failed.len(), 2);
         assert!(out.on_dial_failure(peer, "again".into()).is_empty());
-    }
-
-    #[test]
-    fn inbound_pending_is_bounded_per_connection() {
-        let mut inbound = InboundRequests::new(2);
-        let peer = PeerId::random();
-        let connection = ConnectionId::new_unchecked(7);
-        let entry = PendingInbound {
-            peer,
-            connection,
-            kind: MessageType::Ping,
-        };
-        let ids: Vec<_> = (0..3).map(|_| InboundRequestId::next()).collect();
-        for id in &ids {
-            inbound.insert(*id, entry);
-        }
-        assert!(inbound.take(ids[0]).is_none(), "oldest entry forgotten");
-        assert!(inbound.take(ids[2]).is_some());
-        inbound.on_connection_closed(connection);
-        assert!(inbound.take(ids[1]).is_none());
     }
 }

@@ -470,7 +470,7 @@ fn peer_to_pb(peer: &PeerRecord) -> pb::mod_Message::Peer<'static> {
 
 /// Strips a trailing `/p2p/<id>` naming the entry's own peer (libp2p-kad appends it to every
 /// address it sends), and drops an address whose trailing `/p2p/` names another peer.
-fn without_own_peer_id(mut addr: Multiaddr, id: &PeerId) -> Option<Multiaddr> {
+pub(crate) fn without_own_peer_id(mut addr: Multiaddr, id: &PeerId) -> Option<Multiaddr> {
     match addr.iter().last() {
         Some(Protocol::P2p(named)) if named == *id => {
             addr.pop();

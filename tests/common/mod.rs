@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kadence::{Behaviour, Config, Event, Mode, PeerRecord, Record, Request, Response};
+
 use libp2p::swarm::Swarm;
 use libp2p::{Multiaddr, PeerId};
 use libp2p_swarm_test::SwarmExt;
@@ -19,7 +20,7 @@ pub fn server_config() -> Config {
 
 /// A swarm over the memory transport running only kadence.
 pub fn kadence_swarm(config: Config) -> Swarm<Behaviour> {
-    Swarm::new_ephemeral_tokio(|_| Behaviour::new(config))
+    Swarm::new_ephemeral_tokio(|key| Behaviour::new(key.public().to_peer_id(), config))
 }
 
 /// A peer record with one loopback TCP address.
@@ -33,25 +34,18 @@ pub fn sample_peer() -> PeerRecord {
     }
 }
 
-/// One request of each type.
+/// One request of each type; the GET_VALUE asks for the record the PUT_VALUE stores.
 pub fn one_of_each_request(me: PeerId) -> Vec<Request> {
-    let record = Record {
-        key: b"/v/key".to_vec(),
-        value: b"value".to_vec(),
-        time_received: String::new(),
-    };
+    let record = pk_record();
     vec![
         Request::Ping,
         Request::FindNode {
             key: b"target".to_vec(),
         },
-        Request::GetValue {
-            key: b"/v/key".to_vec(),
+        Request::PutValue {
+            record: record.clone(),
         },
-        Request::PutValue { record },
-        Request::GetProviders {
-            key: vec![0x12, 0x20, 9, 9],
-        },
+        Request::GetValue { key: record.key },
         Request::AddProvider {
             key: vec![0x12, 0x20, 9, 9],
             providers: vec![PeerRecord {
@@ -59,6 +53,9 @@ pub fn one_of_each_request(me: PeerId) -> Vec<Request> {
                 addrs: vec!["/ip4/127.0.0.1/tcp/4002".parse().unwrap()],
                 connection: kadence::ConnectionType::Connected,
             }],
+        },
+        Request::GetProviders {
+            key: vec![0x12, 0x20, 9, 9],
         },
     ]
 }
@@ -89,24 +86,24 @@ pub fn canned_answer(request: &Request) -> Option<Response> {
     })
 }
 
-/// Drives a kadence swarm forever, answering every inbound request with [`canned_answer`] and
-/// forwarding every event to `events`.
-pub async fn serve_canned(
-    mut swarm: Swarm<Behaviour>,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
-) {
+/// Drives a kadence swarm forever, forwarding every event to `events`. Its Server module
+/// answers every request.
+pub async fn serve(mut swarm: Swarm<Behaviour>, events: tokio::sync::mpsc::UnboundedSender<Event>) {
     loop {
         let event = swarm.next_behaviour_event().await;
-        if let Event::InboundRequest {
-            id: Some(id),
-            request,
-            ..
-        } = &event
-        {
-            let answer = canned_answer(request).expect("a request with an id takes an answer");
-            swarm.behaviour_mut().respond(*id, answer).unwrap();
-        }
         let _ = events.send(event);
+    }
+}
+
+/// A valid `/pk/` record: the public key of a fresh key pair under its own peer id.
+pub fn pk_record() -> Record {
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let mut record_key = b"/pk/".to_vec();
+    record_key.extend(key.public().to_peer_id().to_bytes());
+    Record {
+        key: record_key,
+        value: key.public().encode_protobuf(),
+        time_received: String::new(),
     }
 }
 
@@ -115,4 +112,39 @@ pub async fn within<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), fut)
         .await
         .expect("timed out")
+}
+
+/// Checks a kadence server's answer to a request of [`one_of_each_request`], sent in order by
+/// peer `me`: what the protocol demands of it.
+pub fn assert_protocol_answer(request: &Request, answer: Option<Response>, me: PeerId) {
+    match (request, answer) {
+        (Request::Ping, Some(Response::Ping)) => {}
+        (Request::FindNode { .. }, Some(Response::FindNode { closer_peers })) => {
+            assert!(
+                closer_peers.iter().all(|p| p.id != me),
+                "never the requester"
+            );
+        }
+        (Request::PutValue { record }, Some(Response::PutValue { record: echo })) => {
+            assert_eq!((&echo.key, &echo.value), (&record.key, &record.value));
+            assert!(
+                !echo.time_received.is_empty(),
+                "the server sets timeReceived"
+            );
+        }
+        (
+            Request::GetValue { key },
+            Some(Response::GetValue {
+                record: Some(r), ..
+            }),
+        ) => {
+            assert_eq!(&r.key, key, "the record stored before");
+        }
+        (Request::AddProvider { .. }, None) => {}
+        (Request::GetProviders { .. }, Some(Response::GetProviders { providers, .. })) => {
+            let me_listed = providers.iter().find(|p| p.id == me).expect("our record");
+            assert!(!me_listed.addrs.is_empty());
+        }
+        (request, answer) => panic!("{request:?} answered with {answer:?}"),
+    }
 }

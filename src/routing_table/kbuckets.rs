@@ -1,0 +1,431 @@
+//! [`KBucketTable`]: 256 buckets of at most k peers each, indexed by the common-prefix length of
+//! a peer's key with ours, each with a replacement cache.
+//!
+//! Health rules:
+//! - **Admission**: only peers the behaviour reports as servers, never ourselves, only with at
+//!   least one address, and only while the diversity filter allows their IP groups.
+//! - **Full bucket**: a newcomer waits in the replacement cache (newest kept); it never pushes
+//!   out a peer that works. Liveness checks are paced, not triggered by newcomers.
+//! - **Liveness**: a peer not heard from for `liveness_interval` is handed out once for a check;
+//!   a failed check evicts it, as do `max_failures` failed requests in a row. The evicted slot
+//!   goes to the most recently seen replacement candidate that passes the diversity filter.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use rand::Rng;
+use smallvec::SmallVec;
+
+use super::diversity::{groups_of, DiversityConfig, GroupCounts};
+use super::{Admission, Eviction, RefreshTarget, RejectReason, RoutingTable};
+use crate::key::{Distance, Key};
+use crate::network::message::{ConnectionType, PeerRecord};
+
+/// Buckets at or below this common-prefix length get refresh targets, as in go: deeper ones
+/// would take more than 2^17 hashes to find a target for, and hold few peers in any network.
+const MAX_REFRESH_CPL: usize = 15;
+/// Hash attempts allowed to find one refresh target (2^17: over 86% success for cpl 15).
+const REFRESH_TARGET_TRIES: usize = 1 << 17;
+
+/// Settings of the [`KBucketTable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KBucketConfig {
+    /// Peers per bucket (k). Default 20, as Amino.
+    pub k: usize,
+    /// Candidates kept per full bucket to replace evicted peers. Default 10.
+    pub replacement_cache_size: usize,
+    /// Addresses kept per peer, most recently successful first. Default 16: enough for a peer's
+    /// IPv4 and IPv6 addresses over TCP, QUIC, WebTransport and WebSocket; a peer advertising
+    /// thousands cannot make us store them.
+    pub max_addresses_per_peer: usize,
+    /// A peer not heard from for this long is due for a liveness check. Default 43 minutes:
+    /// go-libp2p-kad-dht's threshold, ln(1/k) / ln(1 - alpha/k) refresh intervals (4.32 x 10 min
+    /// for k = 20, alpha = 10), the time in which a healthy peer is expected to have been
+    /// queried by refresh lookups anyway. Shorter would spend requests on peers that work.
+    pub liveness_interval: Duration,
+    /// Failed requests in a row that evict a peer. Default 3: one timeout under load is not death.
+    pub max_failures: u8,
+    /// The IP diversity filter; `None` disables it. On by default (public DHT).
+    pub diversity: Option<DiversityConfig>,
+}
+
+impl Default for KBucketConfig {
+    fn default() -> Self {
+        Self {
+            k: 20,
+            replacement_cache_size: 10,
+            max_addresses_per_peer: 16,
+            liveness_interval: Duration::from_secs(43 * 60),
+            max_failures: 3,
+            diversity: Some(DiversityConfig::default()),
+        }
+    }
+}
+
+type Addresses = SmallVec<[Multiaddr; 2]>;
+
+#[derive(Debug)]
+struct Entry {
+    id: PeerId,
+    key: Key,
+    addrs: Addresses,
+    last_seen: Instant,
+    failures: u8,
+    connected: bool,
+    checking: bool,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    id: PeerId,
+    key: Key,
+    addrs: Addresses,
+    seen: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    entries: Vec<Entry>,
+    replacements: VecDeque<Candidate>,
+    groups: GroupCounts,
+    last_refreshed: Option<Instant>,
+}
+
+/// The default routing table: k-buckets with liveness checks, replacement caches and an IP
+/// diversity filter.
+#[derive(Debug)]
+pub struct KBucketTable {
+    local: Key,
+    local_id: PeerId,
+    config: KBucketConfig,
+    buckets: Vec<Bucket>,
+    groups: GroupCounts,
+    len: usize,
+}
+
+impl KBucketTable {
+    /// An empty table around the local peer.
+    pub fn new(local_id: PeerId, config: KBucketConfig) -> Self {
+        Self {
+            local: Key::from_peer(&local_id),
+            local_id,
+            buckets: (0..256).map(|_| Bucket::default()).collect(),
+            groups: GroupCounts::default(),
+            config,
+            len: 0,
+        }
+    }
+
+    /// The table's settings.
+    pub fn config(&self) -> &KBucketConfig {
+        &self.config
+    }
+
+    /// Number of peers in bucket `index` (the common-prefix length with the local key).
+    pub fn bucket_len(&self, index: usize) -> usize {
+        self.buckets.get(index).map_or(0, |b| b.entries.len())
+    }
+
+    /// Number of replacement candidates waiting for bucket `index`.
+    pub fn replacements_len(&self, index: usize) -> usize {
+        self.buckets.get(index).map_or(0, |b| b.replacements.len())
+    }
+
+    fn bucket_of(&self, key: &Key) -> Option<usize> {
+        let cpl = self.local.common_prefix_len(key);
+        (cpl < 256).then_some(cpl)
+    }
+
+    fn find(&self, peer: &PeerId) -> Option<(usize, usize)> {
+        let b = self.bucket_of(&Key::from_peer(peer))?;
+        let i = self.buckets[b].entries.iter().position(|e| e.id == *peer)?;
+        Some((b, i))
+    }
+
+    /// Merges `new` into `addrs`: new ones first (most recent), capped.
+    fn merge_addresses(addrs: &mut Addresses, new: &[Multiaddr], cap: usize) {
+        for addr in new.iter().rev() {
+            if let Some(pos) = addrs.iter().position(|a| a == addr) {
+                addrs.remove(pos);
+            }
+            addrs.insert(0, addr.clone());
+        }
+        addrs.truncate(cap);
+    }
+
+    fn admits(&self, bucket: usize, addrs: &[Multiaddr]) -> bool {
+        let Some(limits) = self.config.diversity else {
+            return true;
+        };
+        let groups = groups_of(addrs);
+        self.buckets[bucket]
+            .groups
+            .admits(&groups, limits.max_per_bucket)
+            && self.groups.admits(&groups, limits.max_per_table)
+    }
+
+    fn count_groups(&mut self, bucket: usize, addrs: &[Multiaddr], add: bool) {
+        if self.config.diversity.is_none() {
+            return;
+        }
+        let groups = groups_of(addrs);
+        if add {
+            self.buckets[bucket].groups.add(&groups);
+            self.groups.add(&groups);
+        } else {
+            self.buckets[bucket].groups.remove(&groups);
+            self.groups.remove(&groups);
+        }
+    }
+
+    fn offer(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> Admission {
+        if peer == self.local_id {
+            return Admission::Rejected(RejectReason::LocalPeer);
+        }
+        let key = Key::from_peer(&peer);
+        let Some(b) = self.bucket_of(&key) else {
+            return Admission::Rejected(RejectReason::LocalPeer);
+        };
+        let cap = self.config.max_addresses_per_peer;
+        if let Some(i) = self.buckets[b].entries.iter().position(|e| e.id == peer) {
+            self.refresh_entry(b, i, addrs, now);
+            return Admission::Updated;
+        }
+        let mut bounded: Addresses = Addresses::new();
+        Self::merge_addresses(&mut bounded, addrs, cap);
+        if bounded.is_empty() {
+            return Admission::Rejected(RejectReason::NoAddresses);
+        }
+        if !self.admits(b, &bounded) {
+            return Admission::Rejected(RejectReason::Diversity);
+        }
+        let bucket = &mut self.buckets[b];
+        if bucket.entries.len() < self.config.k {
+            bucket.replacements.retain(|c| c.id != peer);
+            self.count_groups(b, &bounded, true);
+            self.buckets[b].entries.push(Entry {
+                id: peer,
+                key,
+                addrs: bounded,
+                last_seen: now,
+                failures: 0,
+                connected: true,
+                checking: false,
+            });
+            self.len += 1;
+            return Admission::Inserted;
+        }
+        bucket.replacements.retain(|c| c.id != peer);
+        bucket.replacements.push_back(Candidate {
+            id: peer,
+            key,
+            addrs: bounded,
+            seen: now,
+        });
+        while bucket.replacements.len() > self.config.replacement_cache_size {
+            bucket.replacements.pop_front();
+        }
+        Admission::Pending
+    }
+
+    /// Updates a known peer: addresses (keeping the diversity counts right), liveness.
+    fn refresh_entry(&mut self, b: usize, i: usize, addrs: &[Multiaddr], now: Instant) {
+        let cap = self.config.max_addresses_per_peer;
+        let mut merged = self.buckets[b].entries[i].addrs.clone();
+        Self::merge_addresses(&mut merged, addrs, cap);
+        if merged != self.buckets[b].entries[i].addrs {
+            let old = std::mem::take(&mut self.buckets[b].entries[i].addrs);
+            self.count_groups(b, &old, false);
+            // A new address may not bring the peer into a group that is already full.
+            let keep: Addresses = if self.admits(b, &merged) { merged } else { old };
+            self.count_groups(b, &keep, true);
+            self.buckets[b].entries[i].addrs = keep;
+        }
+        let entry = &mut self.buckets[b].entries[i];
+        entry.last_seen = now;
+        entry.failures = 0;
+        entry.checking = false;
+        entry.connected = true;
+    }
+
+    fn evict(&mut self, b: usize, i: usize) -> Eviction {
+        let entry = self.buckets[b].entries.swap_remove(i);
+        self.len -= 1;
+        self.count_groups(b, &entry.addrs, false);
+        let mut promoted = None;
+        while let Some(candidate) = self.buckets[b].replacements.pop_back() {
+            if !self.admits(b, &candidate.addrs) {
+                continue;
+            }
+            self.count_groups(b, &candidate.addrs, true);
+            promoted = Some(candidate.id);
+            self.buckets[b].entries.push(Entry {
+                id: candidate.id,
+                key: candidate.key,
+                addrs: candidate.addrs,
+                // Its liveness dates from when it was last offered.
+                last_seen: candidate.seen,
+                failures: 0,
+                connected: false,
+                checking: false,
+            });
+            self.len += 1;
+            break;
+        }
+        Eviction {
+            removed: entry.id,
+            promoted,
+        }
+    }
+
+    fn record(entry: &Entry) -> PeerRecord {
+        PeerRecord {
+            id: entry.id,
+            addrs: entry.addrs.to_vec(),
+            connection: if entry.connected {
+                ConnectionType::Connected
+            } else {
+                ConnectionType::NotConnected
+            },
+        }
+    }
+
+    /// The deepest non-empty bucket.
+    fn max_cpl(&self) -> Option<usize> {
+        self.buckets.iter().rposition(|b| !b.entries.is_empty())
+    }
+}
+
+impl RoutingTable for KBucketTable {
+    fn local_closest_peers(&self, target: &Key, count: usize) -> Vec<PeerRecord> {
+        // Closeness to `target` by bucket, with i = cpl(local, target): bucket i holds the
+        // closest peers; then the buckets deeper than i, all at the same top distance bit; then
+        // buckets i-1, i-2, ... 0, each one bit farther. So each group is sorted on its own,
+        // and the walk stops as soon as `count` peers are found.
+        let i = self.local.common_prefix_len(target);
+        let first = i..(i + 1).min(256);
+        let deeper = (i + 1).min(256)..256;
+        let farther = (0..i.min(256)).rev().map(|b| b..b + 1);
+        let mut out = Vec::with_capacity(count.min(self.len));
+        let mut group: Vec<(Distance, &Entry)> = Vec::new();
+        for range in [first, deeper].into_iter().chain(farther) {
+            if out.len() >= count {
+                break;
+            }
+            group.clear();
+            for b in range {
+                for e in &self.buckets[b].entries {
+                    group.push((e.key.distance(target), e));
+                }
+            }
+            let need = count - out.len();
+            if group.len() > need {
+                group.select_nth_unstable_by(need, |a, b| a.0.cmp(&b.0));
+                group.truncate(need);
+            }
+            group.sort_unstable_by_key(|(d, _)| *d);
+            out.extend(group.iter().map(|(_, e)| Self::record(e)));
+        }
+        out
+    }
+
+    fn addresses(&self, peer: &PeerId) -> Option<&[Multiaddr]> {
+        let (b, i) = self.find(peer)?;
+        Some(&self.buckets[b].entries[i].addrs)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn peers(&self) -> Vec<PeerRecord> {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter().map(Self::record))
+            .collect()
+    }
+
+    fn on_server_peer(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> Admission {
+        self.offer(peer, addrs, now)
+    }
+
+    fn on_request_succeeded(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        now: Instant,
+    ) -> Admission {
+        self.offer(peer, addrs, now)
+    }
+
+    fn on_request_failed(&mut self, peer: &PeerId, _now: Instant) -> Option<Eviction> {
+        let (b, i) = self.find(peer)?;
+        let entry = &mut self.buckets[b].entries[i];
+        entry.failures = entry.failures.saturating_add(1);
+        if entry.checking || entry.failures >= self.config.max_failures {
+            return Some(self.evict(b, i));
+        }
+        None
+    }
+
+    fn on_connection_closed(&mut self, peer: &PeerId, _now: Instant) {
+        if let Some((b, i)) = self.find(peer) {
+            self.buckets[b].entries[i].connected = false;
+        }
+    }
+
+    fn remove(&mut self, peer: &PeerId) -> Option<Eviction> {
+        if let Some((b, i)) = self.find(peer) {
+            return Some(self.evict(b, i));
+        }
+        // A candidate only: forget it quietly.
+        let b = self.bucket_of(&Key::from_peer(peer))?;
+        self.buckets[b].replacements.retain(|c| c.id != *peer);
+        None
+    }
+
+    fn next_liveness_check(&mut self, now: Instant) -> Option<PeerId> {
+        let interval = self.config.liveness_interval;
+        self.buckets
+            .iter_mut()
+            .flat_map(|b| b.entries.iter_mut())
+            .find(|e| !e.checking && now.saturating_duration_since(e.last_seen) >= interval)
+            .map(|e| {
+                e.checking = true;
+                e.id
+            })
+    }
+
+    fn refresh_targets(
+        &self,
+        now: Instant,
+        interval: Duration,
+        rng: &mut dyn Rng,
+    ) -> Vec<RefreshTarget> {
+        let deepest = self.max_cpl().unwrap_or(0).min(MAX_REFRESH_CPL);
+        (0..=deepest)
+            .filter(|&b| {
+                self.buckets[b]
+                    .last_refreshed
+                    .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+            })
+            .filter_map(|bucket| {
+                let target = self
+                    .local
+                    .random_peer_in_bucket(bucket, REFRESH_TARGET_TRIES, rng)?;
+                Some(RefreshTarget { bucket, target })
+            })
+            .collect()
+    }
+
+    fn on_refreshed(&mut self, bucket: usize, now: Instant) {
+        if let Some(b) = self.buckets.get_mut(bucket) {
+            b.last_refreshed = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "kbuckets_tests.rs"]
+mod tests;

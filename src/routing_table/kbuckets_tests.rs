@@ -1,0 +1,309 @@
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::*;
+
+fn addr(s: &str) -> Multiaddr {
+    s.parse().unwrap()
+}
+
+fn lan(i: usize) -> Vec<Multiaddr> {
+    vec![addr(&format!(
+        "/ip4/10.0.{}.{}/tcp/4001",
+        i / 250,
+        i % 250 + 1
+    ))]
+}
+
+fn table() -> (KBucketTable, PeerId) {
+    let local = PeerId::random();
+    (KBucketTable::new(local, KBucketConfig::default()), local)
+}
+
+/// A peer in bucket `cpl` of `table`.
+fn peer_in_bucket(table: &KBucketTable, cpl: usize, rng: &mut StdRng) -> PeerId {
+    table
+        .local
+        .random_peer_in_bucket(cpl, 1 << 16, rng)
+        .expect("found")
+}
+
+#[test]
+fn admission_rules() {
+    let (mut t, local) = table();
+    let now = Instant::now();
+    let p = PeerId::random();
+    assert_eq!(
+        t.on_server_peer(local, &lan(1), now),
+        Admission::Rejected(RejectReason::LocalPeer)
+    );
+    assert_eq!(
+        t.on_server_peer(p, &[], now),
+        Admission::Rejected(RejectReason::NoAddresses)
+    );
+    assert_eq!(t.on_server_peer(p, &lan(1), now), Admission::Inserted);
+    assert_eq!(t.on_request_succeeded(p, &lan(2), now), Admission::Updated);
+    // Most recently seen address first.
+    assert_eq!(
+        t.addresses(&p).unwrap(),
+        &[lan(2)[0].clone(), lan(1)[0].clone()]
+    );
+    assert_eq!(t.len(), 1);
+    assert!(t.contains(&p));
+}
+
+#[test]
+fn a_peer_advertising_1000_addresses_keeps_the_cap() {
+    let (mut t, _) = table();
+    let p = PeerId::random();
+    let addrs: Vec<Multiaddr> = (0..1000).map(lan).map(|mut v| v.remove(0)).collect();
+    assert_eq!(
+        t.on_server_peer(p, &addrs, Instant::now()),
+        Admission::Inserted
+    );
+    let kept = t.addresses(&p).unwrap();
+    assert_eq!(kept.len(), 16);
+    assert_eq!(kept[0], addrs[0], "the order given is kept");
+    t.on_request_succeeded(p, &addrs, Instant::now());
+    assert_eq!(t.addresses(&p).unwrap().len(), 16);
+}
+
+#[test]
+fn five_hundred_peers_from_one_slash_16_get_three_slots() {
+    let (mut t, _) = table();
+    let now = Instant::now();
+    let mut admitted = 0;
+    for i in 0..500 {
+        let a = addr(&format!("/ip4/198.51.{}.{}/tcp/4001", i / 250, i % 250 + 1));
+        if t.on_server_peer(PeerId::random(), &[a], now) == Admission::Inserted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3, "3 per table");
+    assert_eq!(t.len(), 3);
+    for b in 0..256 {
+        assert!(t.bucket_len(b) <= 2, "2 per bucket");
+    }
+    // Another /16 is unaffected.
+    let other = addr("/ip4/198.52.0.1/tcp/4001");
+    assert_eq!(
+        t.on_server_peer(PeerId::random(), &[other], now),
+        Admission::Inserted
+    );
+}
+
+#[test]
+fn same_group_is_limited_per_bucket() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(1);
+    let now = Instant::now();
+    let results: Vec<_> = (0..3)
+        .map(|i| {
+            let p = peer_in_bucket(&t, 0, &mut rng);
+            let a = addr(&format!("/ip4/198.51.100.{}/tcp/1", i + 1));
+            t.on_server_peer(p, &[a], now)
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            Admission::Inserted,
+            Admission::Inserted,
+            Admission::Rejected(RejectReason::Diversity)
+        ]
+    );
+}
+
+#[test]
+fn loopback_and_private_peers_are_exempt_and_filter_can_be_disabled() {
+    let (mut t, _) = table();
+    let now = Instant::now();
+    for i in 0..100 {
+        let a = addr(&format!("/ip4/127.0.0.1/tcp/{}", 1000 + i));
+        assert_ne!(
+            t.on_server_peer(PeerId::random(), &[a], now),
+            Admission::Rejected(RejectReason::Diversity)
+        );
+    }
+    let config = KBucketConfig {
+        diversity: None,
+        ..KBucketConfig::default()
+    };
+    let mut open = KBucketTable::new(PeerId::random(), config);
+    let public = addr("/ip4/198.51.100.1/tcp/1");
+    for _ in 0..10 {
+        open.on_server_peer(PeerId::random(), std::slice::from_ref(&public), now);
+    }
+    assert!(open.len() >= 9, "no diversity limit: {}", open.len());
+}
+
+#[test]
+fn a_new_address_may_not_break_the_group_limit() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(5);
+    let now = Instant::now();
+    let group = |i: u8| addr(&format!("/ip4/198.51.100.{i}/tcp/1"));
+    // In four different buckets, so that only the table-wide limit (3) applies.
+    let peers: Vec<PeerId> = (0..4).map(|b| peer_in_bucket(&t, b, &mut rng)).collect();
+    for (i, p) in peers.iter().take(3).enumerate() {
+        assert_eq!(
+            t.on_server_peer(*p, &[group(i as u8 + 1)], now),
+            Admission::Inserted
+        );
+    }
+    assert_eq!(
+        t.on_server_peer(peers[3], &lan(1), now),
+        Admission::Inserted
+    );
+    // The fourth peer now claims an address in the full group: that address is not taken.
+    t.on_request_succeeded(peers[3], &[group(9)], now);
+    assert_eq!(t.addresses(&peers[3]).unwrap(), &lan(1)[..]);
+}
+
+#[test]
+fn full_bucket_keeps_newcomers_as_replacements() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(2);
+    let now = Instant::now();
+    for i in 0..20 {
+        let p = peer_in_bucket(&t, 0, &mut rng);
+        assert_eq!(t.on_server_peer(p, &lan(i), now), Admission::Inserted);
+    }
+    for i in 0..15 {
+        let p = peer_in_bucket(&t, 0, &mut rng);
+        assert_eq!(t.on_server_peer(p, &lan(100 + i), now), Admission::Pending);
+    }
+    assert_eq!(t.bucket_len(0), 20);
+    assert_eq!(t.replacements_len(0), 10, "cache bounded");
+}
+
+#[test]
+fn repeated_failures_evict_and_promote_the_newest_candidate() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(3);
+    let now = Instant::now();
+    let members: Vec<PeerId> = (0..20).map(|_| peer_in_bucket(&t, 0, &mut rng)).collect();
+    for (i, p) in members.iter().enumerate() {
+        t.on_server_peer(*p, &lan(i), now);
+    }
+    let old = peer_in_bucket(&t, 0, &mut rng);
+    let new = peer_in_bucket(&t, 0, &mut rng);
+    t.on_server_peer(old, &lan(50), now);
+    t.on_server_peer(new, &lan(51), now);
+    assert_eq!(t.on_request_failed(&members[0], now), None);
+    assert_eq!(t.on_request_failed(&members[0], now), None);
+    let eviction = t
+        .on_request_failed(&members[0], now)
+        .expect("third failure evicts");
+    assert_eq!(eviction.removed, members[0]);
+    assert_eq!(eviction.promoted, Some(new));
+    assert!(t.contains(&new) && !t.contains(&members[0]));
+    // A success resets the count.
+    t.on_request_failed(&members[1], now);
+    t.on_request_succeeded(members[1], &[], now);
+    t.on_request_failed(&members[1], now);
+    t.on_request_failed(&members[1], now);
+    assert!(t.contains(&members[1]));
+}
+
+#[test]
+fn liveness_checks_are_paced_and_a_failed_check_evicts() {
+    let (mut t, _) = table();
+    let start = Instant::now();
+    let p = PeerId::random();
+    let q = PeerId::random();
+    t.on_server_peer(p, &lan(1), start);
+    t.on_server_peer(q, &lan(2), start + Duration::from_secs(600));
+    assert_eq!(t.next_liveness_check(start + Duration::from_secs(60)), None);
+    let due = start + Duration::from_secs(43 * 60);
+    assert_eq!(t.next_liveness_check(due), Some(p));
+    assert_eq!(t.next_liveness_check(due), None, "handed out once");
+    let eviction = t.on_request_failed(&p, due).expect("a failed check evicts");
+    assert_eq!(eviction.removed, p);
+    // A successful check keeps the peer and restarts its clock.
+    let later = start + Duration::from_secs(53 * 60 + 1);
+    assert_eq!(t.next_liveness_check(later), Some(q));
+    t.on_request_succeeded(q, &[], later);
+    assert_eq!(t.next_liveness_check(later), None);
+    assert!(t.contains(&q));
+}
+
+#[test]
+fn connection_state_is_reported() {
+    let (mut t, _) = table();
+    let p = PeerId::random();
+    let now = Instant::now();
+    t.on_server_peer(p, &lan(1), now);
+    assert_eq!(t.peers()[0].connection, ConnectionType::Connected);
+    t.on_connection_closed(&p, now);
+    assert_eq!(t.peers()[0].connection, ConnectionType::NotConnected);
+    assert!(t.remove(&p).is_some());
+    assert!(t.is_empty());
+}
+
+#[test]
+fn refresh_targets_fall_in_their_bucket_and_respect_the_interval() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(4);
+    let now = Instant::now();
+    for cpl in 0..6 {
+        let p = peer_in_bucket(&t, cpl, &mut rng);
+        t.on_server_peer(p, &lan(cpl), now);
+    }
+    let interval = Duration::from_secs(600);
+    let targets = t.refresh_targets(now, interval, &mut rng);
+    assert_eq!(
+        targets.iter().map(|r| r.bucket).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    for r in &targets {
+        assert_eq!(
+            Key::from_peer(&r.target).common_prefix_len(&t.local),
+            r.bucket
+        );
+        t.on_refreshed(r.bucket, now);
+    }
+    assert!(t
+        .refresh_targets(now + Duration::from_secs(1), interval, &mut rng)
+        .is_empty());
+    assert_eq!(
+        t.refresh_targets(now + interval, interval, &mut rng).len(),
+        6
+    );
+}
+
+fn brute_force(t: &KBucketTable, target: &Key, count: usize) -> Vec<PeerId> {
+    let mut all: Vec<_> = t.peers().into_iter().map(|p| p.id).collect();
+    all.sort_by_key(|p| Key::from_peer(p).distance(target));
+    all.truncate(count);
+    all
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn closest_peers_match_a_full_sort(seed in any::<u64>(), peers in 0usize..400, count in 1usize..40) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let local = PeerId::random();
+        let mut t = KBucketTable::new(local, KBucketConfig { diversity: None, ..Default::default() });
+        let now = Instant::now();
+        for i in 0..peers {
+            t.on_server_peer(PeerId::random(), &lan(i), now);
+        }
+        // Also in-bucket targets and the local key itself.
+        let targets = [
+            Key::from_peer(&PeerId::random()),
+            Key::from_peer(&local),
+            Key::from_peer(&t.local.random_peer_in_bucket(3, 1 << 12, &mut rng).unwrap()),
+        ];
+        for target in targets {
+            let got: Vec<PeerId> = t.local_closest_peers(&target, count).into_iter().map(|p| p.id).collect();
+            prop_assert_eq!(got, brute_force(&t, &target, count));
+        }
+    }
+}

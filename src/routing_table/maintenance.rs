@@ -1,0 +1,260 @@
+//! Keeps the routing table fed and healthy from what the network reports: which connected peers
+//! serve the protocol (identify), where they listen, how our requests to them went, and which
+//! peers are due for a liveness check. Sans-IO: it returns what to send and what to report.
+
+use std::time::Instant;
+
+use fnv::FnvHashMap;
+use libp2p::{Multiaddr, PeerId};
+use smallvec::SmallVec;
+
+use super::{Admission, Eviction, RoutingTable};
+use crate::network::message::Request;
+use crate::network::{OutboundRequestId, RequestError};
+
+/// What a connected peer told us.
+#[derive(Debug, Default)]
+struct ConnectedPeer {
+    /// Listen addresses (identify) and the address we dialled, newest first, bounded.
+    addrs: SmallVec<[Multiaddr; 4]>,
+    /// It advertises the protocol: a DHT server.
+    server: bool,
+}
+
+/// A change to report.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TableChange {
+    /// The peer entered the table.
+    Added(PeerId),
+    /// The peer left the table, maybe replaced by a candidate.
+    Removed(Eviction),
+}
+
+/// The routing table with what feeds it.
+pub(crate) struct Maintenance {
+    table: Box<dyn RoutingTable>,
+    connected: FnvHashMap<PeerId, ConnectedPeer>,
+    max_addresses: usize,
+    /// Liveness checks under way, by request.
+    checks: FnvHashMap<OutboundRequestId, PeerId>,
+    max_checks: usize,
+}
+
+impl Maintenance {
+    pub(crate) fn new(
+        table: Box<dyn RoutingTable>,
+        max_addresses: usize,
+        max_checks: usize,
+    ) -> Self {
+        Self {
+            table,
+            connected: FnvHashMap::default(),
+            max_addresses,
+            checks: FnvHashMap::default(),
+            max_checks,
+        }
+    }
+
+    pub(crate) fn table(&self) -> &dyn RoutingTable {
+        self.table.as_ref()
+    }
+
+    /// Addresses a connected peer gave us, for peers that are not in the table.
+    pub(crate) fn connected_addresses(&self, peer: &PeerId) -> Option<Vec<Multiaddr>> {
+        self.connected.get(peer).map(|p| p.addrs.to_vec())
+    }
+
+    fn add_address(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
+        let entry = self.connected.entry(peer).or_default();
+        if entry.addrs.contains(&addr) {
+            return false;
+        }
+        entry.addrs.insert(0, addr);
+        entry.addrs.truncate(self.max_addresses);
+        true
+    }
+
+    fn admit(&mut self, peer: PeerId, now: Instant, succeeded: bool) -> Option<TableChange> {
+        let addrs = self.connected_addresses(&peer).unwrap_or_default();
+        let outcome = if succeeded {
+            self.table.on_request_succeeded(peer, &addrs, now)
+        } else {
+            self.table.on_server_peer(peer, &addrs, now)
+        };
+        (outcome == Admission::Inserted).then_some(TableChange::Added(peer))
+    }
+
+    /// A connection opened; `dialed` is the address we reached the peer at, if we dialled.
+    pub(crate) fn on_connected(&mut self, peer: PeerId, dialed: Option<Multiaddr>) {
+        self.connected.entry(peer).or_default();
+        if let Some(addr) = dialed {
+            self.add_address(peer, addr);
+        }
+    }
+
+    /// The last connection to the peer closed.
+    pub(crate) fn on_disconnected(&mut self, peer: &PeerId, now: Instant) {
+        self.connected.remove(peer);
+        self.table.on_connection_closed(peer, now);
+    }
+
+    /// Identify reported a listen address of a connected peer.
+    pub(crate) fn on_peer_address(
+        &mut self,
+        peer: PeerId,
+        addr: Multiaddr,
+        now: Instant,
+    ) -> Option<TableChange> {
+        let server = self.connected.get(&peer)?.server;
+        if self.add_address(peer, addr) && server {
+            return self.admit(peer, now, false);
+        }
+        None
+    }
+
+    /// A connection reported whether the peer serves the protocol.
+    pub(crate) fn on_protocol_support(
+        &mut self,
+        peer: PeerId,
+        supported: bool,
+        now: Instant,
+    ) -> Option<TableChange> {
+        self.connected.entry(peer).or_default().server = supported;
+        if supported {
+            self.admit(peer, now, false)
+        } else {
+            self.table.remove(&peer).map(TableChange::Removed)
+        }
+    }
+
+    /// An outbound request finished. Returns whether it was a liveness check (internal: not
+    /// reported to the application), and the change to the table, if any.
+    pub(crate) fn on_request_finished(
+        &mut self,
+        id: OutboundRequestId,
+        peer: PeerId,
+        result: &Result<impl Sized, RequestError>,
+        now: Instant,
+    ) -> (bool, Option<TableChange>) {
+        let internal = self.checks.remove(&id).is_some();
+        let change = match result {
+            Ok(_) => self.admit(peer, now, true),
+            // Not the peer's fault.
+            Err(RequestError::QueueFull) => None,
+            Err(RequestError::UnsupportedProtocol) => {
+                self.table.remove(&peer).map(TableChange::Removed)
+            }
+            Err(_) => self
+                .table
+                .on_request_failed(&peer, now)
+                .map(TableChange::Removed),
+        };
+        (internal, change)
+    }
+
+    /// Liveness checks to start now: requests the caller sends and registers with
+    /// [`Maintenance::check_started`].
+    pub(crate) fn due_checks(&mut self, local: PeerId, now: Instant) -> Vec<(PeerId, Request)> {
+        let mut due = Vec::new();
+        while self.checks.len() + due.len() < self.max_checks {
+            let Some(peer) = self.table.next_liveness_check(now) else {
+                break;
+            };
+            // A FIND_NODE for ourselves: cheap, and it is how go probes a peer too.
+            due.push((
+                peer,
+                Request::FindNode {
+                    key: local.to_bytes(),
+                },
+            ));
+        }
+        due
+    }
+
+    pub(crate) fn check_started(&mut self, id: OutboundRequestId, peer: PeerId) {
+        self.checks.insert(id, peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing_table::{KBucketConfig, KBucketTable};
+
+    fn maintenance() -> Maintenance {
+        let table = KBucketTable::new(PeerId::random(), KBucketConfig::default());
+        Maintenance::new(Box::new(table), 8, 4)
+    }
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn only_servers_with_addresses_enter() {
+        let mut m = maintenance();
+        let now = Instant::now();
+        let (server, client) = (PeerId::random(), PeerId::random());
+        m.on_connected(server, None);
+        m.on_connected(client, Some(addr(2)));
+        // Support known before any address: nothing to admit yet.
+        assert_eq!(m.on_protocol_support(server, true, now), None);
+        assert_eq!(
+            m.on_peer_address(server, addr(1), now),
+            Some(TableChange::Added(server))
+        );
+        assert_eq!(m.on_protocol_support(client, false, now), None);
+        assert_eq!(m.on_peer_address(client, addr(3), now), None);
+        assert!(m.table().contains(&server) && !m.table().contains(&client));
+        // Switching to client mode removes it.
+        assert!(matches!(
+            m.on_protocol_support(server, false, now),
+            Some(TableChange::Removed(_))
+        ));
+    }
+
+    #[test]
+    fn answering_a_request_admits_and_failures_evict() {
+        let mut m = maintenance();
+        let now = Instant::now();
+        let peer = PeerId::random();
+        m.on_connected(peer, Some(addr(1)));
+        let ok: Result<(), RequestError> = Ok(());
+        let (internal, change) = m.on_request_finished(OutboundRequestId(1), peer, &ok, now);
+        assert!(!internal);
+        assert_eq!(change, Some(TableChange::Added(peer)));
+        let err: Result<(), RequestError> = Err(RequestError::Timeout);
+        for i in 0..2 {
+            assert_eq!(
+                m.on_request_finished(OutboundRequestId(2 + i), peer, &err, now)
+                    .1,
+                None
+            );
+        }
+        let (_, change) = m.on_request_finished(OutboundRequestId(9), peer, &err, now);
+        assert!(matches!(change, Some(TableChange::Removed(_))));
+    }
+
+    #[test]
+    fn liveness_checks_are_bounded_and_internal() {
+        let mut m = maintenance();
+        let start = Instant::now();
+        let local = PeerId::random();
+        let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        for (i, p) in peers.iter().enumerate() {
+            m.on_connected(*p, Some(addr(i as u16 + 1)));
+            m.on_protocol_support(*p, true, start);
+        }
+        let later = start + std::time::Duration::from_secs(3600);
+        let due = m.due_checks(local, later);
+        assert_eq!(due.len(), 4, "at most max_checks at once");
+        for (i, (peer, _)) in due.iter().enumerate() {
+            m.check_started(OutboundRequestId(100 + i as u64), *peer);
+        }
+        assert!(m.due_checks(local, later).is_empty());
+        let ok: Result<(), RequestError> = Ok(());
+        let (internal, _) = m.on_request_finished(OutboundRequestId(100), due[0].0, &ok, later);
+        assert!(internal);
+        assert_eq!(m.due_checks(local, later).len(), 1);
+    }
+}

@@ -1,0 +1,138 @@
+//! Routing Table: the peers we know, with their addresses. It answers `LocalClosestPeers` and
+//! decides which peers are kept.
+//!
+//! [`RoutingTable`] is the module's contract; [`KBucketTable`] is the default implementation.
+//! The table is sans-IO: time is an argument, and it never sends anything itself. It hands out
+//! what should be sent ("check this peer", "refresh this bucket") and hears back how it went.
+
+mod diversity;
+mod kbuckets;
+pub(crate) mod maintenance;
+
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use rand::Rng;
+
+pub use diversity::DiversityConfig;
+pub use kbuckets::{KBucketConfig, KBucketTable};
+
+use crate::key::Key;
+use crate::network::message::PeerRecord;
+
+/// The contract of a routing table. The behaviour holds a `Box<dyn RoutingTable>`, so a user can
+/// plug in their own (`Behaviour::with_routing_table`).
+///
+/// Only DHT servers may enter: the behaviour calls [`on_server_peer`](Self::on_server_peer)
+/// when a peer advertises the protocol, and [`on_request_succeeded`](Self::on_request_succeeded)
+/// when a peer answered one of our requests; it never offers client peers or the local peer.
+/// Read methods take `&self`.
+pub trait RoutingTable: Send + 'static {
+    /// LocalClosestPeers: up to `count` peers ordered by XOR distance of their SHA-256 keys to
+    /// `target`, closest first, each with its addresses (most recently successful first).
+    fn local_closest_peers(&self, target: &Key, count: usize) -> Vec<PeerRecord>;
+
+    /// The addresses of a peer in the table.
+    fn addresses(&self, peer: &PeerId) -> Option<&[Multiaddr]>;
+
+    /// Whether the peer is in the table (not counting replacement candidates).
+    fn contains(&self, peer: &PeerId) -> bool {
+        self.addresses(peer).is_some()
+    }
+
+    /// Number of peers in the table.
+    fn len(&self) -> usize;
+
+    /// Whether the table is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every peer in the table, in no particular order.
+    fn peers(&self) -> Vec<PeerRecord>;
+
+    /// The peer advertises the DHT protocol (it is a server), at these addresses.
+    fn on_server_peer(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> Admission;
+
+    /// The peer answered one of our requests; `addrs` are addresses it was reached at.
+    fn on_request_succeeded(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        now: Instant,
+    ) -> Admission;
+
+    /// A request to the peer failed (timeout, refused stream, dial failure).
+    fn on_request_failed(&mut self, peer: &PeerId, now: Instant) -> Option<Eviction>;
+
+    /// The last connection to the peer closed. The peer stays: it may still be reachable.
+    fn on_connection_closed(&mut self, peer: &PeerId, now: Instant);
+
+    /// Removes the peer (it stopped serving the protocol, or the user asked).
+    fn remove(&mut self, peer: &PeerId) -> Option<Eviction>;
+
+    /// The next peer due for a liveness check, if any; it is handed out once, until its outcome
+    /// arrives through `on_request_succeeded` or `on_request_failed` (a failed check evicts).
+    fn next_liveness_check(&mut self, now: Instant) -> Option<PeerId> {
+        let _ = now;
+        None
+    }
+
+    /// Lookups that would refresh parts of the keyspace not refreshed within `interval`.
+    fn refresh_targets(
+        &self,
+        now: Instant,
+        interval: Duration,
+        rng: &mut dyn Rng,
+    ) -> Vec<RefreshTarget> {
+        let _ = (now, interval, rng);
+        Vec::new()
+    }
+
+    /// A refresh lookup for the bucket finished.
+    fn on_refreshed(&mut self, bucket: usize, now: Instant) {
+        let _ = (bucket, now);
+    }
+}
+
+/// What happened to a peer offered to the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The peer entered the table.
+    Inserted,
+    /// The peer was already in; its addresses and last-seen time were updated.
+    Updated,
+    /// Its bucket is full: the peer waits in the bucket's replacement cache.
+    Pending,
+    /// The peer was refused.
+    Rejected(RejectReason),
+}
+
+/// Why a peer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// It is the local peer.
+    LocalPeer,
+    /// No address was given: nobody could reach it through us.
+    NoAddresses,
+    /// Its IP group already has the most peers allowed in the bucket or the table.
+    Diversity,
+}
+
+/// A peer that left the table, and the one that took its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    /// The peer removed.
+    pub removed: PeerId,
+    /// A replacement candidate moved into the bucket, if one qualified.
+    pub promoted: Option<PeerId>,
+}
+
+/// A refresh lookup to run: a FIND_NODE for `target` explores `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTarget {
+    /// The bucket (common-prefix length with the local key).
+    pub bucket: usize,
+    /// A peer id whose key falls inside the bucket.
+    pub target: PeerId,
+}

@@ -1,0 +1,297 @@
+//! Server: answers inbound requests from the routing table and the stores, as PROTOCOL.md's
+//! table says the deployed peers do. These are plain functions of (request, remote peer,
+//! routing table, stores, time); the behaviour only carries the answer back.
+//!
+//! Reads (PING, FIND_NODE, GET_VALUE, GET_PROVIDERS) are answered at once. Writes (PUT_VALUE,
+//! ADD_PROVIDER) are checked first ([`prepare`]) and stored after ([`commit`]), so that an
+//! application may decide in between; the PUT_VALUE echo goes out only after the commit.
+
+mod inbound;
+mod validator;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libp2p::{Multiaddr, PeerId};
+
+pub use inbound::{DecisionId, InboundOutcome, UnknownDecision};
+pub(crate) use inbound::{Server, ServerAction, ServerSettings};
+pub use validator::{PublicKeyValidator, ValidationError, Validator, Validators};
+
+use crate::key::Key;
+use crate::network::message::{ConnectionType, PeerRecord, Record, Request, Response};
+use crate::routing_table::RoutingTable;
+use crate::store::{
+    Lifetimes, ProviderRecord, ProviderStore, RecordStore, StoreError, ValueRecord,
+};
+
+/// Why an inbound request was not honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundRejection {
+    /// The record failed validation (or its namespace has no validator).
+    #[error(transparent)]
+    InvalidRecord(#[from] ValidationError),
+    /// The stored record is better than the one sent (by the validator's select).
+    #[error("the stored record is newer")]
+    OutdatedRecord,
+    /// ADD_PROVIDER named only peers other than its sender.
+    #[error("provider record for another peer")]
+    ForeignProvider,
+    /// ADD_PROVIDER carried no address for its sender.
+    #[error("provider record without addresses")]
+    NoProviderAddress,
+    /// The store refused it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The application refused it.
+    #[error("refused by the application")]
+    RefusedByApplication,
+}
+
+/// A write waiting to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRequest {
+    /// A validated value record, better than any stored one.
+    PutValue(ValueRecord),
+    /// A provider record announced by its own provider.
+    AddProvider(ProviderRecord),
+}
+
+/// The server's verdict on a request.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// A read, answered.
+    Answer(Response),
+    /// A write, ready to be committed.
+    Store(StoreRequest),
+    /// Not honoured: the stream is reset (a request with a response) or nothing is stored.
+    Reject(InboundRejection),
+}
+
+/// What the server reads besides the stores.
+pub(crate) struct ServerContext<'a> {
+    pub(crate) remote: PeerId,
+    pub(crate) k: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) table: &'a dyn RoutingTable,
+    pub(crate) validators: &'a Validators,
+    /// Addresses of a peer connected to us but not in the table: go lists a connected
+    /// FIND_NODE target even when it is not a server.
+    pub(crate) connected_addrs: &'a dyn Fn(&PeerId) -> Option<Vec<Multiaddr>>,
+    pub(crate) now: SystemTime,
+}
+
+/// Checks a request and answers it if it is a read.
+pub(crate) fn prepare(
+    ctx: &ServerContext<'_>,
+    records: &mut dyn RecordStore,
+    providers: &mut dyn ProviderStore,
+    request: Request,
+) -> Prepared {
+    match request {
+        Request::Ping => Prepared::Answer(Response::Ping),
+        Request::FindNode { key } => Prepared::Answer(Response::FindNode {
+            closer_peers: find_node(ctx, &key),
+        }),
+        Request::GetValue { key } => Prepared::Answer(Response::GetValue {
+            record: records.get(&key, ctx.now).map(|r| to_wire(&r)),
+            closer_peers: closer_peers(ctx, &key),
+        }),
+        Request::GetProviders { key } => Prepared::Answer(get_providers(ctx, providers, &key)),
+        Request::PutValue { record } => match check_put(ctx, records, record) {
+            Ok(record) => Prepared::Store(StoreRequest::PutValue(record)),
+            Err(rejection) => Prepared::Reject(rejection),
+        },
+        Request::AddProvider { key, providers } => match check_provider(ctx, key, providers) {
+            Ok(record) => Prepared::Store(StoreRequest::AddProvider(record)),
+            Err(rejection) => Prepared::Reject(rejection),
+        },
+    }
+}
+
+/// Stores a prepared write. Returns the response to send (the PUT_VALUE echo), if any.
+pub(crate) fn commit(
+    records: &mut dyn RecordStore,
+    providers: &mut dyn ProviderStore,
+    request: StoreRequest,
+) -> Result<Option<Response>, InboundRejection> {
+    match request {
+        StoreRequest::PutValue(record) => {
+            let echo = to_wire(&record);
+            records.put(record)?;
+            // go's client checks that the echo carries the value it sent.
+            Ok(Some(Response::PutValue { record: echo }))
+        }
+        StoreRequest::AddProvider(record) => {
+            providers.add_provider(record)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The k closest peers to `key` that we know, without the requester.
+fn closer_peers(ctx: &ServerContext<'_>, key: &[u8]) -> Vec<PeerRecord> {
+    let mut peers = ctx.table.local_closest_peers(&Key::new(key), ctx.k + 1);
+    peers.retain(|p| p.id != ctx.remote);
+    peers.truncate(ctx.k);
+    peers
+}
+
+/// FIND_NODE: the closest peers, with the target itself first when we know where it is.
+fn find_node(ctx: &ServerContext<'_>, key: &[u8]) -> Vec<PeerRecord> {
+    let mut peers = closer_peers(ctx, key);
+    let Ok(target) = PeerId::from_bytes(key) else {
+        return peers;
+    };
+    if target == ctx.remote {
+        return peers;
+    }
+    let known = ctx
+        .table
+        .addresses(&target)
+        .map(|a| (a.to_vec(), ConnectionType::NotConnected))
+        .or_else(|| (ctx.connected_addrs)(&target).map(|a| (a, ConnectionType::Connected)));
+    if let Some((addrs, connection)) = known.filter(|(a, _)| !a.is_empty()) {
+        peers.retain(|p| p.id != target);
+        peers.insert(
+            0,
+            PeerRecord {
+                id: target,
+                addrs,
+                connection,
+            },
+        );
+    }
+    peers
+}
+
+/// GET_PROVIDERS: the providers (with addresses while those are fresh) and closer peers, cut
+/// to fit the largest message.
+fn get_providers(ctx: &ServerContext<'_>, store: &mut dyn ProviderStore, key: &[u8]) -> Response {
+    let closer_peers = closer_peers(ctx, key);
+    // Room left for providers: the message budget minus the closer peers and a margin for
+    // the type, key and framing.
+    let mut budget = ctx
+        .max_message_size
+        .saturating_sub(key.len() + 64)
+        .saturating_sub(closer_peers.iter().map(encoded_len).sum());
+    let mut providers = Vec::new();
+    for record in store.providers(key, ctx.now) {
+        let addrs = if record.addrs_expire > ctx.now {
+            record.addrs
+        } else {
+            Vec::new()
+        };
+        let peer = PeerRecord {
+            id: record.provider,
+            addrs,
+            connection: ConnectionType::NotConnected,
+        };
+        let len = encoded_len(&peer);
+        if len > budget {
+            break;
+        }
+        budget -= len;
+        providers.push(peer);
+    }
+    Response::GetProviders {
+        providers,
+        closer_peers,
+    }
+}
+
+/// An upper bound of a peer entry's encoded size: field tags and length prefixes included.
+fn encoded_len(peer: &PeerRecord) -> usize {
+    let id = peer.id.to_bytes().len() + 3;
+    let addrs: usize = peer.addrs.iter().map(|a| a.len() + 4).sum();
+    id + addrs + 2 + 6
+}
+
+fn check_put(
+    ctx: &ServerContext<'_>,
+    records: &mut dyn RecordStore,
+    record: Record,
+) -> Result<ValueRecord, InboundRejection> {
+    ctx.validators.validate(&record.key, &record.value)?;
+    if let Some(existing) = records.get(&record.key, ctx.now) {
+        let best = ctx
+            .validators
+            .select(&record.key, &[&record.value, &existing.value])?;
+        if best != 0 {
+            return Err(InboundRejection::OutdatedRecord);
+        }
+    }
+    Ok(ValueRecord {
+        key: record.key,
+        value: record.value,
+        received: ctx.now,
+        expires: ctx.now + ctx.lifetimes.value_max_age,
+    })
+}
+
+fn check_provider(
+    ctx: &ServerContext<'_>,
+    key: Vec<u8>,
+    providers: Vec<PeerRecord>,
+) -> Result<ProviderRecord, InboundRejection> {
+    // Only the sender may announce itself; entries for other peers are ignored, as in go.
+    let own = providers
+        .into_iter()
+        .find(|p| p.id == ctx.remote)
+        .ok_or(InboundRejection::ForeignProvider)?;
+    if own.addrs.is_empty() {
+        return Err(InboundRejection::NoProviderAddress);
+    }
+    Ok(ProviderRecord {
+        key,
+        provider: own.id,
+        addrs: own.addrs,
+        received: ctx.now,
+        expires: ctx.now + ctx.lifetimes.provider_validity,
+        addrs_expire: ctx.now + ctx.lifetimes.provider_addrs,
+    })
+}
+
+fn to_wire(record: &ValueRecord) -> Record {
+    Record {
+        key: record.key.clone(),
+        value: record.value.clone(),
+        time_received: rfc3339(record.received),
+    }
+}
+
+/// Formats a time as go's `FormatRFC3339` does (RFC 3339 in UTC, nanoseconds without trailing
+/// zeros), e.g. `2026-11-25T14:03:07.5Z`.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    );
+    let nanos = since.subsec_nanos();
+    if nanos != 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,361 @@
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+
+use super::*;
+use crate::network::message::encode_response;
+use crate::routing_table::{KBucketConfig, KBucketTable};
+use crate::store::{MemoryStore, MemoryStoreConfig};
+
+struct Fixture {
+    local: PeerId,
+    remote: PeerId,
+    table: KBucketTable,
+    records: MemoryStore,
+    providers: MemoryStore,
+    validators: Validators,
+    now: SystemTime,
+}
+
+fn addr(i: usize) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{}", 1000 + i).parse().unwrap()
+}
+
+impl Fixture {
+    fn new(peers: usize) -> Self {
+        let local = PeerId::random();
+        let mut table = KBucketTable::new(local, KBucketConfig::default());
+        for i in 0..peers {
+            table.on_server_peer(PeerId::random(), &[addr(i)], Instant::now());
+        }
+        Self {
+            local,
+            remote: PeerId::random(),
+            table,
+            records: MemoryStore::new(MemoryStoreConfig::default()),
+            providers: MemoryStore::new(MemoryStoreConfig::default()),
+            validators: Validators::default(),
+            now: SystemTime::now(),
+        }
+    }
+
+    fn ask(&mut self, request: Request) -> Prepared {
+        self.ask_with(request, &|_| None)
+    }
+
+    fn ask_with(
+        &mut self,
+        request: Request,
+        connected: &dyn Fn(&PeerId) -> Option<Vec<Multiaddr>>,
+    ) -> Prepared {
+        let ctx = ServerContext {
+            remote: self.remote,
+            k: 20,
+            max_message_size: 4 << 20,
+            lifetimes: Lifetimes::default(),
+            table: &self.table,
+            validators: &self.validators,
+            connected_addrs: connected,
+            now: self.now,
+        };
+        prepare(&ctx, &mut self.records, &mut self.providers, request)
+    }
+
+    /// Prepares and, for a write, commits: what the behaviour does without a filter.
+    fn handle(&mut self, request: Request) -> Result<Option<Response>, InboundRejection> {
+        match self.ask(request) {
+            Prepared::Answer(r) => Ok(Some(r)),
+            Prepared::Reject(e) => Err(e),
+            Prepared::Store(s) => commit(&mut self.records, &mut self.providers, s),
+        }
+    }
+}
+
+fn closer(response: Prepared) -> Vec<PeerRecord> {
+    match response {
+        Prepared::Answer(Response::FindNode { closer_peers }) => closer_peers,
+        other => panic!("not a FIND_NODE answer: {other:?}"),
+    }
+}
+
+#[test]
+fn ping_is_echoed() {
+    let mut f = Fixture::new(0);
+    assert!(matches!(
+        f.ask(Request::Ping),
+        Prepared::Answer(Response::Ping)
+    ));
+}
+
+#[test]
+fn find_node_returns_k_closest_without_self_or_requester() {
+    let mut f = Fixture::new(200);
+    // The requester is in our table: it must not be returned to itself.
+    f.table
+        .on_server_peer(f.remote, &[addr(999)], Instant::now());
+    let key = f.remote.to_bytes();
+    let peers = closer(f.ask(Request::FindNode { key: key.clone() }));
+    assert_eq!(peers.len(), 20);
+    assert!(peers.iter().all(|p| p.id != f.remote && p.id != f.local));
+    assert!(peers.iter().all(|p| !p.addrs.is_empty()));
+    // Ordered by distance to the key.
+    let target = Key::new(&key);
+    let distances: Vec<_> = peers
+        .iter()
+        .map(|p| Key::from_peer(&p.id).distance(&target))
+        .collect();
+    assert!(distances.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn find_node_for_our_own_id_never_lists_us() {
+    let mut f = Fixture::new(50);
+    let peers = closer(f.ask(Request::FindNode {
+        key: f.local.to_bytes(),
+    }));
+    assert_eq!(peers.len(), 20);
+    assert!(peers.iter().all(|p| p.id != f.local));
+}
+
+#[test]
+fn find_node_puts_a_known_target_first() {
+    // Few enough peers that no bucket is full, so the target gets in.
+    let mut f = Fixture::new(10);
+    let target = PeerId::random();
+    f.table.on_server_peer(target, &[addr(500)], Instant::now());
+    let peers = closer(f.ask(Request::FindNode {
+        key: target.to_bytes(),
+    }));
+    assert_eq!(peers[0].id, target);
+    assert_eq!(peers.iter().filter(|p| p.id == target).count(), 1);
+
+    // A connected peer that is not in the table (a client) is listed first too, as go does.
+    let client = PeerId::random();
+    let connected = move |p: &PeerId| (*p == client).then(|| vec![addr(77)]);
+    let peers = closer(f.ask_with(
+        Request::FindNode {
+            key: client.to_bytes(),
+        },
+        &connected,
+    ));
+    assert_eq!(peers[0].id, client);
+    assert_eq!(peers[0].connection, ConnectionType::Connected);
+    // Known, but without addresses: left out.
+    let nowhere = |_: &PeerId| Some(Vec::new());
+    let unknown = PeerId::random();
+    let peers = closer(f.ask_with(
+        Request::FindNode {
+            key: unknown.to_bytes(),
+        },
+        &nowhere,
+    ));
+    assert!(peers.iter().all(|p| p.id != unknown));
+}
+
+fn pk_record() -> Record {
+    let key = Keypair::generate_ed25519();
+    let mut record_key = b"/pk/".to_vec();
+    record_key.extend(key.public().to_peer_id().to_bytes());
+    Record {
+        key: record_key,
+        value: key.public().encode_protobuf(),
+        time_received: String::new(),
+    }
+}
+
+#[test]
+fn put_value_validates_stores_and_echoes() {
+    let mut f = Fixture::new(10);
+    let record = pk_record();
+    let echo = f
+        .handle(Request::PutValue {
+            record: record.clone(),
+        })
+        .unwrap()
+        .unwrap();
+    let Response::PutValue { record: echoed } = echo else {
+        panic!("an echo")
+    };
+    assert_eq!(echoed.key, record.key);
+    assert_eq!(echoed.value, record.value);
+    assert!(echoed.time_received.ends_with('Z'));
+    let got = f
+        .handle(Request::GetValue {
+            key: record.key.clone(),
+        })
+        .unwrap()
+        .unwrap();
+    let Response::GetValue {
+        record: Some(stored),
+        closer_peers,
+    } = got
+    else {
+        panic!("the record")
+    };
+    assert_eq!(stored.value, record.value);
+    assert_eq!(closer_peers.len(), 10);
+}
+
+#[test]
+fn put_value_refuses_invalid_unknown_and_outdated_records() {
+    let mut f = Fixture::new(0);
+    let mut bad = pk_record();
+    bad.value = pk_record().value;
+    assert!(matches!(
+        f.handle(Request::PutValue { record: bad }),
+        Err(InboundRejection::InvalidRecord(
+            ValidationError::Invalid { .. }
+        ))
+    ));
+    let unknown = Record {
+        key: b"/ipns/whatever".to_vec(),
+        value: b"v".to_vec(),
+        time_received: String::new(),
+    };
+    assert!(matches!(
+        f.handle(Request::PutValue { record: unknown }),
+        Err(InboundRejection::InvalidRecord(
+            ValidationError::UnknownNamespace(_)
+        ))
+    ));
+
+    // A namespace whose select prefers the stored record.
+    struct KeepFirst;
+    impl Validator for KeepFirst {
+        fn validate(&self, _: &[u8], _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn select(&self, _: &[u8], values: &[&[u8]]) -> usize {
+            (0..values.len()).max_by_key(|i| values[*i]).unwrap()
+        }
+    }
+    f.validators.register("seq", KeepFirst);
+    let put = |v: &[u8]| Request::PutValue {
+        record: Record {
+            key: b"/seq/a".to_vec(),
+            value: v.to_vec(),
+            time_received: String::new(),
+        },
+    };
+    assert!(f.handle(put(b"5")).is_ok());
+    assert_eq!(f.handle(put(b"3")), Err(InboundRejection::OutdatedRecord));
+    assert!(f.handle(put(b"7")).is_ok());
+}
+
+#[test]
+fn add_provider_takes_only_the_senders_own_record_with_addresses() {
+    let mut f = Fixture::new(5);
+    let key = b"\x12\x20provided".to_vec();
+    let other = PeerRecord {
+        id: PeerId::random(),
+        addrs: vec![addr(1)],
+        connection: ConnectionType::Connected,
+    };
+    assert_eq!(
+        f.handle(Request::AddProvider {
+            key: key.clone(),
+            providers: vec![other.clone()],
+        }),
+        Err(InboundRejection::ForeignProvider)
+    );
+    let bare = PeerRecord {
+        id: f.remote,
+        addrs: vec![],
+        connection: ConnectionType::Connected,
+    };
+    assert_eq!(
+        f.handle(Request::AddProvider {
+            key: key.clone(),
+            providers: vec![bare],
+        }),
+        Err(InboundRejection::NoProviderAddress)
+    );
+    let own = PeerRecord {
+        id: f.remote,
+        addrs: vec![addr(2)],
+        connection: ConnectionType::Connected,
+    };
+    assert_eq!(
+        f.handle(Request::AddProvider {
+            key: key.clone(),
+            providers: vec![other, own],
+        }),
+        Ok(None),
+        "no response to ADD_PROVIDER"
+    );
+    let Ok(Some(Response::GetProviders { providers, .. })) =
+        f.handle(Request::GetProviders { key: key.clone() })
+    else {
+        panic!("providers")
+    };
+    assert_eq!(providers.len(), 1);
+    assert_eq!(providers[0].id, f.remote);
+    assert_eq!(providers[0].addrs, vec![addr(2)]);
+
+    // After 24 h the addresses are no longer handed out; after 48 h the record is gone.
+    f.now += Duration::from_secs(25 * 3600);
+    let Ok(Some(Response::GetProviders { providers, .. })) =
+        f.handle(Request::GetProviders { key: key.clone() })
+    else {
+        panic!("providers")
+    };
+    assert!(providers[0].addrs.is_empty());
+    f.now += Duration::from_secs(24 * 3600);
+    let Ok(Some(Response::GetProviders { providers, .. })) =
+        f.handle(Request::GetProviders { key })
+    else {
+        panic!("providers")
+    };
+    assert!(providers.is_empty());
+}
+
+#[test]
+fn get_providers_fits_in_the_largest_message() {
+    let mut f = Fixture::new(20);
+    let key = b"\x12\x20popular".to_vec();
+    for i in 0..200 {
+        let provider = PeerId::random();
+        f.providers
+            .add_provider(ProviderRecord {
+                key: key.clone(),
+                provider,
+                addrs: (0..4).map(|j| addr(i * 4 + j)).collect(),
+                received: f.now,
+                expires: f.now + Duration::from_secs(3600),
+                addrs_expire: f.now + Duration::from_secs(3600),
+            })
+            .unwrap();
+    }
+    let max = 8 * 1024;
+    let ctx = ServerContext {
+        remote: f.remote,
+        k: 20,
+        max_message_size: max,
+        lifetimes: Lifetimes::default(),
+        table: &f.table,
+        validators: &f.validators,
+        connected_addrs: &|_| None,
+        now: f.now,
+    };
+    let response = get_providers(&ctx, &mut f.providers, &key);
+    let Response::GetProviders { providers, .. } = &response else {
+        panic!()
+    };
+    assert!(!providers.is_empty() && providers.len() < 200);
+    let bytes = encode_response(&response, &key);
+    assert!(bytes.len() <= max, "{} > {max}", bytes.len());
+}
+
+#[test]
+fn time_received_is_formatted_like_go() {
+    assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    assert_eq!(
+        rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        "2023-11-14T22:13:20Z"
+    );
+    assert_eq!(
+        rfc3339(UNIX_EPOCH + Duration::new(951_782_400, 500_000_000)),
+        "2000-02-29T00:00:00.5Z"
+    );
+}
