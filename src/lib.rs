@@ -6,8 +6,9 @@
 //!
 //! The crate is one [`NetworkBehaviour`](libp2p::swarm::NetworkBehaviour), [`Behaviour`], that
 //! you compose into your swarm. Its modules follow the DHT design: the Network (the wire,
-//! [`network`]); the Routing Table, Routing, Server, Provider Store and Provider modules come
-//! in the next releases (see the README's status table).
+//! [`network`]), the Routing Table ([`routing_table`]), the Server ([`server`]) and the stores
+//! ([`store`]); Routing (lookups) and the Provider (reprovide sweep) come in the next releases
+//! (see the README's status table).
 //!
 //! ## Quick start
 //!
@@ -29,7 +30,7 @@
 //!         key.public(),
 //!     )),
 //!     // The public IPFS DHT. For a private network: kadence::Config::new(your protocol).
-//!     dht: kadence::Behaviour::new(kadence::Config::amino()),
+//!     dht: kadence::Behaviour::new(key.public().to_peer_id(), kadence::Config::amino()),
 //! };
 //! assert_eq!(node.dht.mode(), kadence::Mode::Client); // server once an address is confirmed
 //! ```

@@ -380,3 +380,76 @@ async fn request_to_an_unreachable_peer_fails_with_a_dial_error() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn writes_wait_for_the_applications_decision() {
+    let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
+    let mut server = kadence_swarm(server_config().with_manual_store_approval(true));
+    server.listen().with_memory_addr_external().await;
+    client.connect(&mut server).await;
+    let server_id = *server.local_peer_id();
+
+    for approve in [true, false] {
+        let record = pk_record();
+        client.behaviour_mut().send_request(
+            server_id,
+            Request::PutValue {
+                record: record.clone(),
+            },
+        );
+        // The server application sees the validated record first; nothing is answered yet.
+        let decision = within(10, async {
+            loop {
+                tokio::select! {
+                    event = server.next_behaviour_event() => {
+                        if let Event::StoreRequest { id, request, .. } = event {
+                            return (id, request);
+                        }
+                    }
+                    event = client.next_behaviour_event() => {
+                        let early = matches!(event, Event::OutboundRequestFinished { .. });
+                        assert!(!early, "answered before the decision: {event:?}");
+                    }
+                }
+            }
+        })
+        .await;
+        let (id, kadence::StoreRequest::PutValue(stored)) = decision else {
+            panic!("a PUT_VALUE")
+        };
+        assert_eq!(stored.value, record.value);
+        if approve {
+            server.behaviour_mut().approve_store(id).unwrap();
+        } else {
+            server.behaviour_mut().reject_store(id).unwrap();
+        }
+        assert!(
+            server.behaviour_mut().approve_store(id).is_err(),
+            "decided once"
+        );
+        let result = within(10, async {
+            loop {
+                tokio::select! {
+                    _ = server.next_behaviour_event() => {}
+                    result = next_outbound(&mut client) => return result,
+                }
+            }
+        })
+        .await;
+        let now = std::time::SystemTime::now();
+        let held = server
+            .behaviour_mut()
+            .record_store_mut()
+            .get(&record.key, now);
+        if approve {
+            assert!(
+                matches!(result, Ok(Some(Response::PutValue { .. }))),
+                "{result:?}"
+            );
+            assert!(held.is_some());
+        } else {
+            assert!(result.is_err(), "the stream is reset: {result:?}");
+            assert!(held.is_none());
+        }
+    }
+}

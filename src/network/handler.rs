@@ -7,8 +7,9 @@
 //!
 //! Outbound, requests queue (bounded) until a stream is free: an idle stream kept from an
 //! earlier request, or a new one while fewer than `max_outbound_streams` are busy. One request
-//! is in flight per stream. A reused stream that turns out to be broken (the remote closed it
-//! while idle) costs a retry on a fresh stream, not a failed request.
+//! is in flight per stream. A kept stream the remote closed is dropped as soon as that shows;
+//! one found broken when the request is written costs a retry on a fresh stream, not a failed
+//! request.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -367,8 +368,10 @@ impl Handler {
 
     fn on_exchange(&mut self, request: PendingRequest, reused: bool, exchange: Exchange) {
         match exchange.result {
-            Err(RequestError::Frame(_)) if reused && !request.retried => {
-                // The stream we kept was closed by the remote while idle. Try a fresh one.
+            Err(RequestError::Frame(_)) if reused && !request.retried && !exchange.written => {
+                // The stream we kept was reset by the remote while idle: the request never
+                // left. Try a fresh stream. (A failure after the write is final: the remote may
+                // have refused the request on purpose, and must not get it twice.)
                 tracing::debug!(peer = %self.remote, "reused stream broke; retrying on a new one");
                 self.pending.push_front(PendingRequest {
                     retried: true,

@@ -129,6 +129,9 @@ fn request_key(request: &Request) -> &[u8] {
 pub(crate) struct Exchange {
     pub(crate) result: Result<Option<Response>, RequestError>,
     pub(crate) stream: Option<Stream>,
+    /// Whether the request frame was written and flushed: a failure before that is safe to
+    /// retry, one after it may have reached the remote (a refusal resets the stream too).
+    pub(crate) written: bool,
 }
 
 /// Sends `request` on `stream` and reads its response, within `timeout`. ADD_PROVIDER is done
@@ -142,8 +145,10 @@ pub(crate) async fn exchange(
     max_message_size: usize,
     limits: Limits,
 ) -> Exchange {
+    let mut written = false;
     let work = async {
         write_frame(&mut stream, &encode_request(request)).await?;
+        written = true;
         if !request.expects_response() {
             return Ok(None);
         }
@@ -162,5 +167,9 @@ pub(crate) async fn exchange(
         .await
         .unwrap_or(Err(RequestError::Timeout));
     let stream = result.is_ok().then_some(stream);
-    Exchange { result, stream }
+    Exchange {
+        result,
+        stream,
+        written,
+    }
 }

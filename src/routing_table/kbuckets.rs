@@ -204,6 +204,9 @@ impl KBucketTable {
         if bucket.entries.len() < self.config.k {
             bucket.replacements.retain(|c| c.id != peer);
             self.count_groups(b, &bounded, true);
+            // Exact capacity: most buckets stay far from full, and slack would cost more
+            // memory than the entries (an insert is rare next to a lookup).
+            self.buckets[b].entries.reserve_exact(1);
             self.buckets[b].entries.push(Entry {
                 id: peer,
                 key,
@@ -217,6 +220,7 @@ impl KBucketTable {
             return Admission::Inserted;
         }
         bucket.replacements.retain(|c| c.id != peer);
+        bucket.replacements.reserve_exact(1);
         bucket.replacements.push_back(Candidate {
             id: peer,
             key,
@@ -260,6 +264,7 @@ impl KBucketTable {
             }
             self.count_groups(b, &candidate.addrs, true);
             promoted = Some(candidate.id);
+            self.buckets[b].entries.reserve_exact(1);
             self.buckets[b].entries.push(Entry {
                 id: candidate.id,
                 key: candidate.key,
