@@ -83,9 +83,8 @@ async fn run_node(
 
 fn requests_for(me: &Keypair, my_addr: &Multiaddr, target: PeerId) -> Vec<(&'static str, Request)> {
     // A `/pk/` record: our public key under our peer id, which every node's validator accepts.
-    let mut key = b"/pk/".to_vec();
-    key.extend(me.public().to_peer_id().to_bytes());
-    let value = me.public().encode_protobuf();
+    let record = Record::public_key(&me.public());
+    let key = record.key.clone();
     let provided = target.to_bytes();
     let me = me.public().to_peer_id();
     vec![
@@ -96,16 +95,7 @@ fn requests_for(me: &Keypair, my_addr: &Multiaddr, target: PeerId) -> Vec<(&'sta
                 key: target.to_bytes(),
             },
         ),
-        (
-            "PUT_VALUE",
-            Request::PutValue {
-                record: Record {
-                    key: key.clone(),
-                    value,
-                    time_received: String::new(),
-                },
-            },
-        ),
+        ("PUT_VALUE", Request::PutValue { record }),
         ("GET_VALUE", Request::GetValue { key }),
         (
             "ADD_PROVIDER",

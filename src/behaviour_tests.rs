@@ -148,18 +148,9 @@ impl Sim {
             1 => Request::FindNode {
                 key: self.peers[(peer + 1) % 4].to_bytes(),
             },
-            2 => {
-                let public = self.keys[peer].public();
-                let mut key = b"/pk/".to_vec();
-                key.extend(public.to_peer_id().to_bytes());
-                Request::PutValue {
-                    record: Record {
-                        key,
-                        value: public.encode_protobuf(),
-                        time_received: String::new(),
-                    },
-                }
-            }
+            2 => Request::PutValue {
+                record: Record::public_key(&self.keys[peer].public()),
+            },
             _ => Request::AddProvider {
                 key: vec![0x12, 0x20, 1],
                 providers: vec![PeerRecord {

@@ -142,6 +142,20 @@ pub struct Record {
     pub time_received: String,
 }
 
+impl Record {
+    /// The `/pk/<peer id>` record of a public key, as the `/pk` validator accepts it: how a
+    /// node publishes its key for peers whose id does not embed it (RSA, for instance).
+    pub fn public_key(key: &libp2p::identity::PublicKey) -> Self {
+        let mut record_key = b"/pk/".to_vec();
+        record_key.extend(key.to_peer_id().to_bytes());
+        Self {
+            key: record_key,
+            value: key.encode_protobuf(),
+            time_received: String::new(),
+        }
+    }
+}
+
 /// Bounds applied while decoding what a remote peer sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

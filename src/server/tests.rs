@@ -154,14 +154,7 @@ fn find_node_puts_a_known_target_first() {
 }
 
 fn pk_record() -> Record {
-    let key = Keypair::generate_ed25519();
-    let mut record_key = b"/pk/".to_vec();
-    record_key.extend(key.public().to_peer_id().to_bytes());
-    Record {
-        key: record_key,
-        value: key.public().encode_protobuf(),
-        time_received: String::new(),
-    }
+    Record::public_key(&Keypair::generate_ed25519().public())
 }
 
 #[test]

@@ -151,10 +151,8 @@ mod tests {
     use super::*;
 
     fn pk_record() -> (Vec<u8>, Vec<u8>) {
-        let key = Keypair::generate_ed25519();
-        let mut record_key = b"/pk/".to_vec();
-        record_key.extend(key.public().to_peer_id().to_bytes());
-        (record_key, key.public().encode_protobuf())
+        let record = crate::Record::public_key(&Keypair::generate_ed25519().public());
+        (record.key, record.value)
     }
 
     #[test]
@@ -175,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn rsa_and_secp256k1_keys_validate_too() {
+    fn secp256k1_and_ecdsa_keys_validate_too() {
         let validators = Validators::default();
         let secp = Keypair::generate_secp256k1();
         let mut key = b"/pk/".to_vec();

@@ -97,14 +97,7 @@ pub async fn serve(mut swarm: Swarm<Behaviour>, events: tokio::sync::mpsc::Unbou
 
 /// A valid `/pk/` record: the public key of a fresh key pair under its own peer id.
 pub fn pk_record() -> Record {
-    let key = libp2p::identity::Keypair::generate_ed25519();
-    let mut record_key = b"/pk/".to_vec();
-    record_key.extend(key.public().to_peer_id().to_bytes());
-    Record {
-        key: record_key,
-        value: key.public().encode_protobuf(),
-        time_received: String::new(),
-    }
+    Record::public_key(&libp2p::identity::Keypair::generate_ed25519().public())
 }
 
 /// Waits for `fut` at most `secs` seconds; a test that hangs fails instead.
