@@ -27,10 +27,12 @@ use crate::network::OutboundRequestId;
 use crate::routing_table::maintenance::{Maintenance, TableChange};
 use crate::routing_table::{KBucketTable, RoutingTable};
 use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
-use crate::store::{MemoryStore, ProviderStore, RecordStore};
+use crate::store::{MemoryStore, Store};
 
 /// How often the routing table is asked for peers due a liveness check.
 const LIVENESS_TICK: Duration = Duration::from_secs(5);
+/// How often the routing table is saved to the store (a persistent store keeps it for restarts).
+const SNAPSHOT_TICK: Duration = Duration::from_secs(60);
 
 /// The kadence DHT behaviour. Compose it into your swarm's behaviour with
 /// `#[derive(NetworkBehaviour)]`, beside `identify` (which tells it who serves the DHT).
@@ -42,6 +44,11 @@ pub struct Behaviour {
     maintenance: Maintenance,
     server: Server,
     liveness_tick: Delay,
+    flush_tick: Delay,
+    gc_tick: Delay,
+    /// A GC pass is under way: one bounded step per poll until it completes.
+    gc_running: bool,
+    snapshot_tick: Delay,
     actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     /// Woken when an API call queues an action outside of `poll`.
     waker: Option<Waker>,
@@ -52,23 +59,19 @@ impl Behaviour {
     /// Use [`Config::amino`] for the public IPFS DHT.
     pub fn new(local: PeerId, config: Config) -> Self {
         let table = KBucketTable::new(local, config.kbuckets.clone());
-        let store = config.store;
-        Self::with_parts(
-            local,
-            config,
-            table,
-            MemoryStore::new(store),
-            MemoryStore::new(store),
-        )
+        let store = MemoryStore::new(config.store);
+        Self::with_parts(local, config, table, store)
     }
 
-    /// A DHT node with your own routing table and stores.
+    /// A DHT node with your own routing table and store (a [`PersistentStore`] for records
+    /// that survive restarts).
+    ///
+    /// [`PersistentStore`]: crate::store::PersistentStore
     pub fn with_parts(
         local: PeerId,
         config: Config,
         table: impl RoutingTable,
-        records: impl RecordStore,
-        providers: impl ProviderStore,
+        store: impl Store,
     ) -> Self {
         let settings = ServerSettings {
             k: config.kbuckets.k,
@@ -78,6 +81,9 @@ impl Behaviour {
             max_pending_decisions: config.max_pending_store_decisions,
         };
         let validators = config.validators.clone();
+        let mut store = store;
+        let mut table = table;
+        Self::restore_routing_snapshot(&mut store, &mut table, &config);
         Self {
             local,
             mode: ModeState::new(config.mode),
@@ -87,8 +93,12 @@ impl Behaviour {
                 config.kbuckets.max_addresses_per_peer,
                 config.max_liveness_checks,
             ),
-            server: Server::new(settings, Box::new(records), Box::new(providers), validators),
+            server: Server::new(settings, Box::new(store), validators),
             liveness_tick: Delay::new(LIVENESS_TICK),
+            flush_tick: Delay::new(config.store_flush_interval),
+            gc_tick: Delay::new(config.gc_interval),
+            gc_running: false,
+            snapshot_tick: Delay::new(SNAPSHOT_TICK),
             actions: VecDeque::new(),
             waker: None,
             config,
@@ -124,14 +134,9 @@ impl Behaviour {
         self.maintenance.table()
     }
 
-    /// The value record store.
-    pub fn record_store_mut(&mut self) -> &mut dyn RecordStore {
-        self.server.records_mut()
-    }
-
-    /// The provider record store.
-    pub fn provider_store_mut(&mut self) -> &mut dyn ProviderStore {
-        self.server.providers_mut()
+    /// The record store (value and provider records).
+    pub fn store_mut(&mut self) -> &mut dyn Store {
+        self.server.store_mut()
     }
 
     /// Sends one request to `peer` and reports the outcome as
@@ -276,11 +281,93 @@ impl Behaviour {
         }
     }
 
+    /// Seeds the table with the peers a previous run saved. They are treated as not heard from
+    /// for a liveness interval, so each is checked soon and evicted if it is gone.
+    fn restore_routing_snapshot(
+        store: &mut impl Store,
+        table: &mut impl RoutingTable,
+        config: &Config,
+    ) {
+        let peers = match store.load_routing_snapshot() {
+            Ok(peers) => peers,
+            Err(error) => {
+                tracing::warn!(%error, "routing table snapshot unreadable; starting empty");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let seen = now
+            .checked_sub(config.kbuckets.liveness_interval)
+            .unwrap_or(now);
+        for (peer, addrs) in peers {
+            table.on_server_peer(peer, &addrs, seen);
+        }
+    }
+
+    fn save_routing_snapshot(&mut self) {
+        let peers: Vec<_> = self
+            .maintenance
+            .table()
+            .peers()
+            .into_iter()
+            .map(|p| (p.id, p.addrs))
+            .collect();
+        if let Err(error) = self.server.store_mut().save_routing_snapshot(&peers) {
+            tracing::warn!(%error, "saving the routing table failed");
+        }
+    }
+
+    /// Store upkeep from `poll`: flushes on its timer, and GC one bounded step per poll.
+    fn poll_store(&mut self, cx: &mut Context<'_>) {
+        if self.snapshot_tick.poll_unpin(cx).is_ready() {
+            self.snapshot_tick.reset(SNAPSHOT_TICK);
+            let _ = self.snapshot_tick.poll_unpin(cx);
+            self.save_routing_snapshot();
+        }
+        if self.flush_tick.poll_unpin(cx).is_ready() {
+            self.flush_tick.reset(self.config.store_flush_interval);
+            let _ = self.flush_tick.poll_unpin(cx);
+            if let Err(error) = self.server.flush() {
+                tracing::warn!(%error, "store flush failed");
+            }
+        }
+        if self.gc_tick.poll_unpin(cx).is_ready() {
+            self.gc_tick.reset(self.config.gc_interval);
+            let _ = self.gc_tick.poll_unpin(cx);
+            self.gc_running = true;
+        }
+        if self.gc_running {
+            match self.server.gc(SystemTime::now(), self.config.gc_batch) {
+                Ok(progress) => {
+                    self.gc_running = !progress.done;
+                    if progress.removed > 0 {
+                        tracing::debug!(removed = progress.removed, "expired records collected");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "store GC failed");
+                    self.gc_running = false;
+                }
+            }
+            if self.gc_running {
+                // Yield to the swarm, and come back for the next step.
+                cx.waker().wake_by_ref();
+            }
+        }
+    }
+
     fn start_liveness_checks(&mut self) {
         for (peer, request) in self.maintenance.due_checks(self.local, Instant::now()) {
             let id = self.send(peer, request);
             self.maintenance.check_started(id, peer);
         }
+    }
+}
+
+impl Drop for Behaviour {
+    /// Keeps the routing table for the next run; the store flushes itself when dropped.
+    fn drop(&mut self) {
+        self.save_routing_snapshot();
     }
 }
 
@@ -441,6 +528,7 @@ impl NetworkBehaviour for Behaviour {
             let _ = self.liveness_tick.poll_unpin(cx);
             self.start_liveness_checks();
         }
+        self.poll_store(cx);
         match self.actions.pop_front() {
             Some(action) => Poll::Ready(action),
             None => {

@@ -38,6 +38,9 @@ pub struct Config {
     pub(crate) validators: Validators,
     pub(crate) manual_store_approval: bool,
     pub(crate) max_pending_store_decisions: usize,
+    pub(crate) store_flush_interval: Duration,
+    pub(crate) gc_interval: Duration,
+    pub(crate) gc_batch: usize,
 }
 
 impl Config {
@@ -62,6 +65,9 @@ impl Config {
             validators: Validators::default(),
             manual_store_approval: false,
             max_pending_store_decisions: 256,
+            store_flush_interval: Duration::from_millis(100),
+            gc_interval: Duration::from_secs(3600),
+            gc_batch: 1024,
         }
     }
 
@@ -238,6 +244,29 @@ impl Config {
     /// Writes awaiting a decision at once; beyond it the oldest is dropped. Default 256.
     pub fn with_max_pending_store_decisions(mut self, decisions: usize) -> Self {
         self.max_pending_store_decisions = decisions.max(1);
+        self
+    }
+
+    /// How often buffered store writes are made durable ([`Store::flush`]). Default 100 ms: a
+    /// crash loses at most the records received in the last 100 ms, and a disk sync costs at
+    /// most ten times a second.
+    ///
+    /// [`Store::flush`]: crate::Store::flush
+    pub fn with_store_flush_interval(mut self, interval: Duration) -> Self {
+        self.store_flush_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often expired records are collected. Default 1 h, as Amino.
+    pub fn with_gc_interval(mut self, interval: Duration) -> Self {
+        self.gc_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Entries examined per GC step; a pass is spread over as many polls as it needs, so a
+    /// large store never stalls the swarm. Default 1,024.
+    pub fn with_gc_batch(mut self, entries: usize) -> Self {
+        self.gc_batch = entries.max(1);
         self
     }
 

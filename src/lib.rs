@@ -59,4 +59,7 @@ pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
 pub use server::{
     DecisionId, InboundOutcome, InboundRejection, StoreRequest, Validator, Validators,
 };
-pub use store::{MemoryStore, MemoryStoreConfig, ProviderStore, RecordStore};
+pub use store::{
+    MemoryStore, MemoryStoreConfig, PersistentStore, PersistentStoreConfig, ProviderStore,
+    RecordStore, Store,
+};

@@ -439,8 +439,9 @@ async fn writes_wait_for_the_applications_decision() {
         let now = std::time::SystemTime::now();
         let held = server
             .behaviour_mut()
-            .record_store_mut()
-            .get(&record.key, now);
+            .store_mut()
+            .get(&record.key, now)
+            .unwrap();
         if approve {
             assert!(
                 matches!(result, Ok(Some(Response::PutValue { .. }))),

@@ -13,7 +13,7 @@ use super::{commit, prepare, InboundRejection, Prepared, ServerContext, StoreReq
 use crate::network::message::{MessageType, Request, Response};
 use crate::network::InboundRequestId;
 use crate::routing_table::RoutingTable;
-use crate::store::{Lifetimes, ProviderStore, RecordStore};
+use crate::store::{GcProgress, Lifetimes, Store, StoreError};
 
 /// Identifies a write awaiting the application's decision
 /// ([`Behaviour::approve_store`](crate::Behaviour::approve_store)).
@@ -89,8 +89,7 @@ struct Pending {
 /// The Server module: answers what the network asks of this node.
 pub(crate) struct Server {
     settings: ServerSettings,
-    records: Box<dyn RecordStore>,
-    providers: Box<dyn ProviderStore>,
+    store: Box<dyn Store>,
     validators: Validators,
     next_decision: u64,
     pending: FnvHashMap<DecisionId, Pending>,
@@ -102,14 +101,12 @@ type Actions = SmallVec<[ServerAction; 2]>;
 impl Server {
     pub(crate) fn new(
         settings: ServerSettings,
-        records: Box<dyn RecordStore>,
-        providers: Box<dyn ProviderStore>,
+        store: Box<dyn Store>,
         validators: Validators,
     ) -> Self {
         Self {
             settings,
-            records,
-            providers,
+            store,
             validators,
             next_decision: 0,
             pending: FnvHashMap::default(),
@@ -117,12 +114,18 @@ impl Server {
         }
     }
 
-    pub(crate) fn records_mut(&mut self) -> &mut dyn RecordStore {
-        self.records.as_mut()
+    pub(crate) fn store_mut(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
     }
 
-    pub(crate) fn providers_mut(&mut self) -> &mut dyn ProviderStore {
-        self.providers.as_mut()
+    /// Makes buffered writes durable.
+    pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
+    /// One bounded step of garbage collection.
+    pub(crate) fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError> {
+        self.store.gc(now, budget)
     }
 
     /// Handles one inbound request. `id` is present when the request takes a response.
@@ -148,12 +151,7 @@ impl Server {
             connected_addrs,
             now,
         };
-        let prepared = prepare(
-            &ctx,
-            self.records.as_mut(),
-            self.providers.as_mut(),
-            request,
-        );
+        let prepared = prepare(&ctx, self.store.as_mut(), request);
         let mut actions = Actions::new();
         let outcome = match prepared {
             Prepared::Answer(response) => {
@@ -256,11 +254,7 @@ impl Server {
 
     fn store(&mut self, pending: Pending, kind: MessageType) -> Actions {
         let mut actions = Actions::new();
-        let outcome = match commit(
-            self.records.as_mut(),
-            self.providers.as_mut(),
-            pending.request,
-        ) {
+        let outcome = match commit(self.store.as_mut(), pending.request) {
             Ok(response) => {
                 if let (Some(id), Some(response)) = (pending.responder, response) {
                     actions.push(ServerAction::Respond {

@@ -20,9 +20,7 @@ pub use validator::{PublicKeyValidator, ValidationError, Validator, Validators};
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Record, Request, Response};
 use crate::routing_table::RoutingTable;
-use crate::store::{
-    Lifetimes, ProviderRecord, ProviderStore, RecordStore, StoreError, ValueRecord,
-};
+use crate::store::{Lifetimes, ProviderRecord, Store, StoreError, ValueRecord};
 
 /// Why an inbound request was not honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,8 +82,7 @@ pub(crate) struct ServerContext<'a> {
 /// Checks a request and answers it if it is a read.
 pub(crate) fn prepare(
     ctx: &ServerContext<'_>,
-    records: &mut dyn RecordStore,
-    providers: &mut dyn ProviderStore,
+    store: &mut dyn Store,
     request: Request,
 ) -> Prepared {
     match request {
@@ -94,11 +91,17 @@ pub(crate) fn prepare(
             closer_peers: find_node(ctx, &key),
         }),
         Request::GetValue { key } => Prepared::Answer(Response::GetValue {
-            record: records.get(&key, ctx.now).map(|r| to_wire(&r)),
+            // A store failure still leaves the closer peers worth answering with.
+            record: store
+                .get(&key, ctx.now)
+                .inspect_err(|e| tracing::warn!(%e, "record store read failed"))
+                .ok()
+                .flatten()
+                .map(|r| to_wire(&r)),
             closer_peers: closer_peers(ctx, &key),
         }),
-        Request::GetProviders { key } => Prepared::Answer(get_providers(ctx, providers, &key)),
-        Request::PutValue { record } => match check_put(ctx, records, record) {
+        Request::GetProviders { key } => Prepared::Answer(get_providers(ctx, store, &key)),
+        Request::PutValue { record } => match check_put(ctx, store, record) {
             Ok(record) => Prepared::Store(StoreRequest::PutValue(record)),
             Err(rejection) => Prepared::Reject(rejection),
         },
@@ -111,19 +114,18 @@ pub(crate) fn prepare(
 
 /// Stores a prepared write. Returns the response to send (the PUT_VALUE echo), if any.
 pub(crate) fn commit(
-    records: &mut dyn RecordStore,
-    providers: &mut dyn ProviderStore,
+    store: &mut dyn Store,
     request: StoreRequest,
 ) -> Result<Option<Response>, InboundRejection> {
     match request {
         StoreRequest::PutValue(record) => {
             let echo = to_wire(&record);
-            records.put(record)?;
+            store.put(record)?;
             // go's client checks that the echo carries the value it sent.
             Ok(Some(Response::PutValue { record: echo }))
         }
         StoreRequest::AddProvider(record) => {
-            providers.add_provider(record)?;
+            store.add_provider(record)?;
             Ok(None)
         }
     }
@@ -167,7 +169,7 @@ fn find_node(ctx: &ServerContext<'_>, key: &[u8]) -> Vec<PeerRecord> {
 
 /// GET_PROVIDERS: the providers (with addresses while those are fresh) and closer peers, cut
 /// to fit the largest message.
-fn get_providers(ctx: &ServerContext<'_>, store: &mut dyn ProviderStore, key: &[u8]) -> Response {
+fn get_providers(ctx: &ServerContext<'_>, store: &mut dyn Store, key: &[u8]) -> Response {
     let closer_peers = closer_peers(ctx, key);
     // Room left for providers: the message budget minus the closer peers and a margin for
     // the type, key and framing.
@@ -176,7 +178,11 @@ fn get_providers(ctx: &ServerContext<'_>, store: &mut dyn ProviderStore, key: &[
         .saturating_sub(key.len() + 64)
         .saturating_sub(closer_peers.iter().map(encoded_len).sum());
     let mut providers = Vec::new();
-    for record in store.providers(key, ctx.now) {
+    let records = store
+        .providers(key, ctx.now)
+        .inspect_err(|e| tracing::warn!(%e, "provider store read failed"))
+        .unwrap_or_default();
+    for record in records {
         let addrs = if record.addrs_expire > ctx.now {
             record.addrs
         } else {
@@ -209,11 +215,11 @@ fn encoded_len(peer: &PeerRecord) -> usize {
 
 fn check_put(
     ctx: &ServerContext<'_>,
-    records: &mut dyn RecordStore,
+    store: &mut dyn Store,
     record: Record,
 ) -> Result<ValueRecord, InboundRejection> {
     ctx.validators.validate(&record.key, &record.value)?;
-    if let Some(existing) = records.get(&record.key, ctx.now) {
+    if let Some(existing) = store.get(&record.key, ctx.now)? {
         let best = ctx
             .validators
             .select(&record.key, &[&record.value, &existing.value])?;

@@ -6,14 +6,13 @@ use libp2p::{Multiaddr, PeerId};
 use super::*;
 use crate::network::message::encode_response;
 use crate::routing_table::{KBucketConfig, KBucketTable};
-use crate::store::{MemoryStore, MemoryStoreConfig};
+use crate::store::{MemoryStore, MemoryStoreConfig, ProviderStore};
 
 struct Fixture {
     local: PeerId,
     remote: PeerId,
     table: KBucketTable,
-    records: MemoryStore,
-    providers: MemoryStore,
+    store: MemoryStore,
     validators: Validators,
     now: SystemTime,
 }
@@ -33,8 +32,7 @@ impl Fixture {
             local,
             remote: PeerId::random(),
             table,
-            records: MemoryStore::new(MemoryStoreConfig::default()),
-            providers: MemoryStore::new(MemoryStoreConfig::default()),
+            store: MemoryStore::new(MemoryStoreConfig::default()),
             validators: Validators::default(),
             now: SystemTime::now(),
         }
@@ -59,7 +57,7 @@ impl Fixture {
             connected_addrs: connected,
             now: self.now,
         };
-        prepare(&ctx, &mut self.records, &mut self.providers, request)
+        prepare(&ctx, &mut self.store, request)
     }
 
     /// Prepares and, for a write, commits: what the behaviour does without a filter.
@@ -67,7 +65,7 @@ impl Fixture {
         match self.ask(request) {
             Prepared::Answer(r) => Ok(Some(r)),
             Prepared::Reject(e) => Err(e),
-            Prepared::Store(s) => commit(&mut self.records, &mut self.providers, s),
+            Prepared::Store(s) => commit(&mut self.store, s),
         }
     }
 }
@@ -309,7 +307,7 @@ fn get_providers_fits_in_the_largest_message() {
     let key = b"\x12\x20popular".to_vec();
     for i in 0..200 {
         let provider = PeerId::random();
-        f.providers
+        f.store
             .add_provider(ProviderRecord {
                 key: key.clone(),
                 provider,
@@ -331,7 +329,7 @@ fn get_providers_fits_in_the_largest_message() {
         connected_addrs: &|_| None,
         now: f.now,
     };
-    let response = get_providers(&ctx, &mut f.providers, &key);
+    let response = get_providers(&ctx, &mut f.store, &key);
     let Response::GetProviders { providers, .. } = &response else {
         panic!()
     };

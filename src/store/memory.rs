@@ -1,12 +1,29 @@
-//! [`MemoryStore`]: value and provider records in memory, bounded.
+//! [`MemoryStore`]: value and provider records in memory, bounded, in LRU order.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::SystemTime;
 
-use super::{ProviderRecord, ProviderStore, RecordStore, StoreError, ValueRecord};
+use hashlink::LinkedHashMap;
+use libp2p::{Multiaddr, PeerId};
+use smallvec::SmallVec;
 
-/// Bounds of a [`MemoryStore`]. Every bound refuses new data with a [`StoreError`] instead of
-/// dropping data already stored.
+use super::{from_unix_secs, unix_secs, GcProgress, ProviderRecord, ProviderStore, RecordStore};
+use super::{Store, StoreError, ValueRecord};
+use crate::key::Key;
+
+/// What a full [`MemoryStore`] does with one more key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// Refuse it with [`StoreError::Full`]; nothing stored is lost. The default: what the
+    /// network stored here stays until it expires.
+    #[default]
+    Refuse,
+    /// Drop the least recently used key to make room: for a node that only caches.
+    EvictLeastRecentlyUsed,
+}
+
+/// Bounds of a [`MemoryStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryStoreConfig {
     /// Most value records. Default 1,024.
@@ -18,6 +35,8 @@ pub struct MemoryStoreConfig {
     /// Most providers kept for one key. Default 256; a provider already known for the key
     /// always renews, so a flood of new providers cannot push out the honest ones.
     pub max_providers_per_key: usize,
+    /// What happens when `max_records` or `max_provider_keys` is reached. Default: refuse.
+    pub full_policy: FullPolicy,
 }
 
 impl Default for MemoryStoreConfig {
@@ -27,17 +46,34 @@ impl Default for MemoryStoreConfig {
             max_value_size: 64 * 1024,
             max_provider_keys: 65_536,
             max_providers_per_key: 256,
+            full_policy: FullPolicy::Refuse,
         }
     }
 }
 
-/// Value and provider records in memory. Expired entries are never returned and are dropped
-/// when their key is next touched.
+/// One provider of a key, without the key (stored once per key).
+#[derive(Debug, Clone)]
+struct Provider {
+    peer: PeerId,
+    addrs: Box<[Multiaddr]>,
+    received: u64,
+    expires: u64,
+    addrs_expire: u64,
+}
+
+type Providers = SmallVec<[Provider; 1]>;
+
+/// Value and provider records in memory, in least-recently-used order. Expired entries are
+/// never returned; they are dropped when read and by [`Store::gc`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     config: MemoryStoreConfig,
-    records: HashMap<Vec<u8>, ValueRecord>,
-    providers: HashMap<Vec<u8>, Vec<ProviderRecord>>,
+    records: LinkedHashMap<Vec<u8>, ValueRecord>,
+    providers: LinkedHashMap<Box<[u8]>, Providers>,
+    /// Provider keys in keyspace order, for [`ProviderStore::provider_keys`] and GC.
+    keyspace: BTreeMap<Key, Box<[u8]>>,
+    /// Where the next GC call resumes in the keyspace.
+    gc_cursor: Option<Key>,
 }
 
 impl MemoryStore {
@@ -45,20 +81,47 @@ impl MemoryStore {
     pub fn new(config: MemoryStoreConfig) -> Self {
         Self {
             config,
-            records: HashMap::new(),
-            providers: HashMap::new(),
+            ..Default::default()
+        }
+    }
+
+    /// Number of value records held (expired ones included until collected).
+    pub fn records_len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Number of keys with provider records.
+    pub fn provider_keys_len(&self) -> usize {
+        self.providers.len()
+    }
+
+    fn remove_provider_key(&mut self, key: &[u8]) {
+        self.providers.remove(key);
+        self.keyspace.remove(&Key::new(key));
+    }
+
+    fn to_record(key: &[u8], p: &Provider) -> ProviderRecord {
+        ProviderRecord {
+            key: key.to_vec(),
+            provider: p.peer,
+            addrs: p.addrs.to_vec(),
+            received: from_unix_secs(p.received),
+            expires: from_unix_secs(p.expires),
+            addrs_expire: from_unix_secs(p.addrs_expire),
         }
     }
 }
 
 impl RecordStore for MemoryStore {
-    fn get(&mut self, key: &[u8], now: SystemTime) -> Option<ValueRecord> {
-        let record = self.records.get(key)?;
+    fn get(&mut self, key: &[u8], now: SystemTime) -> Result<Option<ValueRecord>, StoreError> {
+        let Some(record) = self.records.to_back(key) else {
+            return Ok(None);
+        };
         if record.expires <= now {
             self.records.remove(key);
-            return None;
+            return Ok(None);
         }
-        Some(record.clone())
+        Ok(Some(record.clone()))
     }
 
     fn put(&mut self, record: ValueRecord) -> Result<(), StoreError> {
@@ -70,128 +133,164 @@ impl RecordStore for MemoryStore {
         }
         if !self.records.contains_key(&record.key) && self.records.len() >= self.config.max_records
         {
-            return Err(StoreError::Full);
+            match self.config.full_policy {
+                FullPolicy::Refuse => return Err(StoreError::Full),
+                FullPolicy::EvictLeastRecentlyUsed => {
+                    self.records.pop_front();
+                }
+            }
         }
         self.records.insert(record.key.clone(), record);
         Ok(())
     }
 
-    fn remove(&mut self, key: &[u8]) {
+    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.records.remove(key);
+        Ok(())
     }
 }
 
 impl ProviderStore for MemoryStore {
     fn add_provider(&mut self, record: ProviderRecord) -> Result<(), StoreError> {
-        let now = record.received;
-        let known_key = self.providers.contains_key(&record.key);
-        if !known_key && self.providers.len() >= self.config.max_provider_keys {
-            return Err(StoreError::Full);
-        }
-        let list = self.providers.entry(record.key.clone()).or_default();
-        list.retain(|p| p.expires > now);
-        if let Some(existing) = list.iter_mut().find(|p| p.provider == record.provider) {
-            *existing = record;
+        let now = unix_secs(record.received);
+        let stored = Provider {
+            peer: record.provider,
+            addrs: record.addrs.into_boxed_slice(),
+            received: now,
+            expires: unix_secs(record.expires),
+            addrs_expire: unix_secs(record.addrs_expire),
+        };
+        if let Some(list) = self.providers.to_back(record.key.as_slice()) {
+            list.retain(|p| p.expires > now);
+            if let Some(existing) = list.iter_mut().find(|p| p.peer == stored.peer) {
+                *existing = stored;
+                return Ok(());
+            }
+            if list.len() >= self.config.max_providers_per_key {
+                return Err(StoreError::TooManyProviders);
+            }
+            list.push(stored);
             return Ok(());
         }
-        if list.len() >= self.config.max_providers_per_key {
+        if self.config.max_providers_per_key == 0 {
             return Err(StoreError::TooManyProviders);
         }
-        list.push(record);
+        if self.providers.len() >= self.config.max_provider_keys {
+            match self.config.full_policy {
+                FullPolicy::Refuse => return Err(StoreError::Full),
+                FullPolicy::EvictLeastRecentlyUsed => {
+                    if let Some((old, _)) = self.providers.pop_front() {
+                        self.keyspace.remove(&Key::new(&old));
+                    }
+                }
+            }
+        }
+        let key: Box<[u8]> = record.key.into_boxed_slice();
+        self.keyspace.insert(Key::new(&key), key.clone());
+        self.providers.insert(key, smallvec::smallvec![stored]);
         Ok(())
     }
 
-    fn providers(&mut self, key: &[u8], now: SystemTime) -> Vec<ProviderRecord> {
-        let Some(list) = self.providers.get_mut(key) else {
-            return Vec::new();
+    fn providers(
+        &mut self,
+        key: &[u8],
+        now: SystemTime,
+    ) -> Result<Vec<ProviderRecord>, StoreError> {
+        let now_secs = unix_secs(now);
+        let Some(list) = self.providers.to_back(key) else {
+            return Ok(Vec::new());
         };
-        list.retain(|p| p.expires > now);
+        list.retain(|p| p.expires > now_secs);
         if list.is_empty() {
-            self.providers.remove(key);
-            return Vec::new();
+            self.remove_provider_key(key);
+            return Ok(Vec::new());
         }
-        list.clone()
+        Ok(list.iter().map(|p| Self::to_record(key, p)).collect())
+    }
+
+    fn remove_provider(&mut self, key: &[u8], provider: &PeerId) -> Result<(), StoreError> {
+        if let Some(list) = self.providers.get_mut(key) {
+            list.retain(|p| p.peer != *provider);
+            if list.is_empty() {
+                self.remove_provider_key(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn provider_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .keyspace
+            .range((Bound::Included(*from), Bound::Unbounded))
+            .take(limit)
+            .map(|(_, key)| key.to_vec())
+            .collect())
+    }
+}
+
+impl Store for MemoryStore {
+    fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError> {
+        let mut progress = GcProgress::default();
+        // Value records are few (bounded by `max_records`): one sweep each pass start.
+        if self.gc_cursor.is_none() {
+            let before = self.records.len();
+            self.records.retain(|_, r| r.expires > now);
+            progress.examined += before;
+            progress.removed += before - self.records.len();
+        }
+        let now_secs = unix_secs(now);
+        let start = self.gc_cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let batch: Vec<(Key, Box<[u8]>)> = self
+            .keyspace
+            .range((start, Bound::Unbounded))
+            .take(budget.max(1))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (hash, key) in &batch {
+            progress.examined += 1;
+            if let Some(list) = self.providers.get_mut(key) {
+                let before = list.len();
+                list.retain(|p| p.expires > now_secs);
+                progress.removed += before - list.len();
+                if list.is_empty() {
+                    self.providers.remove(key);
+                    self.keyspace.remove(hash);
+                }
+            }
+        }
+        self.gc_cursor = batch.last().map(|(k, _)| *k);
+        progress.done = batch.len() < budget.max(1);
+        if progress.done {
+            self.gc_cursor = None;
+        }
+        Ok(progress)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use libp2p::PeerId;
-
     use super::*;
+    use crate::store::suite;
 
-    fn provider(key: &[u8], peer: PeerId, at: SystemTime) -> ProviderRecord {
-        ProviderRecord {
-            key: key.to_vec(),
-            provider: peer,
-            addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
-            received: at,
-            expires: at + Duration::from_secs(48 * 3600),
-            addrs_expire: at + Duration::from_secs(24 * 3600),
-        }
-    }
-
-    fn value(key: &[u8], size: usize, at: SystemTime) -> ValueRecord {
-        ValueRecord {
-            key: key.to_vec(),
-            value: vec![1; size],
-            received: at,
-            expires: at + Duration::from_secs(3600),
-        }
+    #[test]
+    fn memory_store_passes_the_shared_suite() {
+        suite::run_all(MemoryStore::new);
     }
 
     #[test]
-    fn values_expire_and_bounds_refuse_without_loss() {
+    fn lru_policy_evicts_the_least_recently_used_key() {
         let config = MemoryStoreConfig {
             max_records: 2,
-            max_value_size: 10,
+            full_policy: FullPolicy::EvictLeastRecentlyUsed,
             ..Default::default()
         };
         let mut store = MemoryStore::new(config);
         let now = SystemTime::now();
-        store.put(value(b"/v/a", 5, now)).unwrap();
-        store.put(value(b"/v/b", 5, now)).unwrap();
-        assert_eq!(store.put(value(b"/v/c", 5, now)), Err(StoreError::Full));
-        assert!(matches!(
-            store.put(value(b"/v/a", 11, now)),
-            Err(StoreError::ValueTooLarge { len: 11, max: 10 })
-        ));
-        assert_eq!(store.get(b"/v/a", now).unwrap().value.len(), 5, "unchanged");
-        store.put(value(b"/v/a", 7, now)).unwrap();
-        assert_eq!(store.get(b"/v/a", now).unwrap().value.len(), 7, "replaced");
-        assert!(store
-            .get(b"/v/a", now + Duration::from_secs(3600))
-            .is_none());
-        store.put(value(b"/v/c", 5, now)).unwrap();
-    }
-
-    #[test]
-    fn a_flood_cannot_push_out_known_providers_who_can_renew() {
-        let config = MemoryStoreConfig {
-            max_providers_per_key: 3,
-            ..Default::default()
-        };
-        let mut store = MemoryStore::new(config);
-        let now = SystemTime::now();
-        let honest: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
-        for p in &honest {
-            store.add_provider(provider(b"k", *p, now)).unwrap();
-        }
-        for _ in 0..100 {
-            assert_eq!(
-                store.add_provider(provider(b"k", PeerId::random(), now)),
-                Err(StoreError::TooManyProviders)
-            );
-        }
-        let later = now + Duration::from_secs(40 * 3600);
-        store
-            .add_provider(provider(b"k", honest[0], later))
-            .unwrap();
-        let after_expiry = now + Duration::from_secs(50 * 3600);
-        let left = store.providers(b"k", after_expiry);
-        assert_eq!(left.len(), 1, "only the renewed one is still valid");
-        assert_eq!(left[0].provider, honest[0]);
+        store.put(suite::value(b"/v/a", 1, now)).unwrap();
+        store.put(suite::value(b"/v/b", 1, now)).unwrap();
+        store.get(b"/v/a", now).unwrap();
+        store.put(suite::value(b"/v/c", 1, now)).unwrap();
+        assert!(store.get(b"/v/a", now).unwrap().is_some(), "recently used");
+        assert!(store.get(b"/v/b", now).unwrap().is_none(), "evicted");
     }
 }

@@ -1,25 +1,43 @@
-//! Provider Store and value records: what this node holds for the network.
+//! Provider Store and value records: what this node holds for the network, and the keys it
+//! provides itself.
 //!
-//! [`RecordStore`] and [`ProviderStore`] are the contracts; [`MemoryStore`] implements both.
-//! Expiry is wall-clock time ([`SystemTime`]), so that a record's lifetime survives a restart
-//! in a persistent implementation; every method that reads takes `now` and never returns an
-//! expired record.
+//! [`RecordStore`] and [`ProviderStore`] are the contracts (a [`Store`] is both);
+//! [`MemoryStore`] keeps everything in memory, [`PersistentStore`] in an embedded database with
+//! an LRU cache in front. Every implementation must pass the same test suite.
+//!
+//! ## Time
+//! Expiry is wall-clock time ([`SystemTime`], stored as Unix seconds), so that a record's
+//! lifetime survives a restart. Every read takes `now` and never returns an expired record;
+//! [`Store::gc`] removes expired entries in bounded batches.
+//!
+//! ## Work per call
+//! The behaviour calls the store from its `poll`, on the swarm's task: a call must never wait
+//! for the disk for long. Writes of a persistent store are buffered and committed by
+//! [`Store::flush`] (called on a short timer, and when the buffer is full), so a single call
+//! costs at most one batch commit; reads of hot keys come from the cache; GC examines at most
+//! `budget` entries per call.
 //!
 //! ## The provider record
-//! A provider record says "peer P provides key K, reachable at addresses A": the key (a
-//! multihash on the public network, at most 80 bytes), the provider's peer id, its addresses,
-//! when it was received, when it expires (48 h after, on Amino) and when its addresses stop
-//! being handed out (24 h after: a provider's addresses go stale sooner than the fact that it
-//! provides the key; after that it is returned without addresses and the asker looks the peer
-//! up).
+//! "Peer P provides key K, reachable at addresses A": the key (a multihash on the public
+//! network, at most 80 bytes), the provider's peer id, its addresses, when it was received,
+//! when it expires (48 h later on Amino) and when its addresses stop being handed out (24 h:
+//! addresses go stale sooner than the fact that a peer provides the key; after that the record
+//! is returned without addresses and the asker looks the peer up). A key has at most a
+//! configured number of providers; a known provider always renews its record, an unknown one is
+//! refused when the key is full, so a Sybil flood cannot push out honest providers.
 
 mod memory;
+mod persistent;
+mod persistent_codec;
 
 use std::time::{Duration, SystemTime};
 
 use libp2p::{Multiaddr, PeerId};
 
-pub use memory::{MemoryStore, MemoryStoreConfig};
+pub use memory::{FullPolicy, MemoryStore, MemoryStoreConfig};
+pub use persistent::{PersistentStore, PersistentStoreConfig};
+
+use crate::key::Key;
 
 /// A value record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +90,7 @@ impl Default for Lifetimes {
     }
 }
 
-/// Why a store refused or failed an operation. Nothing already stored is changed by a refusal.
+/// Why a store refused or failed an operation. A refusal changes nothing already stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The value is larger than the store accepts.
@@ -83,28 +101,117 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
-    /// The store holds the most records (or provided keys) it may.
+    /// The store holds the most records (or provider keys) it may.
     #[error("store full")]
     Full,
     /// The key already has the most providers it may; existing ones are kept.
     #[error("too many providers for this key")]
     TooManyProviders,
+    /// The database file was written by another schema version; it was not touched.
+    #[error("store schema version {found} found, this build reads version {supported}")]
+    SchemaVersion {
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// The file at the data path is not a kadence store (or is damaged); it was not touched.
+    #[error("not a kadence store: {0}")]
+    Corrupt(String),
+    /// The database failed (I/O, disk full, ...).
+    #[error("database: {0}")]
+    Database(String),
 }
 
 /// Value records, by key.
 pub trait RecordStore: Send + 'static {
     /// The record under `key`, unless absent or expired at `now`.
-    fn get(&mut self, key: &[u8], now: SystemTime) -> Option<ValueRecord>;
+    fn get(&mut self, key: &[u8], now: SystemTime) -> Result<Option<ValueRecord>, StoreError>;
     /// Stores or replaces the record under its key.
     fn put(&mut self, record: ValueRecord) -> Result<(), StoreError>;
     /// Removes the record under `key`.
-    fn remove(&mut self, key: &[u8]);
+    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError>;
 }
 
 /// Provider records, by key.
 pub trait ProviderStore: Send + 'static {
     /// Adds (or renews, when the provider is already known for the key) a provider record.
     fn add_provider(&mut self, record: ProviderRecord) -> Result<(), StoreError>;
-    /// The providers of `key` not expired at `now`.
-    fn providers(&mut self, key: &[u8], now: SystemTime) -> Vec<ProviderRecord>;
+
+    /// Adds many records at once; one refused (a full key) does not stop the others. Returns
+    /// how many were stored; an error is a failure of the store itself.
+    fn add_providers(&mut self, records: Vec<ProviderRecord>) -> Result<usize, StoreError> {
+        let mut stored = 0;
+        for record in records {
+            match self.add_provider(record) {
+                Ok(()) => stored += 1,
+                Err(StoreError::TooManyProviders | StoreError::Full) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The providers of `key` not expired at `now`, with their addresses.
+    fn providers(&mut self, key: &[u8], now: SystemTime)
+        -> Result<Vec<ProviderRecord>, StoreError>;
+
+    /// Removes one provider of a key.
+    fn remove_provider(&mut self, key: &[u8], provider: &PeerId) -> Result<(), StoreError>;
+
+    /// Up to `limit` provider keys in keyspace order (by [`Key`], the SHA-256 of the key),
+    /// starting at `from` (inclusive). Walks the keyspace region by region.
+    fn provider_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 }
+
+/// Work the behaviour schedules on a store.
+pub trait Store: RecordStore + ProviderStore {
+    /// Makes buffered writes durable. In-memory stores have nothing to do.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Removes expired entries, examining at most `budget` of them. Returns whether a full pass
+    /// over the store has completed (so the next call starts a new one).
+    fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError>;
+
+    /// Saves the routing table's peers, so that a restarted node rejoins without bootstrap
+    /// peers. Stores that do not persist keep nothing.
+    fn save_routing_snapshot(
+        &mut self,
+        peers: &[(PeerId, Vec<Multiaddr>)],
+    ) -> Result<(), StoreError> {
+        let _ = peers;
+        Ok(())
+    }
+
+    /// The peers saved by [`Store::save_routing_snapshot`].
+    fn load_routing_snapshot(&mut self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What one [`Store::gc`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GcProgress {
+    /// Entries examined.
+    pub examined: usize,
+    /// Expired entries removed.
+    pub removed: usize,
+    /// A full pass over the store is complete.
+    pub done: bool,
+}
+
+/// Unix seconds of a time (0 before 1970).
+pub(crate) fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The time of Unix seconds.
+pub(crate) fn from_unix_secs(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+pub(crate) mod suite;

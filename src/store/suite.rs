@@ -1,0 +1,205 @@
+//! The behaviour every store must show, run against each implementation.
+
+use std::time::{Duration, SystemTime};
+
+use libp2p::PeerId;
+
+use super::{GcProgress, MemoryStoreConfig, ProviderRecord, Store, StoreError, ValueRecord};
+use crate::key::Key;
+
+pub(crate) fn value(key: &[u8], size: usize, at: SystemTime) -> ValueRecord {
+    ValueRecord {
+        key: key.to_vec(),
+        value: vec![1; size],
+        received: at,
+        expires: at + Duration::from_secs(3600),
+    }
+}
+
+pub(crate) fn provider(key: &[u8], peer: PeerId, at: SystemTime) -> ProviderRecord {
+    ProviderRecord {
+        key: key.to_vec(),
+        provider: peer,
+        addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+        received: at,
+        expires: at + Duration::from_secs(48 * 3600),
+        addrs_expire: at + Duration::from_secs(24 * 3600),
+    }
+}
+
+/// Whole seconds: stores keep Unix seconds.
+pub(crate) fn now() -> SystemTime {
+    super::from_unix_secs(super::unix_secs(SystemTime::now()))
+}
+
+/// Runs every check with fresh stores from `make`.
+pub(crate) fn run_all<S: Store>(make: impl Fn(MemoryStoreConfig) -> S) {
+    values_expire_and_bounds_refuse_without_loss(&make);
+    a_flood_cannot_push_out_known_providers_who_can_renew(&make);
+    providers_keep_their_addresses_and_can_be_removed(&make);
+    provider_keys_come_in_keyspace_order(&make);
+    gc_removes_expired_entries_in_bounded_batches(&make);
+    batches_store_what_fits(&make);
+}
+
+fn values_expire_and_bounds_refuse_without_loss<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let config = MemoryStoreConfig {
+        max_records: 2,
+        max_value_size: 10,
+        ..Default::default()
+    };
+    let mut store = make(config);
+    let now = now();
+    store.put(value(b"/v/a", 5, now)).unwrap();
+    store.put(value(b"/v/b", 5, now)).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.put(value(b"/v/c", 5, now)), Err(StoreError::Full));
+    assert!(matches!(
+        store.put(value(b"/v/a", 11, now)),
+        Err(StoreError::ValueTooLarge { len: 11, max: 10 })
+    ));
+    assert_eq!(
+        store.get(b"/v/a", now).unwrap().unwrap().value.len(),
+        5,
+        "unchanged"
+    );
+    store.put(value(b"/v/a", 7, now)).unwrap();
+    assert_eq!(
+        store.get(b"/v/a", now).unwrap().unwrap().value.len(),
+        7,
+        "replaced"
+    );
+    let expired = now + Duration::from_secs(3600);
+    assert!(store.get(b"/v/a", expired).unwrap().is_none());
+    store.remove(b"/v/b").unwrap();
+    assert!(store.get(b"/v/b", now).unwrap().is_none());
+    store.put(value(b"/v/c", 5, now)).unwrap();
+}
+
+fn a_flood_cannot_push_out_known_providers_who_can_renew<S: Store>(
+    make: &impl Fn(MemoryStoreConfig) -> S,
+) {
+    let config = MemoryStoreConfig {
+        max_providers_per_key: 3,
+        ..Default::default()
+    };
+    let mut store = make(config);
+    let now = now();
+    let honest: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+    for p in &honest {
+        store.add_provider(provider(b"k", *p, now)).unwrap();
+    }
+    for _ in 0..50 {
+        assert_eq!(
+            store.add_provider(provider(b"k", PeerId::random(), now)),
+            Err(StoreError::TooManyProviders)
+        );
+    }
+    let later = now + Duration::from_secs(40 * 3600);
+    store
+        .add_provider(provider(b"k", honest[0], later))
+        .unwrap();
+    let after_expiry = now + Duration::from_secs(50 * 3600);
+    let left = store.providers(b"k", after_expiry).unwrap();
+    assert_eq!(left.len(), 1, "only the renewed one is still valid");
+    assert_eq!(left[0].provider, honest[0]);
+}
+
+fn providers_keep_their_addresses_and_can_be_removed<S: Store>(
+    make: &impl Fn(MemoryStoreConfig) -> S,
+) {
+    let mut store = make(MemoryStoreConfig::default());
+    let now = now();
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let mut ra = provider(b"key", a, now);
+    ra.addrs.push("/ip6/::1/udp/4001/quic-v1".parse().unwrap());
+    store.add_provider(ra.clone()).unwrap();
+    store.add_provider(provider(b"key", b, now)).unwrap();
+    store.flush().unwrap();
+    let mut got = store.providers(b"key", now).unwrap();
+    got.sort_by_key(|p| p.provider != a);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], ra, "the record comes back whole");
+    store.remove_provider(b"key", &a).unwrap();
+    let got = store.providers(b"key", now).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].provider, b);
+    assert!(store.providers(b"other", now).unwrap().is_empty());
+}
+
+fn provider_keys_come_in_keyspace_order<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let mut store = make(MemoryStoreConfig::default());
+    let now = now();
+    let keys: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    for key in &keys {
+        store
+            .add_provider(provider(key, PeerId::random(), now))
+            .unwrap();
+    }
+    store.flush().unwrap();
+    let mut expected = keys.clone();
+    expected.sort_by_key(|k| Key::new(k));
+    let zero = Key::from_hash([0; 32]);
+    assert_eq!(store.provider_keys(&zero, 100).unwrap(), expected);
+    // Resume from the middle, and respect the limit.
+    let from = Key::new(&expected[20]);
+    assert_eq!(
+        store.provider_keys(&from, 5).unwrap(),
+        expected[20..25].to_vec()
+    );
+}
+
+fn gc_removes_expired_entries_in_bounded_batches<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let mut store = make(MemoryStoreConfig::default());
+    let now = now();
+    for i in 0..30u32 {
+        let mut record = provider(&i.to_be_bytes(), PeerId::random(), now);
+        if i % 2 == 0 {
+            record.expires = now + Duration::from_secs(10);
+        }
+        store.add_provider(record).unwrap();
+    }
+    store
+        .put(value(b"/v/old", 1, now - Duration::from_secs(7200)))
+        .unwrap();
+    store.flush().unwrap();
+    let later = now + Duration::from_secs(60);
+    let mut total = GcProgress::default();
+    let mut calls = 0;
+    loop {
+        let progress = store.gc(later, 8).unwrap();
+        calls += 1;
+        total.removed += progress.removed;
+        assert!(progress.examined <= 8 + 1, "bounded: {progress:?}");
+        if progress.done {
+            break;
+        }
+        assert!(calls < 100);
+    }
+    assert!(calls >= 4, "30 keys in batches of 8");
+    assert_eq!(total.removed, 15 + 1);
+    assert_eq!(
+        store
+            .provider_keys(&Key::from_hash([0; 32]), 100)
+            .unwrap()
+            .len(),
+        15
+    );
+    assert!(store.get(b"/v/old", later).unwrap().is_none());
+}
+
+fn batches_store_what_fits<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let config = MemoryStoreConfig {
+        max_providers_per_key: 2,
+        ..Default::default()
+    };
+    let mut store = make(config);
+    let now = now();
+    let batch: Vec<ProviderRecord> = (0..5)
+        .map(|_| provider(b"same", PeerId::random(), now))
+        .chain((0..3).map(|i: u8| provider(&[i], PeerId::random(), now)))
+        .collect();
+    assert_eq!(store.add_providers(batch).unwrap(), 2 + 3);
+    store.flush().unwrap();
+    assert_eq!(store.providers(b"same", now).unwrap().len(), 2);
+}

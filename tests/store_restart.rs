@@ -1,0 +1,126 @@
+//! A kadence node with a persistent store is restarted and still answers GET_PROVIDERS (and
+//! GET_VALUE) for records it held before.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use kadence::routing_table::{KBucketConfig, KBucketTable};
+use kadence::store::{PersistentStore, PersistentStoreConfig};
+use kadence::{Behaviour, ConnectionType, PeerRecord, Request, Response};
+use libp2p::swarm::Swarm;
+use libp2p_swarm_test::SwarmExt;
+
+fn persistent_server(path: &Path) -> Swarm<Behaviour> {
+    Swarm::new_ephemeral_tokio(|key| {
+        let local = key.public().to_peer_id();
+        let store = PersistentStore::open(path, PersistentStoreConfig::default()).unwrap();
+        let table = KBucketTable::new(local, KBucketConfig::default());
+        Behaviour::with_parts(local, server_config(), table, store)
+    })
+}
+
+async fn ask(
+    client: &mut Swarm<Behaviour>,
+    server: &mut Swarm<Behaviour>,
+    request: Request,
+) -> Option<Response> {
+    let server_id = *server.local_peer_id();
+    client.behaviour_mut().send_request(server_id, request);
+    within(10, async {
+        loop {
+            tokio::select! {
+                _ = server.next_behaviour_event() => {}
+                event = client.next_behaviour_event() => {
+                    if let kadence::Event::OutboundRequestFinished { result, .. } = event {
+                        return result.unwrap();
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_restarted_node_still_serves_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
+    let me = *client.local_peer_id();
+    let key = vec![0x12, 0x20, 1, 2, 3, 4];
+    let record = pk_record();
+
+    {
+        let mut server = persistent_server(&path);
+        server.listen().with_memory_addr_external().await;
+        client.connect(&mut server).await;
+        let provider = PeerRecord {
+            id: me,
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+            connection: ConnectionType::Connected,
+        };
+        let add = Request::AddProvider {
+            key: key.clone(),
+            providers: vec![provider],
+        };
+        assert_eq!(ask(&mut client, &mut server, add).await, None);
+        let put = Request::PutValue {
+            record: record.clone(),
+        };
+        assert!(ask(&mut client, &mut server, put).await.is_some());
+        // The ADD_PROVIDER is stored once the server read it, before the later PUT's echo.
+    } // The server shuts down: its swarm and store are dropped.
+
+    let mut server = persistent_server(&path);
+    server.listen().with_memory_addr_external().await;
+    client.connect(&mut server).await;
+    let answer = ask(&mut client, &mut server, Request::GetProviders { key }).await;
+    let Some(Response::GetProviders { providers, .. }) = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(providers.iter().any(|p| p.id == me && !p.addrs.is_empty()));
+    let answer = ask(
+        &mut client,
+        &mut server,
+        Request::GetValue { key: record.key },
+    )
+    .await;
+    let Some(Response::GetValue {
+        record: Some(stored),
+        ..
+    }) = answer
+    else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(stored.value, record.value);
+}
+
+#[test]
+fn a_restarted_node_rejoins_from_its_saved_routing_table() {
+    use kadence::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let peer = libp2p::PeerId::random();
+    let addrs: Vec<libp2p::Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()];
+    let local = libp2p::PeerId::random();
+    {
+        let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+        store
+            .save_routing_snapshot(&[(peer, addrs.clone())])
+            .unwrap();
+    }
+    let store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    let table = KBucketTable::new(local, KBucketConfig::default());
+    let behaviour = Behaviour::with_parts(local, server_config(), table, store);
+    assert!(behaviour.routing_table().contains(&peer));
+    assert_eq!(
+        behaviour.routing_table().addresses(&peer).unwrap(),
+        &addrs[..]
+    );
+    // Dropping the behaviour saves its table again for the next run.
+    drop(behaviour);
+    let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    assert_eq!(store.load_routing_snapshot().unwrap(), vec![(peer, addrs)]);
+}
