@@ -156,7 +156,7 @@ fn kadence_replacements(table: &KBucketTable) -> usize {
 fn build_kadence(local: PeerId, peers: &[(PeerId, u16)], now: Instant) -> KBucketTable {
     let mut table = kadence_table(local);
     for &(peer, port) in peers {
-        table.on_server_peer(peer, &[address(port)], now);
+        table.on_server_peer(peer, &[address(port)], None, now);
     }
     table
 }
@@ -215,7 +215,7 @@ fn memory_table(local: PeerId, now: Instant) -> Vec<MemoryRow> {
             || kadence_table(local),
             |t| {
                 for &(peer, port) in &peers {
-                    t.on_server_peer(peer, &[address(port)], now);
+                    t.on_server_peer(peer, &[address(port)], None, now);
                 }
             },
             |t| (t.len(), format!("{} replacements", kadence_replacements(t))),
@@ -368,7 +368,7 @@ fn bench(c: &mut Criterion) {
             || (kadence_table(local), peers.clone()),
             |(mut table, peers)| {
                 for (peer, addr) in &peers {
-                    table.on_server_peer(*peer, std::slice::from_ref(addr), now);
+                    table.on_server_peer(*peer, std::slice::from_ref(addr), None, now);
                 }
                 (table, peers)
             },

@@ -22,8 +22,8 @@ use crate::event::Event;
 use crate::mode::{Mode, ModeState};
 use crate::network::dispatch::{OutboundAction, OutboundRequests};
 use crate::network::handler::{Handler, HandlerEvent, HandlerIn};
-use crate::network::message::{without_own_peer_id, Request};
-use crate::network::OutboundRequestId;
+use crate::network::message::{without_own_peer_id, Request, Response};
+use crate::network::{OutboundRequestId, RequestError};
 use crate::routing_table::maintenance::{Maintenance, TableChange};
 use crate::routing_table::{KBucketTable, RoutingTable};
 use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
@@ -40,6 +40,9 @@ pub struct Behaviour {
     local: PeerId,
     config: Config,
     mode: ModeState,
+    /// The swarm's listen addresses, and where this node says it can be reached.
+    listen_addrs: Vec<Multiaddr>,
+    local_addrs: Vec<Multiaddr>,
     outbound: OutboundRequests,
     maintenance: Maintenance,
     server: Server,
@@ -87,6 +90,8 @@ impl Behaviour {
         Self {
             local,
             mode: ModeState::new(config.mode),
+            listen_addrs: Vec::new(),
+            local_addrs: Vec::new(),
             outbound: OutboundRequests::new(config.max_pending_requests),
             maintenance: Maintenance::new(
                 Box::new(table),
@@ -181,6 +186,16 @@ impl Behaviour {
         id
     }
 
+    /// External addresses if the swarm has confirmed any, else the listen addresses.
+    fn update_local_addrs(&mut self) {
+        let external: Vec<Multiaddr> = self.mode.external_addresses().cloned().collect();
+        self.local_addrs = if external.is_empty() {
+            self.listen_addrs.clone()
+        } else {
+            external
+        };
+    }
+
     fn on_mode_changed(&mut self, mode: Mode) {
         tracing::info!(%mode, "DHT mode changed");
         for (peer_id, connection) in self.outbound.connections() {
@@ -215,14 +230,28 @@ impl Behaviour {
                     .build(),
             },
             OutboundAction::Fail { peer, id, error } => {
-                ToSwarm::GenerateEvent(Event::OutboundRequestFinished {
-                    peer,
-                    id,
-                    result: Err(error),
-                })
+                self.finish(peer, id, Err(error));
+                return;
             }
         };
         self.actions.push_back(action);
+    }
+
+    /// Every outbound request ends here, whoever failed or answered it: the routing table
+    /// learns the outcome, and the application hears of its own requests only.
+    fn finish(
+        &mut self,
+        peer: PeerId,
+        id: OutboundRequestId,
+        result: Result<Option<Response>, RequestError>,
+    ) {
+        let (internal, change) =
+            self.maintenance
+                .on_request_finished(id, peer, &result, Instant::now());
+        self.apply_table_change(change);
+        if !internal {
+            self.report(Event::OutboundRequestFinished { peer, id, result });
+        }
     }
 
     fn apply_all(&mut self, actions: Vec<OutboundAction>) {
@@ -300,7 +329,7 @@ impl Behaviour {
             .checked_sub(config.kbuckets.liveness_interval)
             .unwrap_or(now);
         for (peer, addrs) in peers {
-            table.on_server_peer(peer, &addrs, seen);
+            table.on_server_peer(peer, &addrs, None, seen);
         }
     }
 
@@ -415,13 +444,16 @@ impl NetworkBehaviour for Behaviour {
                     .outbound
                     .on_connection_established(e.peer_id, e.connection_id);
                 self.apply_all(actions);
-                let dialed = match e.endpoint {
-                    ConnectedPoint::Dialer { address, .. } => {
-                        without_own_peer_id(address.clone(), &e.peer_id)
+                let (observed, dialed) = match e.endpoint {
+                    ConnectedPoint::Dialer { address, .. } => (
+                        address.clone(),
+                        without_own_peer_id(address.clone(), &e.peer_id),
+                    ),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        (send_back_addr.clone(), None)
                     }
-                    ConnectedPoint::Listener { .. } => None,
                 };
-                self.maintenance.on_connected(e.peer_id, dialed);
+                self.maintenance.on_connected(e.peer_id, observed, dialed);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -460,11 +492,23 @@ impl NetworkBehaviour for Behaviour {
                 if let Some(mode) = self.mode.on_external_confirmed(e.addr) {
                     self.on_mode_changed(mode);
                 }
+                self.update_local_addrs();
             }
             FromSwarm::ExternalAddrExpired(e) => {
                 if let Some(mode) = self.mode.on_external_expired(e.addr) {
                     self.on_mode_changed(mode);
                 }
+                self.update_local_addrs();
+            }
+            FromSwarm::NewListenAddr(e) => {
+                if !self.listen_addrs.contains(e.addr) {
+                    self.listen_addrs.push(e.addr.clone());
+                }
+                self.update_local_addrs();
+            }
+            FromSwarm::ExpiredListenAddr(e) => {
+                self.listen_addrs.retain(|a| a != e.addr);
+                self.update_local_addrs();
             }
             _ => {}
         }
@@ -478,8 +522,20 @@ impl NetworkBehaviour for Behaviour {
     ) {
         match event {
             HandlerEvent::InboundRequest { id, request } => {
+                if self.mode.current() == Mode::Client {
+                    // Read just before the switch to client mode: a client does not answer.
+                    if let Some(id) = id {
+                        self.actions.push_back(ToSwarm::NotifyHandler {
+                            peer_id: peer,
+                            handler: NotifyHandler::One(connection),
+                            event: HandlerIn::Refuse { id },
+                        });
+                    }
+                    return;
+                }
                 let maintenance = &self.maintenance;
                 let actions = self.server.on_request(
+                    (self.local, &self.local_addrs),
                     maintenance.table(),
                     &|p| maintenance.connected_addresses(p),
                     peer,
@@ -499,13 +555,7 @@ impl NetworkBehaviour for Behaviour {
                 if self.outbound.on_finished(id).is_none() {
                     return; // Already failed when its connection closed.
                 }
-                let (internal, change) =
-                    self.maintenance
-                        .on_request_finished(id, peer, &result, Instant::now());
-                self.apply_table_change(change);
-                if !internal {
-                    self.report(Event::OutboundRequestFinished { peer, id, result });
-                }
+                self.finish(peer, id, result);
             }
             HandlerEvent::RemoteSupport(supported) => {
                 let change = self

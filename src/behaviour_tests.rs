@@ -318,3 +318,60 @@ proptest! {
         prop_assert_eq!(sim.finished.len(), sim.issued.len());
     }
 }
+
+/// Review finding: a liveness check failed by the dispatcher itself (dial failure) used to skip
+/// the routing table, leaving the peer "being checked" forever and reporting an id the
+/// application never issued.
+#[test]
+fn a_failed_liveness_dial_evicts_and_stays_internal() {
+    use std::time::Duration;
+    let config = crate::Config::new(StreamProtocol::new("/fuzz/kad/1.0.0"))
+        .with_liveness_interval(Duration::from_millis(1));
+    let mut behaviour = Behaviour::new(PeerId::random(), config);
+    let peer = PeerId::random();
+    let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    let connection = ConnectionId::new_unchecked(1);
+    let endpoint = ConnectedPoint::Dialer {
+        address: addr.clone(),
+        role_override: Endpoint::Dialer,
+        port_use: libp2p::core::transport::PortUse::Reuse,
+    };
+    behaviour.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+        peer_id: peer,
+        connection_id: connection,
+        endpoint: &endpoint,
+        failed_addresses: &[],
+        other_established: 0,
+    }));
+    behaviour.on_connection_handler_event(peer, connection, HandlerEvent::RemoteSupport(true));
+    assert!(behaviour.routing_table().contains(&peer));
+    behaviour.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+        peer_id: peer,
+        connection_id: connection,
+        endpoint: &endpoint,
+        cause: None,
+        remaining_established: 0,
+    }));
+    std::thread::sleep(Duration::from_millis(5));
+    behaviour.start_liveness_checks();
+    let error = DialError::NoAddresses;
+    behaviour.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+        peer_id: Some(peer),
+        error: &error,
+        connection_id: ConnectionId::new_unchecked(2),
+    }));
+    assert!(
+        !behaviour.routing_table().contains(&peer),
+        "a failed check evicts"
+    );
+    let mut cx = Context::from_waker(noop_waker_ref());
+    while let Poll::Ready(action) = behaviour.poll(&mut cx) {
+        assert!(
+            !matches!(
+                action,
+                ToSwarm::GenerateEvent(Event::OutboundRequestFinished { .. })
+            ),
+            "internal requests are not reported"
+        );
+    }
+}

@@ -45,6 +45,11 @@ impl ModeState {
         self.current
     }
 
+    /// The swarm's confirmed external addresses.
+    pub(crate) fn external_addresses(&self) -> impl Iterator<Item = &Multiaddr> {
+        self.external.iter()
+    }
+
     /// Fixes the mode, or with `None` returns to automatic. Returns the new mode if it changed.
     pub(crate) fn set(&mut self, fixed: Option<Mode>) -> Option<Mode> {
         self.fixed = fixed;

@@ -1,7 +1,8 @@
 //! Frames on a stream: each message is prefixed by its length as an unsigned varint.
 //!
-//! The length is checked against the maximum before a single byte of the body is buffered, so a
-//! peer announcing a huge frame costs us nothing but the prefix.
+//! The length is checked against the maximum before a single byte of the body is buffered, and
+//! the body buffer grows only as bytes arrive: a peer announcing a large frame costs us what it
+//! actually sends, not what it announces.
 
 use std::io;
 
@@ -28,6 +29,8 @@ pub enum FrameError {
 
 /// Longest varint encoding of a `u64`.
 const MAX_PREFIX_LEN: usize = 10;
+/// Body buffer allocated before any of it arrived; it grows as data comes in.
+const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
 
 /// Reads one frame. `Ok(None)` is a clean end of stream before the first byte of a frame.
 pub async fn read_frame<S>(io: &mut S, max_len: usize) -> Result<Option<Vec<u8>>, FrameError>
@@ -57,8 +60,13 @@ where
     if len > max_len as u64 {
         return Err(FrameError::TooLarge { len, max: max_len });
     }
-    let mut body = vec![0u8; len as usize];
-    io.read_exact(&mut body).await?;
+    // Grow with what arrives instead of allocating the announced length up front: a peer that
+    // announces 4 MiB and sends nothing must not make us hold 4 MiB per stream.
+    let mut body = Vec::with_capacity((len as usize).min(INITIAL_BODY_CAPACITY));
+    (&mut *io).take(len).read_to_end(&mut body).await?;
+    if body.len() as u64 != len {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(Some(body))
 }
 
@@ -119,6 +127,19 @@ mod tests {
             }
             other => panic!("expected TooLarge, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_body_shorter_than_announced_is_an_error() {
+        // 4 MiB announced, 10 bytes sent: an error, after buffering only what arrived.
+        let mut prefix = unsigned_varint::encode::u64_buffer();
+        let mut bytes = unsigned_varint::encode::u64(4 << 20, &mut prefix).to_vec();
+        bytes.extend_from_slice(&[1u8; 10]);
+        let mut io = Cursor::new(bytes);
+        assert!(matches!(
+            block_on(read_frame(&mut io, 4 << 20)),
+            Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof
+        ));
     }
 
     #[test]

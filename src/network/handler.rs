@@ -202,7 +202,7 @@ impl Handler {
         self.pending.push_back(PendingRequest {
             id,
             request,
-            deadline: Instant::now() + self.request_timeout,
+            deadline: deadline_after(self.request_timeout),
             retried: false,
         });
     }
@@ -266,11 +266,9 @@ impl Handler {
                     self.fail(request, RequestError::UnsupportedProtocol);
                 }
             }
-            StreamUpgradeError::Timeout => {
-                if let Some(request) = self.pending.pop_front() {
-                    self.fail(request, RequestError::Timeout);
-                }
-            }
+            // Stream requests are not tied to requests: every pending request keeps its own
+            // deadline (`expire_pending`), so a slow negotiation fails nobody by itself.
+            StreamUpgradeError::Timeout => {}
             StreamUpgradeError::Io(e) => {
                 if let Some(request) = self.pending.pop_front() {
                     self.fail(request, RequestError::from(super::codec::FrameError::Io(e)));
@@ -391,6 +389,13 @@ impl Handler {
     }
 }
 
+/// `now + timeout`, saturating: a huge configured timeout means "practically never".
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 impl ConnectionHandler for Handler {
     type FromBehaviour = HandlerIn;
     type ToBehaviour = HandlerEvent;
@@ -428,9 +433,13 @@ impl ConnectionHandler for Handler {
             HandlerIn::SetMode(mode) => {
                 self.mode = mode;
                 if mode == Mode::Client {
-                    // A client neither advertises nor answers: end what is being served.
+                    // A client neither advertises nor answers: end what is being served, and
+                    // drop requests already read but not yet delivered.
                     self.inbound.clear();
                     self.responders.clear();
+                    let (tx, rx) = mpsc::channel(self.max_inbound_streams);
+                    self.inbound_tx = tx;
+                    self.inbound_rx = rx;
                 }
             }
         }

@@ -1,10 +1,13 @@
 //! The IP-group diversity filter: an attacker with addresses in one network block cannot fill a
-//! bucket (or the table) with its Sybils, so it cannot eclipse our view of a keyspace region.
+//! bucket (or the table) with its Sybils, so eclipsing our view of a keyspace region takes
+//! addresses in many networks.
 //!
-//! A peer belongs to the IP group of each of its public addresses: IPv4 /16, IPv6 /32 (go uses
-//! the ASN for IPv6; without an ASN database the /32, a typical allocation to one network, is
-//! the closest stand-in). Loopback, private, link-local and shared (CGNAT) addresses belong to
-//! no group, so local test networks and LANs are never filtered; neither do DNS names.
+//! A peer belongs to the IP group of each of its public addresses and of the address its
+//! connection came from (which, unlike advertised addresses, it cannot choose): IPv4 /16, IPv6
+//! /32 (go uses the ASN for IPv6; without an ASN database the /32, a typical allocation to one
+//! network, is the closest stand-in). Loopback, private, link-local and shared (CGNAT)
+//! addresses belong to no group, so local test networks and LANs are never filtered; neither
+//! do DNS names.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -17,7 +17,7 @@ use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 use smallvec::SmallVec;
 
-use super::diversity::{groups_of, DiversityConfig, GroupCounts};
+use super::diversity::{group_of, groups_of, DiversityConfig, GroupCounts, Groups, IpGroup};
 use super::{Admission, Eviction, RefreshTarget, RejectReason, RoutingTable};
 use crate::key::{Distance, Key};
 use crate::network::message::{ConnectionType, PeerRecord};
@@ -70,6 +70,9 @@ struct Entry {
     id: PeerId,
     key: Key,
     addrs: Addresses,
+    /// The IP group of the address its connection came from: advertised addresses are the
+    /// peer's to choose (or DNS names), the connection's is not.
+    observed: Option<IpGroup>,
     last_seen: Instant,
     failures: u8,
     connected: bool,
@@ -81,6 +84,7 @@ struct Candidate {
     id: PeerId,
     key: Key,
     addrs: Addresses,
+    observed: Option<IpGroup>,
     seen: Instant,
 }
 
@@ -154,32 +158,46 @@ impl KBucketTable {
         addrs.truncate(cap);
     }
 
-    fn admits(&self, bucket: usize, addrs: &[Multiaddr]) -> bool {
+    /// The groups a peer counts in: those of its addresses and of its connection.
+    fn groups(addrs: &[Multiaddr], observed: Option<IpGroup>) -> Groups {
+        let mut groups = groups_of(addrs);
+        if let Some(g) = observed.filter(|g| !groups.contains(g)) {
+            groups.push(g);
+        }
+        groups
+    }
+
+    fn admits(&self, bucket: usize, groups: &Groups) -> bool {
         let Some(limits) = self.config.diversity else {
             return true;
         };
-        let groups = groups_of(addrs);
         self.buckets[bucket]
             .groups
-            .admits(&groups, limits.max_per_bucket)
-            && self.groups.admits(&groups, limits.max_per_table)
+            .admits(groups, limits.max_per_bucket)
+            && self.groups.admits(groups, limits.max_per_table)
     }
 
-    fn count_groups(&mut self, bucket: usize, addrs: &[Multiaddr], add: bool) {
+    fn count_groups(&mut self, bucket: usize, groups: &Groups, add: bool) {
         if self.config.diversity.is_none() {
             return;
         }
-        let groups = groups_of(addrs);
         if add {
-            self.buckets[bucket].groups.add(&groups);
-            self.groups.add(&groups);
+            self.buckets[bucket].groups.add(groups);
+            self.groups.add(groups);
         } else {
-            self.buckets[bucket].groups.remove(&groups);
-            self.groups.remove(&groups);
+            self.buckets[bucket].groups.remove(groups);
+            self.groups.remove(groups);
         }
     }
 
-    fn offer(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> Admission {
+    fn offer(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        observed: Option<&Multiaddr>,
+        now: Instant,
+    ) -> Admission {
+        let observed = observed.and_then(group_of);
         if peer == self.local_id {
             return Admission::Rejected(RejectReason::LocalPeer);
         }
@@ -189,7 +207,7 @@ impl KBucketTable {
         };
         let cap = self.config.max_addresses_per_peer;
         if let Some(i) = self.buckets[b].entries.iter().position(|e| e.id == peer) {
-            self.refresh_entry(b, i, addrs, now);
+            self.refresh_entry(b, i, addrs, observed, now);
             return Admission::Updated;
         }
         let mut bounded: Addresses = Addresses::new();
@@ -197,13 +215,14 @@ impl KBucketTable {
         if bounded.is_empty() {
             return Admission::Rejected(RejectReason::NoAddresses);
         }
-        if !self.admits(b, &bounded) {
+        let groups = Self::groups(&bounded, observed);
+        if !self.admits(b, &groups) {
             return Admission::Rejected(RejectReason::Diversity);
         }
         let bucket = &mut self.buckets[b];
         if bucket.entries.len() < self.config.k {
             bucket.replacements.retain(|c| c.id != peer);
-            self.count_groups(b, &bounded, true);
+            self.count_groups(b, &groups, true);
             // Exact capacity: most buckets stay far from full, and slack would cost more
             // memory than the entries (an insert is rare next to a lookup).
             self.buckets[b].entries.reserve_exact(1);
@@ -211,6 +230,7 @@ impl KBucketTable {
                 id: peer,
                 key,
                 addrs: bounded,
+                observed,
                 last_seen: now,
                 failures: 0,
                 connected: true,
@@ -225,6 +245,7 @@ impl KBucketTable {
             id: peer,
             key,
             addrs: bounded,
+            observed,
             seen: now,
         });
         while bucket.replacements.len() > self.config.replacement_cache_size {
@@ -233,18 +254,35 @@ impl KBucketTable {
         Admission::Pending
     }
 
-    /// Updates a known peer: addresses (keeping the diversity counts right), liveness.
-    fn refresh_entry(&mut self, b: usize, i: usize, addrs: &[Multiaddr], now: Instant) {
+    /// Updates a known peer: addresses and connection group (keeping the diversity counts
+    /// right), liveness.
+    fn refresh_entry(
+        &mut self,
+        b: usize,
+        i: usize,
+        addrs: &[Multiaddr],
+        observed: Option<IpGroup>,
+        now: Instant,
+    ) {
         let cap = self.config.max_addresses_per_peer;
-        let mut merged = self.buckets[b].entries[i].addrs.clone();
+        let entry = &self.buckets[b].entries[i];
+        let mut merged = entry.addrs.clone();
         Self::merge_addresses(&mut merged, addrs, cap);
-        if merged != self.buckets[b].entries[i].addrs {
-            let old = std::mem::take(&mut self.buckets[b].entries[i].addrs);
-            self.count_groups(b, &old, false);
-            // A new address may not bring the peer into a group that is already full.
-            let keep: Addresses = if self.admits(b, &merged) { merged } else { old };
-            self.count_groups(b, &keep, true);
-            self.buckets[b].entries[i].addrs = keep;
+        let new_observed = observed.or(entry.observed);
+        if merged != entry.addrs || new_observed != entry.observed {
+            let old_groups = Self::groups(&entry.addrs, entry.observed);
+            self.count_groups(b, &old_groups, false);
+            let new_groups = Self::groups(&merged, new_observed);
+            // New addresses may not bring the peer into a group that is already full.
+            let groups = if self.admits(b, &new_groups) {
+                let entry = &mut self.buckets[b].entries[i];
+                entry.addrs = merged;
+                entry.observed = new_observed;
+                new_groups
+            } else {
+                old_groups
+            };
+            self.count_groups(b, &groups, true);
         }
         let entry = &mut self.buckets[b].entries[i];
         entry.last_seen = now;
@@ -256,19 +294,21 @@ impl KBucketTable {
     fn evict(&mut self, b: usize, i: usize) -> Eviction {
         let entry = self.buckets[b].entries.swap_remove(i);
         self.len -= 1;
-        self.count_groups(b, &entry.addrs, false);
+        self.count_groups(b, &Self::groups(&entry.addrs, entry.observed), false);
         let mut promoted = None;
         while let Some(candidate) = self.buckets[b].replacements.pop_back() {
-            if !self.admits(b, &candidate.addrs) {
+            let groups = Self::groups(&candidate.addrs, candidate.observed);
+            if !self.admits(b, &groups) {
                 continue;
             }
-            self.count_groups(b, &candidate.addrs, true);
+            self.count_groups(b, &groups, true);
             promoted = Some(candidate.id);
             self.buckets[b].entries.reserve_exact(1);
             self.buckets[b].entries.push(Entry {
                 id: candidate.id,
                 key: candidate.key,
                 addrs: candidate.addrs,
+                observed: candidate.observed,
                 // Its liveness dates from when it was last offered.
                 last_seen: candidate.seen,
                 failures: 0,
@@ -351,17 +391,30 @@ impl RoutingTable for KBucketTable {
             .collect()
     }
 
-    fn on_server_peer(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> Admission {
-        self.offer(peer, addrs, now)
+    fn on_server_peer(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        observed: Option<&Multiaddr>,
+        now: Instant,
+    ) -> Admission {
+        self.offer(peer, addrs, observed, now)
     }
 
     fn on_request_succeeded(
         &mut self,
         peer: PeerId,
         addrs: &[Multiaddr],
+        observed: Option<&Multiaddr>,
         now: Instant,
     ) -> Admission {
-        self.offer(peer, addrs, now)
+        self.offer(peer, addrs, observed, now)
+    }
+
+    fn on_check_abandoned(&mut self, peer: &PeerId) {
+        if let Some((b, i)) = self.find(peer) {
+            self.buckets[b].entries[i].checking = false;
+        }
     }
 
     fn on_request_failed(&mut self, peer: &PeerId, _now: Instant) -> Option<Eviction> {

@@ -38,15 +38,18 @@ fn admission_rules() {
     let now = Instant::now();
     let p = PeerId::random();
     assert_eq!(
-        t.on_server_peer(local, &lan(1), now),
+        t.on_server_peer(local, &lan(1), None, now),
         Admission::Rejected(RejectReason::LocalPeer)
     );
     assert_eq!(
-        t.on_server_peer(p, &[], now),
+        t.on_server_peer(p, &[], None, now),
         Admission::Rejected(RejectReason::NoAddresses)
     );
-    assert_eq!(t.on_server_peer(p, &lan(1), now), Admission::Inserted);
-    assert_eq!(t.on_request_succeeded(p, &lan(2), now), Admission::Updated);
+    assert_eq!(t.on_server_peer(p, &lan(1), None, now), Admission::Inserted);
+    assert_eq!(
+        t.on_request_succeeded(p, &lan(2), None, now),
+        Admission::Updated
+    );
     // Most recently seen address first.
     assert_eq!(
         t.addresses(&p).unwrap(),
@@ -62,13 +65,13 @@ fn a_peer_advertising_1000_addresses_keeps_the_cap() {
     let p = PeerId::random();
     let addrs: Vec<Multiaddr> = (0..1000).map(lan).map(|mut v| v.remove(0)).collect();
     assert_eq!(
-        t.on_server_peer(p, &addrs, Instant::now()),
+        t.on_server_peer(p, &addrs, None, Instant::now()),
         Admission::Inserted
     );
     let kept = t.addresses(&p).unwrap();
     assert_eq!(kept.len(), 16);
     assert_eq!(kept[0], addrs[0], "the order given is kept");
-    t.on_request_succeeded(p, &addrs, Instant::now());
+    t.on_request_succeeded(p, &addrs, None, Instant::now());
     assert_eq!(t.addresses(&p).unwrap().len(), 16);
 }
 
@@ -79,7 +82,7 @@ fn five_hundred_peers_from_one_slash_16_get_three_slots() {
     let mut admitted = 0;
     for i in 0..500 {
         let a = addr(&format!("/ip4/198.51.{}.{}/tcp/4001", i / 250, i % 250 + 1));
-        if t.on_server_peer(PeerId::random(), &[a], now) == Admission::Inserted {
+        if t.on_server_peer(PeerId::random(), &[a], None, now) == Admission::Inserted {
             admitted += 1;
         }
     }
@@ -91,7 +94,7 @@ fn five_hundred_peers_from_one_slash_16_get_three_slots() {
     // Another /16 is unaffected.
     let other = addr("/ip4/198.52.0.1/tcp/4001");
     assert_eq!(
-        t.on_server_peer(PeerId::random(), &[other], now),
+        t.on_server_peer(PeerId::random(), &[other], None, now),
         Admission::Inserted
     );
 }
@@ -105,7 +108,7 @@ fn same_group_is_limited_per_bucket() {
         .map(|i| {
             let p = peer_in_bucket(&t, 0, &mut rng);
             let a = addr(&format!("/ip4/198.51.100.{}/tcp/1", i + 1));
-            t.on_server_peer(p, &[a], now)
+            t.on_server_peer(p, &[a], None, now)
         })
         .collect();
     assert_eq!(
@@ -125,7 +128,7 @@ fn loopback_and_private_peers_are_exempt_and_filter_can_be_disabled() {
     for i in 0..100 {
         let a = addr(&format!("/ip4/127.0.0.1/tcp/{}", 1000 + i));
         assert_ne!(
-            t.on_server_peer(PeerId::random(), &[a], now),
+            t.on_server_peer(PeerId::random(), &[a], None, now),
             Admission::Rejected(RejectReason::Diversity)
         );
     }
@@ -136,7 +139,7 @@ fn loopback_and_private_peers_are_exempt_and_filter_can_be_disabled() {
     let mut open = KBucketTable::new(PeerId::random(), config);
     let public = addr("/ip4/198.51.100.1/tcp/1");
     for _ in 0..10 {
-        open.on_server_peer(PeerId::random(), std::slice::from_ref(&public), now);
+        open.on_server_peer(PeerId::random(), std::slice::from_ref(&public), None, now);
     }
     assert!(open.len() >= 9, "no diversity limit: {}", open.len());
 }
@@ -151,16 +154,16 @@ fn a_new_address_may_not_break_the_group_limit() {
     let peers: Vec<PeerId> = (0..4).map(|b| peer_in_bucket(&t, b, &mut rng)).collect();
     for (i, p) in peers.iter().take(3).enumerate() {
         assert_eq!(
-            t.on_server_peer(*p, &[group(i as u8 + 1)], now),
+            t.on_server_peer(*p, &[group(i as u8 + 1)], None, now),
             Admission::Inserted
         );
     }
     assert_eq!(
-        t.on_server_peer(peers[3], &lan(1), now),
+        t.on_server_peer(peers[3], &lan(1), None, now),
         Admission::Inserted
     );
     // The fourth peer now claims an address in the full group: that address is not taken.
-    t.on_request_succeeded(peers[3], &[group(9)], now);
+    t.on_request_succeeded(peers[3], &[group(9)], None, now);
     assert_eq!(t.addresses(&peers[3]).unwrap(), &lan(1)[..]);
 }
 
@@ -171,11 +174,14 @@ fn full_bucket_keeps_newcomers_as_replacements() {
     let now = Instant::now();
     for i in 0..20 {
         let p = peer_in_bucket(&t, 0, &mut rng);
-        assert_eq!(t.on_server_peer(p, &lan(i), now), Admission::Inserted);
+        assert_eq!(t.on_server_peer(p, &lan(i), None, now), Admission::Inserted);
     }
     for i in 0..15 {
         let p = peer_in_bucket(&t, 0, &mut rng);
-        assert_eq!(t.on_server_peer(p, &lan(100 + i), now), Admission::Pending);
+        assert_eq!(
+            t.on_server_peer(p, &lan(100 + i), None, now),
+            Admission::Pending
+        );
     }
     assert_eq!(t.bucket_len(0), 20);
     assert_eq!(t.replacements_len(0), 10, "cache bounded");
@@ -188,12 +194,12 @@ fn repeated_failures_evict_and_promote_the_newest_candidate() {
     let now = Instant::now();
     let members: Vec<PeerId> = (0..20).map(|_| peer_in_bucket(&t, 0, &mut rng)).collect();
     for (i, p) in members.iter().enumerate() {
-        t.on_server_peer(*p, &lan(i), now);
+        t.on_server_peer(*p, &lan(i), None, now);
     }
     let old = peer_in_bucket(&t, 0, &mut rng);
     let new = peer_in_bucket(&t, 0, &mut rng);
-    t.on_server_peer(old, &lan(50), now);
-    t.on_server_peer(new, &lan(51), now);
+    t.on_server_peer(old, &lan(50), None, now);
+    t.on_server_peer(new, &lan(51), None, now);
     assert_eq!(t.on_request_failed(&members[0], now), None);
     assert_eq!(t.on_request_failed(&members[0], now), None);
     let eviction = t
@@ -204,7 +210,7 @@ fn repeated_failures_evict_and_promote_the_newest_candidate() {
     assert!(t.contains(&new) && !t.contains(&members[0]));
     // A success resets the count.
     t.on_request_failed(&members[1], now);
-    t.on_request_succeeded(members[1], &[], now);
+    t.on_request_succeeded(members[1], &[], None, now);
     t.on_request_failed(&members[1], now);
     t.on_request_failed(&members[1], now);
     assert!(t.contains(&members[1]));
@@ -216,8 +222,8 @@ fn liveness_checks_are_paced_and_a_failed_check_evicts() {
     let start = Instant::now();
     let p = PeerId::random();
     let q = PeerId::random();
-    t.on_server_peer(p, &lan(1), start);
-    t.on_server_peer(q, &lan(2), start + Duration::from_secs(600));
+    t.on_server_peer(p, &lan(1), None, start);
+    t.on_server_peer(q, &lan(2), None, start + Duration::from_secs(600));
     assert_eq!(t.next_liveness_check(start + Duration::from_secs(60)), None);
     let due = start + Duration::from_secs(43 * 60);
     assert_eq!(t.next_liveness_check(due), Some(p));
@@ -227,7 +233,7 @@ fn liveness_checks_are_paced_and_a_failed_check_evicts() {
     // A successful check keeps the peer and restarts its clock.
     let later = start + Duration::from_secs(53 * 60 + 1);
     assert_eq!(t.next_liveness_check(later), Some(q));
-    t.on_request_succeeded(q, &[], later);
+    t.on_request_succeeded(q, &[], None, later);
     assert_eq!(t.next_liveness_check(later), None);
     assert!(t.contains(&q));
 }
@@ -237,7 +243,7 @@ fn connection_state_is_reported() {
     let (mut t, _) = table();
     let p = PeerId::random();
     let now = Instant::now();
-    t.on_server_peer(p, &lan(1), now);
+    t.on_server_peer(p, &lan(1), None, now);
     assert_eq!(t.peers()[0].connection, ConnectionType::Connected);
     t.on_connection_closed(&p, now);
     assert_eq!(t.peers()[0].connection, ConnectionType::NotConnected);
@@ -252,7 +258,7 @@ fn refresh_targets_fall_in_their_bucket_and_respect_the_interval() {
     let now = Instant::now();
     for cpl in 0..6 {
         let p = peer_in_bucket(&t, cpl, &mut rng);
-        t.on_server_peer(p, &lan(cpl), now);
+        t.on_server_peer(p, &lan(cpl), None, now);
     }
     let interval = Duration::from_secs(600);
     let targets = t.refresh_targets(now, interval, &mut rng);
@@ -293,7 +299,7 @@ proptest! {
         let mut t = KBucketTable::new(local, KBucketConfig { diversity: None, ..Default::default() });
         let now = Instant::now();
         for i in 0..peers {
-            t.on_server_peer(PeerId::random(), &lan(i), now);
+            t.on_server_peer(PeerId::random(), &lan(i), None, now);
         }
         // Also in-bucket targets and the local key itself.
         let targets = [
@@ -306,4 +312,26 @@ proptest! {
             prop_assert_eq!(got, brute_force(&t, &target, count));
         }
     }
+}
+
+/// Review finding: advertised addresses are the peer's to choose. Sybils advertising only DNS
+/// names (which belong to no IP group) are still grouped by the address they connect from.
+#[test]
+fn sybils_are_grouped_by_their_connection_address() {
+    let (mut t, _) = table();
+    let now = Instant::now();
+    let mut admitted = 0;
+    for i in 0..100 {
+        let advertised = addr(&format!("/dns4/s{i}.example.com/tcp/4001"));
+        let observed = addr(&format!(
+            "/ip4/198.51.{}.{}/tcp/50000",
+            i / 200,
+            i % 200 + 1
+        ));
+        let outcome = t.on_server_peer(PeerId::random(), &[advertised], Some(&observed), now);
+        if outcome == Admission::Inserted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3, "3 per table from one /16");
 }

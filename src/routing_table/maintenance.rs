@@ -17,6 +17,8 @@ use crate::network::{OutboundRequestId, RequestError};
 struct ConnectedPeer {
     /// Listen addresses (identify) and the address we dialled, newest first, bounded.
     addrs: SmallVec<[Multiaddr; 4]>,
+    /// The remote address of the first connection: what the diversity filter counts.
+    observed: Option<Multiaddr>,
     /// It advertises the protocol: a DHT server.
     server: bool,
 }
@@ -75,18 +77,29 @@ impl Maintenance {
     }
 
     fn admit(&mut self, peer: PeerId, now: Instant, succeeded: bool) -> Option<TableChange> {
-        let addrs = self.connected_addresses(&peer).unwrap_or_default();
+        let known = self.connected.get(&peer);
+        let addrs = known.map(|p| p.addrs.to_vec()).unwrap_or_default();
+        let observed = known.and_then(|p| p.observed.clone());
         let outcome = if succeeded {
-            self.table.on_request_succeeded(peer, &addrs, now)
+            self.table
+                .on_request_succeeded(peer, &addrs, observed.as_ref(), now)
         } else {
-            self.table.on_server_peer(peer, &addrs, now)
+            self.table
+                .on_server_peer(peer, &addrs, observed.as_ref(), now)
         };
         (outcome == Admission::Inserted).then_some(TableChange::Added(peer))
     }
 
-    /// A connection opened; `dialed` is the address we reached the peer at, if we dialled.
-    pub(crate) fn on_connected(&mut self, peer: PeerId, dialed: Option<Multiaddr>) {
-        self.connected.entry(peer).or_default();
+    /// A connection opened from `observed` (the remote address); `dialed` is the address we
+    /// reached the peer at, if we dialled.
+    pub(crate) fn on_connected(
+        &mut self,
+        peer: PeerId,
+        observed: Multiaddr,
+        dialed: Option<Multiaddr>,
+    ) {
+        let entry = self.connected.entry(peer).or_default();
+        entry.observed.get_or_insert(observed);
         if let Some(addr) = dialed {
             self.add_address(peer, addr);
         }
@@ -139,8 +152,13 @@ impl Maintenance {
         let internal = self.checks.remove(&id).is_some();
         let change = match result {
             Ok(_) => self.admit(peer, now, true),
-            // Not the peer's fault.
-            Err(RequestError::QueueFull) => None,
+            // Not the peer's fault: a check that could not even be queued is simply retried.
+            Err(RequestError::QueueFull) => {
+                if internal {
+                    self.table.on_check_abandoned(&peer);
+                }
+                None
+            }
             Err(RequestError::UnsupportedProtocol) => {
                 self.table.remove(&peer).map(TableChange::Removed)
             }
@@ -195,8 +213,8 @@ mod tests {
         let mut m = maintenance();
         let now = Instant::now();
         let (server, client) = (PeerId::random(), PeerId::random());
-        m.on_connected(server, None);
-        m.on_connected(client, Some(addr(2)));
+        m.on_connected(server, addr(9), None);
+        m.on_connected(client, addr(2), Some(addr(2)));
         // Support known before any address: nothing to admit yet.
         assert_eq!(m.on_protocol_support(server, true, now), None);
         assert_eq!(
@@ -218,7 +236,7 @@ mod tests {
         let mut m = maintenance();
         let now = Instant::now();
         let peer = PeerId::random();
-        m.on_connected(peer, Some(addr(1)));
+        m.on_connected(peer, addr(1), Some(addr(1)));
         let ok: Result<(), RequestError> = Ok(());
         let (internal, change) = m.on_request_finished(OutboundRequestId(1), peer, &ok, now);
         assert!(!internal);
@@ -242,7 +260,7 @@ mod tests {
         let local = PeerId::random();
         let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
         for (i, p) in peers.iter().enumerate() {
-            m.on_connected(*p, Some(addr(i as u16 + 1)));
+            m.on_connected(*p, addr(i as u16 + 1), Some(addr(i as u16 + 1)));
             m.on_protocol_support(*p, true, start);
         }
         let later = start + std::time::Duration::from_secs(3600);

@@ -21,7 +21,7 @@ use crate::key::Key;
 use crate::network::message::PeerRecord;
 
 /// The contract of a routing table. The behaviour holds a `Box<dyn RoutingTable>`, so a user can
-/// plug in their own (`Behaviour::with_routing_table`).
+/// plug in their own ([`Behaviour::with_parts`](crate::Behaviour::with_parts)).
 ///
 /// Only DHT servers may enter: the behaviour calls [`on_server_peer`](Self::on_server_peer)
 /// when a peer advertises the protocol, and [`on_request_succeeded`](Self::on_request_succeeded)
@@ -51,18 +51,28 @@ pub trait RoutingTable: Send + 'static {
     /// Every peer in the table, in no particular order.
     fn peers(&self) -> Vec<PeerRecord>;
 
-    /// The peer advertises the DHT protocol (it is a server), at these addresses.
-    fn on_server_peer(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> Admission;
+    /// The peer advertises the DHT protocol (it is a server), at these addresses. `observed`
+    /// is the remote address of our connection to it, which the peer cannot choose (the
+    /// diversity filter counts it).
+    fn on_server_peer(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        observed: Option<&Multiaddr>,
+        now: Instant,
+    ) -> Admission;
 
-    /// The peer answered one of our requests; `addrs` are addresses it was reached at.
+    /// The peer answered one of our requests; `addrs` are addresses it was reached at, and
+    /// `observed` as for [`on_server_peer`](Self::on_server_peer).
     fn on_request_succeeded(
         &mut self,
         peer: PeerId,
         addrs: &[Multiaddr],
+        observed: Option<&Multiaddr>,
         now: Instant,
     ) -> Admission;
 
-    /// A request to the peer failed (timeout, refused stream, dial failure).
+    /// A request to the peer failed (timeout, broken stream, closed connection, dial failure).
     fn on_request_failed(&mut self, peer: &PeerId, now: Instant) -> Option<Eviction>;
 
     /// The last connection to the peer closed. The peer stays: it may still be reachable.
@@ -71,8 +81,16 @@ pub trait RoutingTable: Send + 'static {
     /// Removes the peer (it stopped serving the protocol, or the user asked).
     fn remove(&mut self, peer: &PeerId) -> Option<Eviction>;
 
+    /// A liveness check handed out could not be sent (not the peer's fault): the peer may be
+    /// handed out again.
+    fn on_check_abandoned(&mut self, peer: &PeerId) {
+        let _ = peer;
+    }
+
     /// The next peer due for a liveness check, if any; it is handed out once, until its outcome
-    /// arrives through `on_request_succeeded` or `on_request_failed` (a failed check evicts).
+    /// arrives through `on_request_succeeded`, `on_request_failed` (a failed check evicts,
+    /// whether the request timed out, its connection closed or the dial failed) or
+    /// `on_check_abandoned`.
     fn next_liveness_check(&mut self, now: Instant) -> Option<PeerId> {
         let _ = now;
         None

@@ -132,6 +132,7 @@ impl Server {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_request(
         &mut self,
+        local: (PeerId, &[Multiaddr]),
         table: &dyn RoutingTable,
         connected_addrs: &dyn Fn(&PeerId) -> Option<Vec<Multiaddr>>,
         peer: PeerId,
@@ -142,6 +143,8 @@ impl Server {
     ) -> Actions {
         let kind = request.message_type();
         let ctx = ServerContext {
+            local: local.0,
+            local_addrs: local.1,
             remote: peer,
             k: self.settings.k,
             max_message_size: self.settings.max_message_size,

@@ -67,6 +67,9 @@ pub(crate) enum Prepared {
 
 /// What the server reads besides the stores.
 pub(crate) struct ServerContext<'a> {
+    pub(crate) local: PeerId,
+    /// Where this node can be reached (external addresses, else listen addresses).
+    pub(crate) local_addrs: &'a [Multiaddr],
     pub(crate) remote: PeerId,
     pub(crate) k: usize,
     pub(crate) max_message_size: usize,
@@ -139,13 +142,28 @@ fn closer_peers(ctx: &ServerContext<'_>, key: &[u8]) -> Vec<PeerRecord> {
     peers
 }
 
-/// FIND_NODE: the closest peers, with the target itself first when we know where it is.
+/// FIND_NODE: the closest peers, with the target itself first when we know where it is. When
+/// the target is this node, it is listed first too, with its own addresses, as js does: a
+/// FIND_NODE for a peer's own id is how go checks a peer before admitting it, and an answer
+/// that names us is never empty.
 fn find_node(ctx: &ServerContext<'_>, key: &[u8]) -> Vec<PeerRecord> {
     let mut peers = closer_peers(ctx, key);
     let Ok(target) = PeerId::from_bytes(key) else {
         return peers;
     };
     if target == ctx.remote {
+        return peers;
+    }
+    if target == ctx.local {
+        if !ctx.local_addrs.is_empty() {
+            let me = PeerRecord {
+                id: ctx.local,
+                addrs: ctx.local_addrs.to_vec(),
+                connection: ConnectionType::Connected,
+            };
+            peers.insert(0, me);
+            peers.truncate(ctx.k);
+        }
         return peers;
     }
     let known = ctx
@@ -231,7 +249,7 @@ fn check_put(
         key: record.key,
         value: record.value,
         received: ctx.now,
-        expires: ctx.now + ctx.lifetimes.value_max_age,
+        expires: later(ctx.now, ctx.lifetimes.value_max_age),
     })
 }
 
@@ -253,9 +271,15 @@ fn check_provider(
         provider: own.id,
         addrs: own.addrs,
         received: ctx.now,
-        expires: ctx.now + ctx.lifetimes.provider_validity,
-        addrs_expire: ctx.now + ctx.lifetimes.provider_addrs,
+        expires: later(ctx.now, ctx.lifetimes.provider_validity),
+        addrs_expire: later(ctx.now, ctx.lifetimes.provider_addrs),
     })
+}
+
+/// `time + lifetime`, saturating: a huge configured lifetime means "practically forever".
+fn later(time: SystemTime, lifetime: std::time::Duration) -> SystemTime {
+    time.checked_add(lifetime)
+        .unwrap_or_else(|| time + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn to_wire(record: &ValueRecord) -> Record {

@@ -10,6 +10,7 @@ use crate::store::{MemoryStore, MemoryStoreConfig, ProviderStore};
 
 struct Fixture {
     local: PeerId,
+    local_addrs: Vec<Multiaddr>,
     remote: PeerId,
     table: KBucketTable,
     store: MemoryStore,
@@ -26,10 +27,11 @@ impl Fixture {
         let local = PeerId::random();
         let mut table = KBucketTable::new(local, KBucketConfig::default());
         for i in 0..peers {
-            table.on_server_peer(PeerId::random(), &[addr(i)], Instant::now());
+            table.on_server_peer(PeerId::random(), &[addr(i)], None, Instant::now());
         }
         Self {
             local,
+            local_addrs: vec![addr(4000)],
             remote: PeerId::random(),
             table,
             store: MemoryStore::new(MemoryStoreConfig::default()),
@@ -48,6 +50,8 @@ impl Fixture {
         connected: &dyn Fn(&PeerId) -> Option<Vec<Multiaddr>>,
     ) -> Prepared {
         let ctx = ServerContext {
+            local: self.local,
+            local_addrs: &self.local_addrs,
             remote: self.remote,
             k: 20,
             max_message_size: 4 << 20,
@@ -91,7 +95,7 @@ fn find_node_returns_k_closest_without_self_or_requester() {
     let mut f = Fixture::new(200);
     // The requester is in our table: it must not be returned to itself.
     f.table
-        .on_server_peer(f.remote, &[addr(999)], Instant::now());
+        .on_server_peer(f.remote, &[addr(999)], None, Instant::now());
     let key = f.remote.to_bytes();
     let peers = closer(f.ask(Request::FindNode { key: key.clone() }));
     assert_eq!(peers.len(), 20);
@@ -107,13 +111,27 @@ fn find_node_returns_k_closest_without_self_or_requester() {
 }
 
 #[test]
-fn find_node_for_our_own_id_never_lists_us() {
+fn find_node_for_our_own_id_lists_us_first_as_js_does() {
     let mut f = Fixture::new(50);
     let peers = closer(f.ask(Request::FindNode {
         key: f.local.to_bytes(),
     }));
     assert_eq!(peers.len(), 20);
-    assert!(peers.iter().all(|p| p.id != f.local));
+    assert_eq!(peers[0].id, f.local);
+    assert_eq!(peers[0].addrs, vec![addr(4000)]);
+    assert_eq!(peers.iter().filter(|p| p.id == f.local).count(), 1);
+    // With an empty table the answer still names us: never empty.
+    let mut lonely = Fixture::new(0);
+    let peers = closer(lonely.ask(Request::FindNode {
+        key: lonely.local.to_bytes(),
+    }));
+    assert_eq!(peers.len(), 1);
+    // Without a known address of our own we cannot be listed.
+    lonely.local_addrs.clear();
+    let peers = closer(lonely.ask(Request::FindNode {
+        key: lonely.local.to_bytes(),
+    }));
+    assert!(peers.is_empty());
 }
 
 #[test]
@@ -121,7 +139,8 @@ fn find_node_puts_a_known_target_first() {
     // Few enough peers that no bucket is full, so the target gets in.
     let mut f = Fixture::new(10);
     let target = PeerId::random();
-    f.table.on_server_peer(target, &[addr(500)], Instant::now());
+    f.table
+        .on_server_peer(target, &[addr(500)], None, Instant::now());
     let peers = closer(f.ask(Request::FindNode {
         key: target.to_bytes(),
     }));
@@ -320,6 +339,8 @@ fn get_providers_fits_in_the_largest_message() {
     }
     let max = 8 * 1024;
     let ctx = ServerContext {
+        local: f.local,
+        local_addrs: &f.local_addrs,
         remote: f.remote,
         k: 20,
         max_message_size: max,
