@@ -267,6 +267,62 @@ impl PersistentStore {
         Ok(out)
     }
 
+    /// Inserts provider records with the tables opened once. Returns the records not stored:
+    /// `Ok(record)` for a key already at its provider limit (the caller may purge and retry),
+    /// `Err(Full)` for a new key when the store holds the most keys it may.
+    fn insert_providers(
+        &mut self,
+        records: Vec<ProviderRecord>,
+    ) -> Result<Vec<Result<ProviderRecord, StoreError>>, StoreError> {
+        let max_keys = self.config.max_provider_keys as u64;
+        let max_per_key = self.config.max_providers_per_key;
+        let mut refused = Vec::new();
+        let mut touched = Vec::with_capacity(records.len());
+        {
+            let txn = self.txn()?;
+            let mut keys = txn.open_table(PROVIDER_KEYS).map_err(db_err)?;
+            let mut providers = txn.open_table(PROVIDERS).map_err(db_err)?;
+            for record in records {
+                let key_entry = codec::keyspace_key(&record.key);
+                let entry = codec::provider_entry_key(&record.key, &record.provider);
+                let count = keys
+                    .get(key_entry.as_slice())
+                    .map_err(db_err)?
+                    .map_or(0, |v| v.value());
+                let exists =
+                    count > 0 && providers.get(entry.as_slice()).map_err(db_err)?.is_some();
+                if !exists {
+                    if count == 0 && keys.len().map_err(db_err)? >= max_keys {
+                        refused.push(Err(StoreError::Full));
+                        continue;
+                    }
+                    if count as usize >= max_per_key {
+                        refused.push(Ok(record));
+                        continue;
+                    }
+                }
+                let fields = ProviderFields {
+                    received: unix_secs(record.received),
+                    expires: unix_secs(record.expires),
+                    addrs_expire: unix_secs(record.addrs_expire),
+                    addrs: record.addrs,
+                };
+                providers
+                    .insert(entry.as_slice(), codec::encode_provider(&fields).as_slice())
+                    .map_err(db_err)?;
+                if !exists {
+                    keys.insert(key_entry.as_slice(), count + 1)
+                        .map_err(db_err)?;
+                }
+                touched.push(record.key);
+            }
+        }
+        for key in touched {
+            self.cache.remove(&key);
+        }
+        Ok(refused)
+    }
+
     fn read_providers(&mut self, key: &[u8]) -> Result<Vec<ProviderRecord>, StoreError> {
         let prefix = codec::providers_prefix(key);
         let table = self.txn()?.open_table(PROVIDERS).map_err(db_err)?;
@@ -432,54 +488,22 @@ impl RecordStore for PersistentStore {
 
 impl ProviderStore for PersistentStore {
     fn add_provider(&mut self, record: ProviderRecord) -> Result<(), StoreError> {
+        let key = record.key.clone();
         let now = unix_secs(record.received);
-        let key_entry = codec::keyspace_key(&record.key);
-        let entry = codec::provider_entry_key(&record.key, &record.provider);
-        let (count, exists, keys) = {
-            let txn = self.txn()?;
-            let keys = txn.open_table(PROVIDER_KEYS).map_err(db_err)?;
-            let providers = txn.open_table(PROVIDERS).map_err(db_err)?;
-            let count = keys
-                .get(key_entry.as_slice())
-                .map_err(db_err)?
-                .map_or(0, |v| v.value());
-            let exists = providers.get(entry.as_slice()).map_err(db_err)?.is_some();
-            (count, exists, keys.len().map_err(db_err)?)
+        let record = match self.insert_providers(vec![record])?.pop() {
+            None => return self.wrote(),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(full)) => full,
         };
-        let mut count = count;
-        if !exists {
-            if count == 0 && keys >= self.config.max_provider_keys as u64 {
-                return Err(StoreError::Full);
-            }
-            if count as usize >= self.config.max_providers_per_key {
-                // Make room only from expired records, never from live ones.
-                count -= self.purge_key(&record.key, now)? as u32;
-                if count as usize >= self.config.max_providers_per_key {
-                    return Err(StoreError::TooManyProviders);
-                }
-            }
+        // The key is full: make room only from expired records, never from live ones.
+        if self.purge_key(&key, now)? == 0 {
+            return Err(StoreError::TooManyProviders);
         }
-        let fields = ProviderFields {
-            received: now,
-            expires: unix_secs(record.expires),
-            addrs_expire: unix_secs(record.addrs_expire),
-            addrs: record.addrs,
-        };
-        {
-            let txn = self.txn()?;
-            txn.open_table(PROVIDERS)
-                .map_err(db_err)?
-                .insert(entry.as_slice(), codec::encode_provider(&fields).as_slice())
-                .map_err(db_err)?;
-            if !exists {
-                txn.open_table(PROVIDER_KEYS)
-                    .map_err(db_err)?
-                    .insert(key_entry.as_slice(), count + 1)
-                    .map_err(db_err)?;
-            }
+        match self.insert_providers(vec![record])?.pop() {
+            None => self.wrote(),
+            Some(Err(e)) => Err(e),
+            Some(Ok(_)) => Err(StoreError::TooManyProviders),
         }
-        self.cache.remove(&record.key);
-        self.wrote()
     }
 
     fn providers(
@@ -540,13 +564,20 @@ impl ProviderStore for PersistentStore {
     }
 
     fn add_providers(&mut self, records: Vec<ProviderRecord>) -> Result<usize, StoreError> {
-        let mut stored = 0;
-        for record in records {
+        let offered = records.len();
+        // One pass over tables opened once; records of full keys take the slow path.
+        let refused = self.insert_providers(records)?;
+        let mut stored = offered - refused.len();
+        self.buffered += stored;
+        for record in refused.into_iter().flatten() {
             match self.add_provider(record) {
                 Ok(()) => stored += 1,
                 Err(StoreError::TooManyProviders | StoreError::Full) => {}
                 Err(e) => return Err(e),
             }
+        }
+        if self.buffered >= self.config.max_buffered_writes {
+            self.flush()?;
         }
         Ok(stored)
     }

@@ -1,0 +1,469 @@
+//! kadence's provider stores against libp2p-kad's `MemoryStore`, in the same run:
+//!
+//! - `store/add_provider_10k/{kadence-memory,kadence-persistent,libp2p-kad-memory}`: 10,000
+//!   provider records (distinct 34-byte keys shaped like sha2-256 multihashes, one provider
+//!   each, with a TCP and a QUIC address) added to a fresh, empty store, one by one. The store
+//!   and the records are built outside the measurement. kadence's `PersistentStore` (redb in a
+//!   temporary directory) buffers the whole batch in one write transaction
+//!   (`max_buffered_writes: usize::MAX`) and the `flush()` that commits it, with an fsync, is
+//!   measured too. Throughput is in records per second.
+//! - `store/providers/{kadence-memory,kadence-persistent-cached,kadence-persistent-cold,
+//!   libp2p-kad-memory}`: `providers(key)` on a store holding 10,000 keys. The memory stores
+//!   and `kadence-persistent-cold` cycle through all 10,000 keys (random bytes, so in no
+//!   particular order in any of the stores): the persistent store's LRU cache of 256 keys
+//!   misses on every lookup, which reads and decodes the records from redb's B-tree (its
+//!   pages are in memory by then: cold means a cache miss, not a disk read).
+//!   `kadence-persistent-cached` cycles through 128 hot keys, all in the cache.
+//! - Before those, printed: live heap bytes per provider record kept by each memory store,
+//!   measured with a counting global allocator (10,000 keys, one provider each, minus the
+//!   empty store); and the time to write 100,000 records to a `PersistentStore` in batches of
+//!   10,000 with `add_providers`, each batch followed by `flush()` (an fsync'd redb commit).
+//!   libp2p-kad keeps each key's providers in a `SmallVec` with room for 20 records inline
+//!   (about 3 KB, in the hash table itself), so its bytes per record with one provider per key
+//!   are mostly that reserved room.
+//!
+//! `cargo bench --bench store`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+use kadence::store::{
+    MemoryStore, MemoryStoreConfig, PersistentStore, PersistentStoreConfig, ProviderRecord,
+    ProviderStore, Store,
+};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use libp2p_kad::store::{
+    MemoryStore as KadStore, MemoryStoreConfig as KadStoreConfig, RecordStore as _,
+};
+use libp2p_kad::RecordKey;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------------
+// Counting allocator: live heap bytes, counted only while `COUNTING` is on, so that the timed
+// benchmarks pay a relaxed load per allocation and nothing more.
+
+struct CountingAlloc;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; only counters are updated on the side.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() && COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Live heap bytes allocated since counting was switched on (minus those freed since).
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs.
+
+/// Keys in a store, and records per benchmark iteration.
+const N: usize = 10_000;
+/// Hot keys of the cached lookups: well within the persistent store's default 256-key cache.
+const HOT: usize = 128;
+/// Records written by the batched persistent-write run, and the batch size.
+const SCALE: usize = 100_000;
+const BATCH: usize = 10_000;
+
+/// What differs between records: the key and the provider.
+struct Input {
+    key: Vec<u8>,
+    provider: PeerId,
+}
+
+/// A sha2-256 multihash of random bytes (`0x12 0x20` + 32 bytes), as keys of the public DHT
+/// are.
+fn random_key() -> Vec<u8> {
+    let mut key = Vec::with_capacity(34);
+    key.extend_from_slice(&[0x12, 0x20]);
+    key.extend_from_slice(&rand::random::<[u8; 32]>());
+    key
+}
+
+fn inputs(n: usize) -> Vec<Input> {
+    (0..n)
+        .map(|_| Input {
+            key: random_key(),
+            provider: PeerId::random(),
+        })
+        .collect()
+}
+
+/// The two addresses of every provider, built anew each time (as decoding a message does).
+fn addrs() -> Vec<Multiaddr> {
+    let ip = Protocol::Ip4([1, 2, 3, 4].into());
+    vec![
+        Multiaddr::empty()
+            .with(ip.clone())
+            .with(Protocol::Tcp(4001)),
+        Multiaddr::empty()
+            .with(ip)
+            .with(Protocol::Udp(4001))
+            .with(Protocol::QuicV1),
+    ]
+}
+
+fn kadence_record(input: &Input, now: SystemTime) -> ProviderRecord {
+    ProviderRecord {
+        key: input.key.clone(),
+        provider: input.provider,
+        addrs: addrs(),
+        received: now,
+        expires: now + Duration::from_secs(48 * 3600),
+        addrs_expire: now + Duration::from_secs(24 * 3600),
+    }
+}
+
+fn kad_record(input: &Input) -> libp2p_kad::ProviderRecord {
+    libp2p_kad::ProviderRecord::new(RecordKey::new(&input.key), input.provider, addrs())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stores.
+
+fn kadence_memory() -> MemoryStore {
+    MemoryStore::new(MemoryStoreConfig {
+        max_provider_keys: 10 * SCALE,
+        ..Default::default()
+    })
+}
+
+fn kad_memory() -> KadStore {
+    KadStore::with_config(
+        PeerId::random(),
+        KadStoreConfig {
+            max_records: 10 * SCALE,
+            max_provided_keys: 10 * SCALE,
+            max_providers_per_key: 20,
+            ..Default::default()
+        },
+    )
+}
+
+/// An empty persistent store in a fresh temporary directory, committing only on `flush()`.
+/// The directory goes after the store (tuple fields drop in order).
+fn kadence_persistent() -> (PersistentStore, TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = PersistentStore::open(
+        db_path(&dir),
+        PersistentStoreConfig {
+            max_buffered_writes: usize::MAX,
+            ..Default::default()
+        },
+    )
+    .expect("open the persistent store");
+    (store, dir)
+}
+
+fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("store.redb")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory per record.
+
+struct MemoryRow {
+    implementation: &'static str,
+    keys: usize,
+    empty: isize,
+    added: isize,
+}
+
+/// Live bytes of the store filled with one record per input, minus those of the empty store.
+/// The records are built inside the counted window and handed over, so the store owns them as
+/// it would after decoding a message; whatever it drops or copies is accounted for.
+fn measure<T>(empty: impl FnOnce() -> T, fill: impl FnOnce(&mut T)) -> (isize, isize) {
+    COUNTING.store(true, Ordering::SeqCst);
+    let start = live();
+    let mut store = empty();
+    let empty_bytes = live() - start;
+    fill(&mut store);
+    let full_bytes = live() - start;
+    COUNTING.store(false, Ordering::SeqCst);
+    drop(store);
+    (empty_bytes, full_bytes - empty_bytes)
+}
+
+fn memory_table(inputs: &[Input], now: SystemTime) -> Vec<MemoryRow> {
+    // Warm up once, so that lazily created globals are not counted against the first store.
+    let mut warm = kadence_memory();
+    let mut warm_kad = kad_memory();
+    for input in inputs.iter().take(16) {
+        warm.add_provider(kadence_record(input, now)).unwrap();
+        warm_kad.add_provider(kad_record(input)).unwrap();
+    }
+    drop((warm, warm_kad));
+
+    let (empty, added) = measure(kadence_memory, |store| {
+        for input in inputs {
+            store.add_provider(kadence_record(input, now)).unwrap();
+        }
+        assert_eq!(store.provider_keys_len(), inputs.len());
+    });
+    let kadence = MemoryRow {
+        implementation: "kadence",
+        keys: inputs.len(),
+        empty,
+        added,
+    };
+    let (empty, added) = measure(kad_memory, |store| {
+        for input in inputs {
+            store.add_provider(kad_record(input)).unwrap();
+        }
+    });
+    let kad = MemoryRow {
+        implementation: "libp2p-kad",
+        keys: inputs.len(),
+        empty,
+        added,
+    };
+    vec![kadence, kad]
+}
+
+fn print_memory_table(rows: &[MemoryRow]) {
+    println!();
+    println!(
+        "store memory: live heap bytes of the filled store minus the empty one \
+         (1 provider per key, 2 multiaddrs each)"
+    );
+    println!(
+        "{:<12} {:>7} {:>12} {:>12} {:>13}",
+        "impl", "keys", "empty bytes", "added", "bytes/record"
+    );
+    for r in rows {
+        println!(
+            "{:<12} {:>7} {:>12} {:>12} {:>13.1}",
+            r.implementation,
+            r.keys,
+            r.empty,
+            r.added,
+            r.added as f64 / r.keys as f64
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistent writes at scale.
+
+fn persistent_batches(now: SystemTime) {
+    let records: Vec<Vec<ProviderRecord>> = inputs(SCALE)
+        .chunks(BATCH)
+        .map(|chunk| chunk.iter().map(|i| kadence_record(i, now)).collect())
+        .collect();
+    let (mut store, dir) = kadence_persistent();
+    let mut batch_times = Vec::with_capacity(records.len());
+    let start = Instant::now();
+    for batch in records {
+        let batch_start = Instant::now();
+        let stored = store.add_providers(batch).expect("add_providers");
+        assert_eq!(stored, BATCH);
+        store.flush().expect("flush");
+        batch_times.push(batch_start.elapsed());
+    }
+    let total = start.elapsed();
+    let file = std::fs::metadata(db_path(&dir)).map_or(0, |m| m.len());
+    drop(store);
+
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let first = batch_times.first().map_or(0.0, ms);
+    let last = batch_times.last().map_or(0.0, ms);
+    let max = batch_times.iter().map(ms).fold(0.0, f64::max);
+    println!(
+        "store persistent writes: {SCALE} provider records in batches of {BATCH} \
+         (add_providers + flush)"
+    );
+    println!(
+        "  total {:.3} s = {:.0} records/s; batch first {first:.1} ms, last {last:.1} ms, \
+         slowest {max:.1} ms",
+        total.as_secs_f64(),
+        SCALE as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  file {:.1} MiB ({:.0} bytes/record on disk)",
+        file as f64 / (1024.0 * 1024.0),
+        file as f64 / SCALE as f64
+    );
+    println!(
+        "  each flush is an fsync'd redb commit: a crash loses at most the unflushed batch, \
+         never a flushed one"
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmarks.
+
+fn bench(c: &mut Criterion) {
+    let now = SystemTime::now();
+    let inputs = inputs(N);
+
+    print_memory_table(&memory_table(&inputs, now));
+    persistent_batches(now);
+
+    // Records are built once; each iteration gets a clone (made outside the measurement).
+    let kadence_records: Vec<ProviderRecord> =
+        inputs.iter().map(|i| kadence_record(i, now)).collect();
+    let kad_records: Vec<libp2p_kad::ProviderRecord> = inputs.iter().map(kad_record).collect();
+
+    let mut group = c.benchmark_group("store/add_provider_10k");
+    group.throughput(Throughput::Elements(N as u64));
+    // Milliseconds per iteration: flat sampling, and fewer samples, fit in the 3 s.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(30);
+    group.bench_function("kadence-memory", |b| {
+        b.iter_batched(
+            || (kadence_memory(), kadence_records.clone()),
+            |(mut store, records)| {
+                for record in records {
+                    store.add_provider(record).unwrap();
+                }
+                store
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.sample_size(10);
+    group.bench_function("kadence-persistent", |b| {
+        b.iter_batched(
+            || (kadence_persistent(), kadence_records.clone()),
+            |((mut store, dir), records)| {
+                for record in records {
+                    store.add_provider(record).unwrap();
+                }
+                store.flush().unwrap();
+                (store, dir)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.sample_size(30);
+    group.bench_function("libp2p-kad-memory", |b| {
+        b.iter_batched(
+            || (kad_memory(), kad_records.clone()),
+            |(mut store, records)| {
+                for record in records {
+                    store.add_provider(record).unwrap();
+                }
+                store
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+
+    // Lookups on stores holding the same 10,000 keys.
+    let keys: Vec<Vec<u8>> = inputs.iter().map(|i| i.key.clone()).collect();
+    let kad_keys: Vec<RecordKey> = keys.iter().map(RecordKey::new).collect();
+
+    let mut kadence = kadence_memory();
+    for record in kadence_records.iter().cloned() {
+        kadence.add_provider(record).unwrap();
+    }
+    let mut kad = kad_memory();
+    for record in kad_records.iter().cloned() {
+        kad.add_provider(record).unwrap();
+    }
+    let (mut persistent, _dir) = kadence_persistent();
+    persistent.add_providers(kadence_records.clone()).unwrap();
+    persistent.flush().unwrap();
+
+    // All must find the one provider of every key, or the comparison means nothing.
+    for (key, kad_key) in keys.iter().zip(&kad_keys).step_by(97) {
+        assert_eq!(kadence.providers(key, now).unwrap().len(), 1);
+        assert_eq!(persistent.providers(key, now).unwrap().len(), 1);
+        assert_eq!(kad.providers(kad_key).len(), 1);
+    }
+
+    let mut group = c.benchmark_group("store/providers");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("kadence-memory", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            black_box(kadence.providers(black_box(&keys[i]), now).unwrap())
+        })
+    });
+    // Warm the cache with the hot keys.
+    for key in &keys[..HOT] {
+        persistent.providers(key, now).unwrap();
+    }
+    let mut i = 0;
+    group.bench_function("kadence-persistent-cached", |b| {
+        b.iter(|| {
+            i = (i + 1) % HOT;
+            black_box(persistent.providers(black_box(&keys[i]), now).unwrap())
+        })
+    });
+    let mut i = 0;
+    group.bench_function("kadence-persistent-cold", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            black_box(persistent.providers(black_box(&keys[i]), now).unwrap())
+        })
+    });
+    let mut i = 0;
+    group.bench_function("libp2p-kad-memory", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            black_box(kad.providers(black_box(&kad_keys[i])))
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
