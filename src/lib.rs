@@ -45,6 +45,7 @@ pub mod key;
 mod mode;
 pub mod network;
 mod proto;
+pub mod routing;
 pub mod routing_table;
 pub mod server;
 pub mod store;

@@ -1,0 +1,3 @@
+//! Routing: the iterative query engine and the DHT interface built on it.
+
+pub mod lookup;
