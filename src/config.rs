@@ -41,6 +41,12 @@ pub struct Config {
     pub(crate) store_flush_interval: Duration,
     pub(crate) gc_interval: Duration,
     pub(crate) gc_batch: usize,
+    pub(crate) max_dials: usize,
+    pub(crate) alpha: usize,
+    pub(crate) beta: usize,
+    pub(crate) query_timeout: Duration,
+    pub(crate) refresh_interval: Option<Duration>,
+    pub(crate) refresh_query_timeout: Duration,
 }
 
 impl Config {
@@ -68,6 +74,12 @@ impl Config {
             store_flush_interval: Duration::from_millis(100),
             gc_interval: Duration::from_secs(3600),
             gc_batch: 1024,
+            max_dials: 32,
+            alpha: 10,
+            beta: 3,
+            query_timeout: Duration::from_secs(60),
+            refresh_interval: Some(Duration::from_secs(600)),
+            refresh_query_timeout: Duration::from_secs(10),
         }
     }
 
@@ -267,6 +279,43 @@ impl Config {
     /// large store never stalls the swarm. Default 1,024.
     pub fn with_gc_batch(mut self, entries: usize) -> Self {
         self.gc_batch = entries.max(1);
+        self
+    }
+
+    /// Dials under way at once for DHT requests; more wait their turn. Default 32.
+    pub fn with_max_concurrent_dials(mut self, dials: usize) -> Self {
+        self.max_dials = dials.max(1);
+        self
+    }
+
+    /// Requests in flight per lookup. Default 10, as go and js (libp2p-kad uses 3).
+    pub fn with_alpha(mut self, alpha: usize) -> Self {
+        self.alpha = alpha.max(1);
+        self
+    }
+
+    /// Closest peers that must answer before a lookup stops widening. Default 3.
+    pub fn with_beta(mut self, beta: usize) -> Self {
+        self.beta = beta.max(1);
+        self
+    }
+
+    /// Deadline of a DHT operation. Default 60 s.
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// How often the routing table is refreshed (a self-lookup plus a lookup in every bucket
+    /// not refreshed within the interval); `None` disables it. Default 10 min, as Amino.
+    pub fn with_refresh_interval(mut self, interval: Option<Duration>) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    /// Deadline of one refresh lookup. Default 10 s, as Amino.
+    pub fn with_refresh_query_timeout(mut self, timeout: Duration) -> Self {
+        self.refresh_query_timeout = timeout;
         self
     }
 

@@ -6,6 +6,7 @@ use libp2p::PeerId;
 use crate::mode::Mode;
 use crate::network::message::{MessageType, Response};
 use crate::network::{InboundError, OutboundRequestId, RequestError};
+use crate::routing::{QueryId, QueryProgress, QueryResult, QueryStats};
 use crate::server::{DecisionId, InboundOutcome, StoreRequest};
 
 /// An event of the DHT behaviour, as seen by the swarm.
@@ -66,6 +67,22 @@ pub enum Event {
         connection: ConnectionId,
         /// Whether the peer serves the protocol.
         supported: bool,
+    },
+    /// A DHT operation found something (records, providers) while it runs.
+    QueryProgress {
+        /// The operation.
+        id: QueryId,
+        /// What it found.
+        progress: QueryProgress,
+    },
+    /// A DHT operation finished.
+    QueryFinished {
+        /// The operation.
+        id: QueryId,
+        /// Its result.
+        result: QueryResult,
+        /// What it cost.
+        stats: QueryStats,
     },
     /// A peer entered the routing table.
     RoutingUpdated {

@@ -50,12 +50,13 @@ pub mod routing_table;
 pub mod server;
 pub mod store;
 
-pub use behaviour::Behaviour;
+pub use behaviour::{Behaviour, NoKnownPeers, ProvideError, PutValueError};
 pub use config::{Config, AMINO_PROTOCOL};
 pub use event::Event;
 pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
+pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats};
 pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
 pub use server::{
     DecisionId, InboundOutcome, InboundRejection, StoreRequest, Validator, Validators,

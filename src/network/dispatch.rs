@@ -5,8 +5,10 @@
 //! fails exactly its own requests without a scan of the others.
 
 use fnv::FnvHashMap;
+use std::collections::VecDeque;
+
 use libp2p::swarm::ConnectionId;
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use smallvec::SmallVec;
 
 use super::message::Request;
@@ -22,8 +24,9 @@ pub(crate) enum OutboundAction {
         id: OutboundRequestId,
         request: Request,
     },
-    /// Dial the peer; its requests wait for the connection.
-    Dial { peer: PeerId },
+    /// Dial the peer at these addresses (and those other behaviours know); its requests wait
+    /// for the connection.
+    Dial { peer: PeerId, addrs: Vec<Multiaddr> },
     /// Report the request as failed.
     Fail {
         peer: PeerId,
@@ -32,27 +35,59 @@ pub(crate) enum OutboundAction {
     },
 }
 
-/// Outbound requests: connections per peer, in-flight requests per connection, and requests
-/// waiting for a dial.
+/// Requests waiting for a connection to their peer, and where to dial it.
+#[derive(Default)]
+struct Waiting {
+    addrs: Vec<Multiaddr>,
+    requests: Vec<(OutboundRequestId, Request)>,
+}
+
+/// Outbound requests: connections per peer, in-flight requests per connection, requests
+/// waiting for a dial, and the dials themselves (bounded: the rest queue).
 pub(crate) struct OutboundRequests {
     next_id: u64,
     max_waiting_per_peer: usize,
+    max_dials: usize,
     connections: FnvHashMap<PeerId, SmallVec<[ConnectionId; 2]>>,
     in_flight: FnvHashMap<OutboundRequestId, (PeerId, ConnectionId)>,
     per_connection: FnvHashMap<ConnectionId, SmallVec<[OutboundRequestId; 4]>>,
-    awaiting_dial: FnvHashMap<PeerId, Vec<(OutboundRequestId, Request)>>,
+    awaiting_dial: FnvHashMap<PeerId, Waiting>,
+    dialing: fnv::FnvHashSet<PeerId>,
+    dial_queue: VecDeque<PeerId>,
 }
 
 impl OutboundRequests {
-    pub(crate) fn new(max_waiting_per_peer: usize) -> Self {
+    pub(crate) fn new(max_waiting_per_peer: usize, max_dials: usize) -> Self {
         Self {
             next_id: 0,
             max_waiting_per_peer,
+            max_dials: max_dials.max(1),
             connections: FnvHashMap::default(),
             in_flight: FnvHashMap::default(),
             per_connection: FnvHashMap::default(),
             awaiting_dial: FnvHashMap::default(),
+            dialing: Default::default(),
+            dial_queue: VecDeque::new(),
         }
+    }
+
+    /// Starts queued dials while fewer than the maximum are under way.
+    fn next_dials(&mut self) -> Vec<OutboundAction> {
+        let mut actions = Vec::new();
+        while self.dialing.len() < self.max_dials {
+            let Some(peer) = self.dial_queue.pop_front() else {
+                break;
+            };
+            let Some(waiting) = self.awaiting_dial.get(&peer) else {
+                continue;
+            };
+            self.dialing.insert(peer);
+            actions.push(OutboundAction::Dial {
+                peer,
+                addrs: waiting.addrs.clone(),
+            });
+        }
+        actions
     }
 
     /// Every open connection, for broadcasting to all handlers.
@@ -67,26 +102,34 @@ impl OutboundRequests {
         self.connections.contains_key(peer)
     }
 
-    /// Sends on an open connection, or queues the request and asks for a dial. `None`: the
-    /// request waits for a dial already under way.
+    /// Sends on an open connection, or queues the request for a dial at `addrs` (dials are
+    /// bounded; beyond the limit they wait their turn).
     pub(crate) fn send(
         &mut self,
         peer: PeerId,
+        addrs: Vec<Multiaddr>,
         request: Request,
-    ) -> (OutboundRequestId, Option<OutboundAction>) {
+    ) -> (OutboundRequestId, Vec<OutboundAction>) {
         let id = OutboundRequestId(self.next_id);
         self.next_id += 1;
         if let Some(connection) = self.connections.get(&peer).and_then(|c| c.first()).copied() {
-            return (id, Some(self.track(peer, connection, id, request)));
+            return (id, vec![self.track(peer, connection, id, request)]);
         }
         let waiting = self.awaiting_dial.entry(peer).or_default();
-        if waiting.len() >= self.max_waiting_per_peer {
+        if waiting.requests.len() >= self.max_waiting_per_peer {
             let error = RequestError::QueueFull;
-            return (id, Some(OutboundAction::Fail { peer, id, error }));
+            return (id, vec![OutboundAction::Fail { peer, id, error }]);
         }
-        waiting.push((id, request));
-        let first = waiting.len() == 1;
-        (id, first.then_some(OutboundAction::Dial { peer }))
+        for addr in addrs {
+            if !waiting.addrs.contains(&addr) {
+                waiting.addrs.push(addr);
+            }
+        }
+        waiting.requests.push((id, request));
+        if waiting.requests.len() == 1 && !self.dialing.contains(&peer) {
+            self.dial_queue.push_back(peer);
+        }
+        (id, self.next_dials())
     }
 
     fn track(
@@ -113,11 +156,15 @@ impl OutboundRequests {
         connection: ConnectionId,
     ) -> Vec<OutboundAction> {
         self.connections.entry(peer).or_default().push(connection);
+        self.dialing.remove(&peer);
         let waiting = self.awaiting_dial.remove(&peer).unwrap_or_default();
-        waiting
+        let mut actions: Vec<OutboundAction> = waiting
+            .requests
             .into_iter()
             .map(|(id, request)| self.track(peer, connection, id, request))
-            .collect()
+            .collect();
+        actions.extend(self.next_dials());
+        actions
     }
 
     /// A connection closed: its in-flight requests fail.
@@ -145,18 +192,22 @@ impl OutboundRequests {
 
     /// A dial failed: requests waiting for it fail, unless a connection opened meanwhile.
     pub(crate) fn on_dial_failure(&mut self, peer: PeerId, reason: String) -> Vec<OutboundAction> {
+        self.dialing.remove(&peer);
         if self.is_connected(&peer) {
-            return Vec::new();
+            return self.next_dials();
         }
         let waiting = self.awaiting_dial.remove(&peer).unwrap_or_default();
-        waiting
+        let mut actions: Vec<OutboundAction> = waiting
+            .requests
             .into_iter()
             .map(|(id, _)| OutboundAction::Fail {
                 peer,
                 id,
                 error: RequestError::DialFailed(reason.clone()),
             })
-            .collect()
+            .collect();
+        actions.extend(self.next_dials());
+        actions
     }
 
     /// The handler reported the request's outcome: forget it. Returns the peer if it was known.
@@ -179,19 +230,19 @@ mod tests {
 
     #[test]
     fn requests_to_unconnected_peer_wait_for_one_dial() {
-        let mut out = OutboundRequests::new(2);
+        let mut out = OutboundRequests::new(2, 8);
         let peer = PeerId::random();
-        let (_, a) = out.send(peer, ping());
-        assert!(matches!(a, Some(OutboundAction::Dial { .. })));
-        let (_, b) = out.send(peer, ping());
-        assert!(b.is_none(), "the first request's dial serves the second");
-        let (_, c) = out.send(peer, ping());
+        let (_, a) = out.send(peer, vec![], ping());
+        assert!(matches!(a[..], [OutboundAction::Dial { .. }]));
+        let (_, b) = out.send(peer, vec![], ping());
+        assert!(b.is_empty(), "the first request's dial serves the second");
+        let (_, c) = out.send(peer, vec![], ping());
         assert!(matches!(
-            c,
-            Some(OutboundAction::Fail {
+            c[..],
+            [OutboundAction::Fail {
                 error: RequestError::QueueFull,
                 ..
-            })
+            }]
         ));
         let conn = ConnectionId::new_unchecked(1);
         let sent = out.on_connection_established(peer, conn);
@@ -203,7 +254,7 @@ mod tests {
 
     #[test]
     fn closing_a_connection_fails_only_its_requests() {
-        let mut out = OutboundRequests::new(8);
+        let mut out = OutboundRequests::new(8, 8);
         let (p1, p2) = (PeerId::random(), PeerId::random());
         let (c1, c2) = (
             ConnectionId::new_unchecked(1),
@@ -211,8 +262,8 @@ mod tests {
         );
         out.on_connection_established(p1, c1);
         out.on_connection_established(p2, c2);
-        let (id1, _) = out.send(p1, ping());
-        let (id2, _) = out.send(p2, ping());
+        let (id1, _) = out.send(p1, vec![], ping());
+        let (id2, _) = out.send(p2, vec![], ping());
         let failed = out.on_connection_closed(p1, c1);
         assert_eq!(failed.len(), 1);
         assert!(matches!(failed[0], OutboundAction::Fail { id, .. } if id == id1));
@@ -223,12 +274,38 @@ mod tests {
 
     #[test]
     fn dial_failure_fails_waiting_requests() {
-        let mut out = OutboundRequests::new(8);
+        let mut out = OutboundRequests::new(8, 8);
         let peer = PeerId::random();
-        out.send(peer, ping());
-        out.send(peer, ping());
+        out.send(peer, vec![], ping());
+        out.send(peer, vec![], ping());
         let failed = out.on_dial_failure(peer, "no addresses".into());
         assert_eq!(failed.len(), 2);
         assert!(out.on_dial_failure(peer, "again".into()).is_empty());
+    }
+
+    #[test]
+    fn concurrent_dials_are_bounded_and_queued() {
+        let mut out = OutboundRequests::new(8, 2);
+        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        let dials: usize = peers
+            .iter()
+            .map(|p| {
+                let (_, actions) = out.send(*p, vec![], ping());
+                actions
+                    .iter()
+                    .filter(|a| matches!(a, OutboundAction::Dial { .. }))
+                    .count()
+            })
+            .sum();
+        assert_eq!(dials, 2, "two dials at once");
+        // One dial fails: the next queued peer is dialled.
+        let actions = out.on_dial_failure(peers[0], "refused".into());
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, OutboundAction::Dial { peer, .. } if *peer == peers[2])));
+        let actions = out.on_connection_established(peers[1], ConnectionId::new_unchecked(1));
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, OutboundAction::Dial { peer, .. } if *peer == peers[3])));
     }
 }

@@ -76,6 +76,8 @@ struct Candidate {
     id: PeerId,
     addrs: Vec<Multiaddr>,
     state: State,
+    /// 1 for the seeds, n + 1 for a peer learned from an answer of hop n.
+    hop: u32,
 }
 
 /// What the lookup wants now.
@@ -123,7 +125,7 @@ impl Lookup {
             asked: 0,
         };
         for peer in seeds {
-            lookup.add_candidate(peer.id, peer.addrs);
+            lookup.add_candidate(peer.id, peer.addrs, 1);
         }
         lookup
     }
@@ -138,7 +140,7 @@ impl Lookup {
         self.asked
     }
 
-    fn add_candidate(&mut self, id: PeerId, addrs: Vec<Multiaddr>) {
+    fn add_candidate(&mut self, id: PeerId, addrs: Vec<Multiaddr>, hop: u32) {
         if id == self.local {
             return;
         }
@@ -173,6 +175,7 @@ impl Lookup {
                 id,
                 addrs,
                 state: State::NotAsked,
+                hop,
             },
         );
     }
@@ -187,14 +190,16 @@ impl Lookup {
         let Some(candidate) = self.find_mut(peer) else {
             return;
         };
-        match candidate.state {
-            State::Waiting { .. } => {
-                candidate.state = State::Answered;
-                self.in_flight -= 1;
-            }
-            State::Late => candidate.state = State::Answered,
+        let was_waiting = match candidate.state {
+            State::Waiting { .. } => true,
+            State::Late => false,
             // Not asked, or already settled: an answer we did not ask for changes nothing.
             _ => return,
+        };
+        candidate.state = State::Answered;
+        let hop = candidate.hop + 1;
+        if was_waiting {
+            self.in_flight -= 1;
         }
         let responder = *peer;
         for record in closer
@@ -202,7 +207,7 @@ impl Lookup {
             .filter(|p| p.id != responder)
             .take(self.config.max_closer_per_response)
         {
-            self.add_candidate(record.id, record.addrs);
+            self.add_candidate(record.id, record.addrs, hop);
         }
     }
 
@@ -306,6 +311,17 @@ impl Lookup {
                 connection: ConnectionType::NotConnected,
             })
             .collect()
+    }
+
+    /// Hops to the farthest peer of the result: how many rounds of answers it took.
+    pub fn hops(&self) -> u32 {
+        self.candidates
+            .values()
+            .filter(|c| c.state == State::Answered)
+            .take(self.config.k)
+            .map(|c| c.hop)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether `peer` is among the candidates (so its answer is expected).

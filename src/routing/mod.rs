@@ -1,3 +1,111 @@
-//! Routing: the iterative query engine and the DHT interface built on it.
+//! Routing: the iterative query engine ([`lookup`]) and the DHT operations built on it. The
+//! operations themselves are methods of [`Behaviour`](crate::Behaviour); their results arrive
+//! as [`Event::QueryFinished`](crate::Event::QueryFinished), with progress (records, providers)
+//! streamed as [`Event::QueryProgress`](crate::Event::QueryProgress).
 
 pub mod lookup;
+pub(crate) mod query;
+
+use std::time::{Duration, Instant};
+
+use crate::network::message::{PeerRecord, Record};
+use libp2p::PeerId;
+
+/// Identifies a DHT operation from its start to its [`QueryResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(pub(crate) u64);
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The operation's deadline passed.
+    #[error("query timed out")]
+    Timeout,
+    /// The lookup finished without finding what was asked for.
+    #[error("not found")]
+    NotFound,
+    /// Fewer peers than the quorum stored the record.
+    #[error("{stored} peers stored the record, {needed} needed")]
+    QuorumFailed {
+        /// Peers that stored it.
+        stored: usize,
+        /// The quorum.
+        needed: usize,
+    },
+    /// No peer could be reached to store at.
+    #[error("no peers to store at")]
+    NoPeers,
+}
+
+/// The outcome of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryResult {
+    /// [`get_closest_peers`](crate::Behaviour::get_closest_peers): the k closest peers that
+    /// answered, closest first, with addresses.
+    ClosestPeers(Result<Vec<PeerRecord>, QueryError>),
+    /// [`find_peer`](crate::Behaviour::find_peer): the peer with its addresses.
+    FindPeer(Result<PeerRecord, QueryError>),
+    /// [`get_value`](crate::Behaviour::get_value): the best valid record.
+    GetValue(Result<Record, QueryError>),
+    /// [`put_value`](crate::Behaviour::put_value): how many peers stored it.
+    PutValue(Result<usize, QueryError>),
+    /// [`find_providers`](crate::Behaviour::find_providers): how many distinct providers were
+    /// reported (the providers themselves came as progress).
+    GetProviders(Result<usize, QueryError>),
+    /// [`provide`](crate::Behaviour::provide): to how many peers the ADD_PROVIDER was written.
+    Provide(Result<usize, QueryError>),
+    /// [`bootstrap`](crate::Behaviour::bootstrap) or a refresh: peers that answered.
+    Bootstrap(Result<usize, QueryError>),
+}
+
+/// A partial result, streamed while the operation runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryProgress {
+    /// New providers, de-duplicated (the local store's first).
+    ProvidersFound(Vec<PeerRecord>),
+    /// A valid record from a peer.
+    RecordFound {
+        /// Who sent it.
+        peer: PeerId,
+        /// The record.
+        record: Record,
+    },
+}
+
+/// What an operation cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryStats {
+    /// Requests sent.
+    pub requests: u32,
+    /// Lookup requests answered.
+    pub successes: u32,
+    /// Lookup requests failed.
+    pub failures: u32,
+    /// Rounds of answers needed to reach the farthest peer of the result.
+    pub hops: u32,
+    start: Instant,
+    duration: Duration,
+}
+
+impl QueryStats {
+    pub(crate) fn new(start: Instant) -> Self {
+        Self {
+            requests: 0,
+            successes: 0,
+            failures: 0,
+            hops: 0,
+            start,
+            duration: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn finish(&mut self, now: Instant, hops: u32) {
+        self.duration = now.saturating_duration_since(self.start);
+        self.hops = hops;
+    }
+
+    /// From start to result.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+}

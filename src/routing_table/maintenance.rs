@@ -61,6 +61,22 @@ impl Maintenance {
         self.table.as_ref()
     }
 
+    pub(crate) fn table_mut(&mut self) -> &mut dyn RoutingTable {
+        self.table.as_mut()
+    }
+
+    /// A peer the application knows to serve the DHT (a bootstrap node).
+    pub(crate) fn add_known_server(
+        &mut self,
+        peer: PeerId,
+        addr: Multiaddr,
+        now: Instant,
+    ) -> (Admission, Option<TableChange>) {
+        let outcome = self.table.on_server_peer(peer, &[addr], None, now);
+        let change = (outcome == Admission::Inserted).then_some(TableChange::Added(peer));
+        (outcome, change)
+    }
+
     /// Addresses a connected peer gave us, for peers that are not in the table.
     pub(crate) fn connected_addresses(&self, peer: &PeerId) -> Option<Vec<Multiaddr>> {
         self.connected.get(peer).map(|p| p.addrs.to_vec())

@@ -118,6 +118,10 @@ impl Server {
         self.store.as_mut()
     }
 
+    pub(crate) fn validators(&self) -> &Validators {
+        &self.validators
+    }
+
     /// Makes buffered writes durable.
     pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
         self.store.flush()

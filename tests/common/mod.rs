@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::time::Duration;
 
 use kadence::{Behaviour, Config, Event, Mode, PeerRecord, Record, Request, Response};

@@ -3,6 +3,8 @@
 //! into [`ToSwarm`].
 
 use std::collections::VecDeque;
+
+use fnv::FnvHashSet;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,6 +26,8 @@ use crate::network::dispatch::{OutboundAction, OutboundRequests};
 use crate::network::handler::{Handler, HandlerEvent, HandlerIn};
 use crate::network::message::{without_own_peer_id, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
+use crate::routing::query::QueryPool;
+use crate::routing::QueryId;
 use crate::routing_table::maintenance::{Maintenance, TableChange};
 use crate::routing_table::{KBucketTable, RoutingTable};
 use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
@@ -52,6 +56,13 @@ pub struct Behaviour {
     /// A GC pass is under way: one bounded step per poll until it completes.
     gc_running: bool,
     snapshot_tick: Delay,
+    queries: QueryPool,
+    /// Refresh lookups: run for the table's sake, not reported.
+    internal_queries: FnvHashSet<QueryId>,
+    query_timer: Delay,
+    refresh_tick: Delay,
+    /// The first poll bootstraps when the table already knows peers (snapshot, add_address).
+    started: bool,
     actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     /// Woken when an API call queues an action outside of `poll`.
     waker: Option<Waker>,
@@ -92,7 +103,7 @@ impl Behaviour {
             mode: ModeState::new(config.mode),
             listen_addrs: Vec::new(),
             local_addrs: Vec::new(),
-            outbound: OutboundRequests::new(config.max_pending_requests),
+            outbound: OutboundRequests::new(config.max_pending_requests, config.max_dials),
             maintenance: Maintenance::new(
                 Box::new(table),
                 config.kbuckets.max_addresses_per_peer,
@@ -104,6 +115,11 @@ impl Behaviour {
             gc_tick: Delay::new(config.gc_interval),
             gc_running: false,
             snapshot_tick: Delay::new(SNAPSHOT_TICK),
+            queries: QueryPool::default(),
+            internal_queries: FnvHashSet::default(),
+            query_timer: Delay::new(Duration::from_secs(3600)),
+            refresh_tick: Delay::new(config.refresh_interval.unwrap_or(Duration::from_secs(3600))),
+            started: false,
             actions: VecDeque::new(),
             waker: None,
             config,
@@ -150,7 +166,7 @@ impl Behaviour {
     ///
     /// This is the raw protocol; the DHT operations are built on it.
     pub fn send_request(&mut self, peer: PeerId, request: Request) -> OutboundRequestId {
-        let id = self.send(peer, request);
+        let id = self.send(peer, Vec::new(), request);
         self.wake();
         id
     }
@@ -178,11 +194,9 @@ impl Behaviour {
         }
     }
 
-    fn send(&mut self, peer: PeerId, request: Request) -> OutboundRequestId {
-        let (id, action) = self.outbound.send(peer, request);
-        if let Some(action) = action {
-            self.apply(action);
-        }
+    fn send(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, request: Request) -> OutboundRequestId {
+        let (id, actions) = self.outbound.send(peer, addrs, request);
+        self.apply_all(actions);
         id
     }
 
@@ -224,8 +238,10 @@ impl Behaviour {
                 handler: NotifyHandler::One(connection),
                 event: HandlerIn::Request { id, request },
             },
-            OutboundAction::Dial { peer } => ToSwarm::Dial {
+            OutboundAction::Dial { peer, addrs } => ToSwarm::Dial {
                 opts: DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .extend_addresses_through_behaviour()
                     .condition(PeerCondition::DisconnectedAndNotDialing)
                     .build(),
             },
@@ -249,7 +265,10 @@ impl Behaviour {
             self.maintenance
                 .on_request_finished(id, peer, &result, Instant::now());
         self.apply_table_change(change);
-        if !internal {
+        if internal {
+            return;
+        }
+        if let Some(result) = self.route_to_query(id, result) {
             self.report(Event::OutboundRequestFinished { peer, id, result });
         }
     }
@@ -387,8 +406,11 @@ impl Behaviour {
 
     fn start_liveness_checks(&mut self) {
         for (peer, request) in self.maintenance.due_checks(self.local, Instant::now()) {
-            let id = self.send(peer, request);
+            // Registered before the dispatcher's actions run: a dial refused at once must
+            // still count as the check's failure.
+            let (id, actions) = self.outbound.send(peer, Vec::new(), request);
             self.maintenance.check_started(id, peer);
+            self.apply_all(actions);
         }
     }
 }
@@ -572,6 +594,21 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if !self.started {
+            self.started = true;
+            if !self.maintenance.table().is_empty() {
+                self.refresh();
+            }
+        }
+        if let Some(interval) = self.config.refresh_interval {
+            if self.refresh_tick.poll_unpin(cx).is_ready() {
+                self.refresh_tick.reset(interval);
+                let _ = self.refresh_tick.poll_unpin(cx);
+                self.refresh();
+            }
+        }
+        let _ = self.query_timer.poll_unpin(cx);
+        self.drive_queries(cx);
         if self.liveness_tick.poll_unpin(cx).is_ready() {
             self.liveness_tick.reset(LIVENESS_TICK);
             // Registers the timer's waker again.
@@ -589,6 +626,9 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
+mod dht;
+
+pub use dht::{NoKnownPeers, ProvideError, PutValueError};
+
 #[cfg(test)]
-#[path = "behaviour_tests.rs"]
 mod tests;

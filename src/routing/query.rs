@@ -1,0 +1,513 @@
+//! The query pool: every DHT operation in flight, each a [`Lookup`] plus what the operation
+//! does with the answers (collect records or providers, stop at a target, then store at the k
+//! closest). Sans-IO: the behaviour sends what [`QueryPool::poll`] asks for and feeds back the
+//! outcomes; requests are indexed by id, so an outcome reaches its query without a scan.
+
+use std::time::{Duration, Instant};
+
+use fnv::{FnvHashMap, FnvHashSet};
+use libp2p::{Multiaddr, PeerId};
+
+use super::lookup::{Lookup, LookupStep};
+use super::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats};
+use crate::network::message::{PeerRecord, Record, Request, Response};
+use crate::network::{OutboundRequestId, RequestError};
+use crate::server::Validators;
+
+/// What an operation does besides finding the closest peers.
+#[derive(Debug)]
+pub(crate) enum QueryKind {
+    ClosestPeers,
+    FindPeer {
+        target: PeerId,
+    },
+    GetValue {
+        quorum: Option<usize>,
+        /// Valid records received, with who sent them (`None`: the local store).
+        records: Vec<(Option<PeerId>, Record)>,
+        /// Peers that answered without a record.
+        without: Vec<PeerId>,
+    },
+    PutValue {
+        record: Record,
+        quorum: usize,
+    },
+    GetProviders {
+        limit: Option<usize>,
+        seen: FnvHashSet<PeerId>,
+    },
+    Provide {
+        provider: PeerRecord,
+    },
+    Bootstrap {
+        bucket: Option<usize>,
+    },
+}
+
+/// After the lookup: requests to the closest peers, counted as they finish.
+#[derive(Debug, Default)]
+struct Fanout {
+    pending: FnvHashSet<PeerId>,
+    succeeded: usize,
+    failed: usize,
+}
+
+#[derive(Debug)]
+struct Query {
+    key: Vec<u8>,
+    kind: QueryKind,
+    lookup: Lookup,
+    fanout: Option<Fanout>,
+    deadline: Instant,
+    stats: QueryStats,
+    /// Requests to send before anything else (fan-out, entry correction).
+    outbox: Vec<(PeerId, Vec<Multiaddr>, Request)>,
+    finished: Option<QueryResult>,
+}
+
+/// What the pool wants done.
+#[derive(Debug)]
+pub(crate) enum PoolAction {
+    Send {
+        query: QueryId,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+    },
+    Progress(QueryId, QueryProgress),
+    /// A refresh lookup for this bucket finished.
+    Refreshed(usize),
+    Finished(QueryId, QueryResult, QueryStats),
+}
+
+/// Every query in flight.
+#[derive(Debug, Default)]
+pub(crate) struct QueryPool {
+    next_id: u64,
+    queries: FnvHashMap<QueryId, Query>,
+    requests: FnvHashMap<OutboundRequestId, (QueryId, PeerId)>,
+}
+
+impl QueryPool {
+    /// Starts a query for `key` driven by `lookup` (built for the same key).
+    pub(crate) fn start(
+        &mut self,
+        key: Vec<u8>,
+        kind: QueryKind,
+        lookup: Lookup,
+        timeout: Duration,
+        now: Instant,
+    ) -> QueryId {
+        let id = QueryId(self.next_id);
+        self.next_id += 1;
+        self.queries.insert(
+            id,
+            Query {
+                key,
+                kind,
+                lookup,
+                fanout: None,
+                deadline: now.checked_add(timeout).unwrap_or(now),
+                stats: QueryStats::new(now),
+                outbox: Vec::new(),
+                finished: None,
+            },
+        );
+        id
+    }
+
+    /// Number of queries in flight.
+    pub(crate) fn len(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Reports a progress found locally before the query asks anyone (the local store).
+    pub(crate) fn add_local_record(&mut self, id: QueryId, record: Record) {
+        if let Some(Query {
+            kind: QueryKind::GetValue { records, .. },
+            ..
+        }) = self.queries.get_mut(&id)
+        {
+            records.push((None, record));
+        }
+    }
+
+    /// Marks providers as already reported (the local store's), so they are not repeated.
+    pub(crate) fn add_seen_providers(&mut self, id: QueryId, providers: &[PeerRecord]) -> bool {
+        if let Some(Query {
+            kind: QueryKind::GetProviders { seen, limit },
+            ..
+        }) = self.queries.get_mut(&id)
+        {
+            seen.extend(providers.iter().map(|p| p.id));
+            return limit.is_some_and(|l| seen.len() >= l);
+        }
+        false
+    }
+
+    /// Ends a query now; its result is `result`.
+    pub(crate) fn finish(&mut self, id: QueryId, result: QueryResult) {
+        if let Some(query) = self.queries.get_mut(&id) {
+            query.finished.get_or_insert(result);
+        }
+    }
+
+    /// Removes a query without a result (cancelled by the application).
+    pub(crate) fn cancel(&mut self, id: QueryId) -> bool {
+        self.requests.retain(|_, (q, _)| *q != id);
+        self.queries.remove(&id).is_some()
+    }
+
+    /// A request the pool asked for was sent with this id.
+    pub(crate) fn on_sent(&mut self, id: OutboundRequestId, query: QueryId, peer: PeerId) {
+        if let Some(q) = self.queries.get_mut(&query) {
+            q.stats.requests += 1;
+            self.requests.insert(id, (query, peer));
+        }
+    }
+
+    /// Whether the request belongs to a query.
+    pub(crate) fn owns(&self, id: &OutboundRequestId) -> bool {
+        self.requests.contains_key(id)
+    }
+
+    /// The earliest moment something times out.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.queries
+            .values()
+            .flat_map(|q| [Some(q.deadline), q.lookup.next_deadline()])
+            .flatten()
+            .min()
+    }
+
+    /// Feeds back the outcome of a request sent for a query.
+    pub(crate) fn on_result(
+        &mut self,
+        id: OutboundRequestId,
+        result: Result<Option<Response>, RequestError>,
+        validators: &Validators,
+    ) -> Vec<PoolAction> {
+        let Some((query_id, peer)) = self.requests.remove(&id) else {
+            return Vec::new();
+        };
+        let Some(query) = self.queries.get_mut(&query_id) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if let Some(fanout) = query.fanout.as_mut() {
+            if fanout.pending.remove(&peer) {
+                let stored = match (&query.kind, &result) {
+                    // go's client checks that the echo carries our value.
+                    (
+                        QueryKind::PutValue { record, .. },
+                        Ok(Some(Response::PutValue { record: echo })),
+                    ) => echo.value == record.value,
+                    (QueryKind::PutValue { .. }, _) => false,
+                    (_, r) => r.is_ok(),
+                };
+                if stored {
+                    fanout.succeeded += 1;
+                } else {
+                    fanout.failed += 1;
+                }
+            }
+            return actions;
+        }
+        match result {
+            Ok(Some(response)) => {
+                query.stats.successes += 1;
+                let closer =
+                    handle_response(query, query_id, peer, response, validators, &mut actions);
+                query.lookup.on_success(&peer, closer);
+            }
+            Ok(None) | Err(_) => {
+                query.stats.failures += 1;
+                query.lookup.on_failure(&peer);
+            }
+        }
+        actions
+    }
+
+    /// Advances every query: timeouts, next requests, results.
+    pub(crate) fn poll(&mut self, now: Instant, validators: &Validators) -> Vec<PoolAction> {
+        let mut actions = Vec::new();
+        let mut done = Vec::new();
+        for (id, query) in &mut self.queries {
+            if query.finished.is_none() && query.deadline <= now {
+                query.finished = Some(timeout_result(query));
+            }
+            for (peer, addrs, request) in query.outbox.drain(..) {
+                actions.push(PoolAction::Send {
+                    query: *id,
+                    peer,
+                    addrs,
+                    request,
+                });
+            }
+            if query.finished.is_none() {
+                advance(query, *id, now, validators, &mut actions);
+            }
+            if query.finished.is_some() && query.outbox.is_empty() {
+                done.push(*id);
+            }
+        }
+        for id in done {
+            let mut query = self.queries.remove(&id).expect("listed");
+            self.requests.retain(|_, (q, _)| *q != id);
+            query.stats.finish(now, query.lookup.hops());
+            // Requests queued in the same step (entry correction) still go out.
+            for (peer, addrs, request) in query.outbox.drain(..) {
+                actions.push(PoolAction::Send {
+                    query: id,
+                    peer,
+                    addrs,
+                    request,
+                });
+            }
+            if let QueryKind::Bootstrap {
+                bucket: Some(bucket),
+            } = query.kind
+            {
+                actions.push(PoolAction::Refreshed(bucket));
+            }
+            let result = query.finished.expect("finished");
+            actions.push(PoolAction::Finished(id, result, query.stats));
+        }
+        actions
+    }
+}
+
+fn lookup_request(query: &Query) -> Request {
+    let key = query.key.clone();
+    match query.kind {
+        QueryKind::GetValue { .. } => Request::GetValue { key },
+        QueryKind::GetProviders { .. } => Request::GetProviders { key },
+        _ => Request::FindNode { key },
+    }
+}
+
+/// Takes what an answer says for the operation; returns the closer peers for the lookup.
+fn handle_response(
+    query: &mut Query,
+    id: QueryId,
+    peer: PeerId,
+    response: Response,
+    validators: &Validators,
+    actions: &mut Vec<PoolAction>,
+) -> Vec<PeerRecord> {
+    match response {
+        Response::FindNode { closer_peers } => {
+            if let QueryKind::FindPeer { target } = query.kind {
+                if let Some(found) = closer_peers
+                    .iter()
+                    .find(|p| p.id == target && !p.addrs.is_empty())
+                {
+                    query.finished = Some(QueryResult::FindPeer(Ok(found.clone())));
+                }
+            }
+            closer_peers
+        }
+        Response::GetValue {
+            record,
+            closer_peers,
+        } => {
+            if let QueryKind::GetValue {
+                records,
+                without,
+                quorum,
+            } = &mut query.kind
+            {
+                match record.filter(|r| r.key == query.key) {
+                    Some(r) if validators.validate(&r.key, &r.value).is_ok() => {
+                        actions.push(PoolAction::Progress(
+                            id,
+                            QueryProgress::RecordFound {
+                                peer,
+                                record: r.clone(),
+                            },
+                        ));
+                        records.push((Some(peer), r));
+                        if quorum.is_some_and(|q| records.len() >= q) {
+                            query.finished = Some(best_record(&query.key, records, validators));
+                        }
+                    }
+                    // Invalid records are ignored; the peer is corrected like one without.
+                    _ => without.push(peer),
+                }
+            }
+            closer_peers
+        }
+        Response::GetProviders {
+            providers,
+            closer_peers,
+        } => {
+            if let QueryKind::GetProviders { limit, seen } = &mut query.kind {
+                let new: Vec<PeerRecord> = providers
+                    .into_iter()
+                    .filter(|p| seen.insert(p.id))
+                    .collect();
+                if !new.is_empty() {
+                    actions.push(PoolAction::Progress(id, QueryProgress::ProvidersFound(new)));
+                }
+                if limit.is_some_and(|l| seen.len() >= l) {
+                    query.finished = Some(QueryResult::GetProviders(Ok(seen.len())));
+                }
+            }
+            closer_peers
+        }
+        Response::PutValue { .. } | Response::Ping => Vec::new(),
+    }
+}
+
+fn best_record(
+    key: &[u8],
+    records: &[(Option<PeerId>, Record)],
+    validators: &Validators,
+) -> QueryResult {
+    let values: Vec<&[u8]> = records.iter().map(|(_, r)| r.value.as_slice()).collect();
+    match validators.select(key, &values) {
+        Ok(best) => QueryResult::GetValue(Ok(records[best].1.clone())),
+        Err(_) => QueryResult::GetValue(Err(QueryError::NotFound)),
+    }
+}
+
+fn timeout_result(query: &Query) -> QueryResult {
+    match &query.kind {
+        QueryKind::ClosestPeers => QueryResult::ClosestPeers(Err(QueryError::Timeout)),
+        QueryKind::FindPeer { .. } => QueryResult::FindPeer(Err(QueryError::Timeout)),
+        QueryKind::GetValue { .. } => QueryResult::GetValue(Err(QueryError::Timeout)),
+        QueryKind::PutValue { .. } => QueryResult::PutValue(Err(QueryError::Timeout)),
+        QueryKind::GetProviders { .. } => QueryResult::GetProviders(Err(QueryError::Timeout)),
+        QueryKind::Provide { .. } => QueryResult::Provide(Err(QueryError::Timeout)),
+        QueryKind::Bootstrap { .. } => QueryResult::Bootstrap(Err(QueryError::Timeout)),
+    }
+}
+
+/// One step of a query: ask the next peers, or move on to its end.
+fn advance(
+    query: &mut Query,
+    id: QueryId,
+    now: Instant,
+    validators: &Validators,
+    actions: &mut Vec<PoolAction>,
+) {
+    if let Some(fanout) = &query.fanout {
+        if fanout.pending.is_empty() {
+            query.finished = Some(fanout_result(query));
+        }
+        return;
+    }
+    loop {
+        match query.lookup.step(now) {
+            LookupStep::Ask { peer, addrs } => actions.push(PoolAction::Send {
+                query: id,
+                peer,
+                addrs,
+                request: lookup_request(query),
+            }),
+            LookupStep::Wait => return,
+            LookupStep::Finished => break,
+        }
+    }
+    let closest = query.lookup.result();
+    query.finished = match &mut query.kind {
+        QueryKind::ClosestPeers => Some(QueryResult::ClosestPeers(Ok(closest.clone()))),
+        QueryKind::FindPeer { .. } => Some(QueryResult::FindPeer(Err(QueryError::NotFound))),
+        QueryKind::Bootstrap { .. } => Some(QueryResult::Bootstrap(Ok(closest.len()))),
+        QueryKind::GetProviders { seen, .. } => Some(QueryResult::GetProviders(Ok(seen.len()))),
+        QueryKind::GetValue {
+            records, without, ..
+        } => {
+            if records.is_empty() {
+                Some(QueryResult::GetValue(Err(QueryError::NotFound)))
+            } else {
+                let result = best_record(&query.key, records, validators);
+                if let QueryResult::GetValue(Ok(best)) = &result {
+                    // Entry correction: the closest peers that had no record, or an outdated
+                    // one, get the best.
+                    let outdated = records
+                        .iter()
+                        .filter(|(_, r)| r.value != best.value)
+                        .filter_map(|(p, _)| *p);
+                    let stale: FnvHashSet<PeerId> =
+                        without.iter().copied().chain(outdated).collect();
+                    for peer in closest.iter().filter(|p| stale.contains(&p.id)) {
+                        query.outbox.push((
+                            peer.id,
+                            peer.addrs.clone(),
+                            Request::PutValue {
+                                record: best.clone(),
+                            },
+                        ));
+                    }
+                }
+                Some(result)
+            }
+        }
+        QueryKind::PutValue { record, .. } => {
+            start_fanout(&mut query.outbox, &closest, || Request::PutValue {
+                record: record.clone(),
+            });
+            None
+        }
+        QueryKind::Provide { provider } => {
+            let key = query.key.clone();
+            start_fanout(&mut query.outbox, &closest, || Request::AddProvider {
+                key: key.clone(),
+                providers: vec![provider.clone()],
+            });
+            None
+        }
+    };
+    if query.finished.is_none() {
+        let pending = closest.iter().map(|p| p.id).collect::<FnvHashSet<_>>();
+        if pending.is_empty() {
+            query.finished = Some(fanout_result_empty(query));
+        } else {
+            query.fanout = Some(Fanout {
+                pending,
+                ..Default::default()
+            });
+        }
+    }
+}
+
+fn start_fanout(
+    outbox: &mut Vec<(PeerId, Vec<Multiaddr>, Request)>,
+    closest: &[PeerRecord],
+    request: impl Fn() -> Request,
+) {
+    for peer in closest {
+        outbox.push((peer.id, peer.addrs.clone(), request()));
+    }
+}
+
+fn fanout_result(query: &Query) -> QueryResult {
+    let fanout = query.fanout.as_ref().expect("in fan-out");
+    match &query.kind {
+        QueryKind::PutValue { quorum, .. } => {
+            if fanout.succeeded >= *quorum {
+                QueryResult::PutValue(Ok(fanout.succeeded))
+            } else {
+                QueryResult::PutValue(Err(QueryError::QuorumFailed {
+                    stored: fanout.succeeded,
+                    needed: *quorum,
+                }))
+            }
+        }
+        _ => {
+            if fanout.succeeded > 0 {
+                QueryResult::Provide(Ok(fanout.succeeded))
+            } else {
+                QueryResult::Provide(Err(QueryError::NoPeers))
+            }
+        }
+    }
+}
+
+fn fanout_result_empty(query: &Query) -> QueryResult {
+    match &query.kind {
+        QueryKind::PutValue { .. } => QueryResult::PutValue(Err(QueryError::NoPeers)),
+        _ => QueryResult::Provide(Err(QueryError::NoPeers)),
+    }
+}

@@ -1,0 +1,149 @@
+//! A network of kadence nodes (identify + DHT) over the memory transport, each driven by its own
+//! task; tests talk to a node through commands.
+
+use std::time::Duration;
+
+use kadence::{Event, QueryId, QueryProgress, QueryResult};
+use libp2p::swarm::{NetworkBehaviour, Swarm};
+use libp2p::{identify, Multiaddr, PeerId};
+use libp2p_swarm_test::SwarmExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::TEST_PROTOCOL;
+
+#[derive(NetworkBehaviour)]
+pub struct DhtNode {
+    identify: identify::Behaviour,
+    pub dht: kadence::Behaviour,
+}
+
+type Operation = Box<dyn FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send>;
+
+/// What an operation produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Option<QueryResult>,
+    pub progress: Vec<QueryProgress>,
+}
+
+/// A running node.
+pub struct TestNode {
+    pub id: PeerId,
+    pub addr: Multiaddr,
+    commands: mpsc::UnboundedSender<(Operation, oneshot::Sender<Outcome>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The configuration every test node uses; `tweak` adjusts it.
+pub fn node_config() -> kadence::Config {
+    kadence::Config::new(TEST_PROTOCOL)
+        .with_mode(Some(kadence::Mode::Server))
+        .with_query_timeout(Duration::from_secs(20))
+        .with_request_timeout(Duration::from_secs(5))
+}
+
+impl TestNode {
+    /// Starts a node; it learns `bootstrap` as a DHT server.
+    pub async fn start(
+        config: kadence::Config,
+        bootstrap: Option<(PeerId, Multiaddr)>,
+    ) -> TestNode {
+        let mut swarm = Swarm::new_ephemeral_tokio(|key| DhtNode {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/kadence-test/1.0.0".into(),
+                key.public(),
+            )),
+            dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
+        });
+        let (addr, _) = swarm.listen().with_memory_addr_external().await;
+        if let Some((peer, peer_addr)) = bootstrap {
+            swarm.behaviour_mut().dht.add_address(peer, peer_addr);
+        }
+        let id = *swarm.local_peer_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(swarm, rx));
+        TestNode {
+            id,
+            addr,
+            commands: tx,
+            task,
+        }
+    }
+
+    /// Runs `op` on the node's behaviour and waits for the query it starts (if any).
+    pub async fn run(
+        &self,
+        op: impl FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send + 'static,
+    ) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send((Box::new(op), tx))
+            .expect("node running");
+        tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("the operation finished in time")
+            .expect("node running")
+    }
+
+    /// Stops the node, as if its process went away.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn drive(
+    mut swarm: Swarm<DhtNode>,
+    mut commands: mpsc::UnboundedReceiver<(Operation, oneshot::Sender<Outcome>)>,
+) {
+    let mut pending: Vec<(QueryId, oneshot::Sender<Outcome>, Vec<QueryProgress>)> = Vec::new();
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some((op, reply)) = command else { return };
+                match op(&mut swarm.behaviour_mut().dht) {
+                    Some(id) => pending.push((id, reply, Vec::new())),
+                    None => {
+                        let _ = reply.send(Outcome { result: None, progress: Vec::new() });
+                    }
+                }
+            }
+            event = swarm.next_swarm_event() => {
+                let libp2p::swarm::SwarmEvent::Behaviour(DhtNodeEvent::Dht(event)) = event else {
+                    continue;
+                };
+                match event {
+                    Event::QueryProgress { id, progress } => {
+                        if let Some(p) = pending.iter_mut().find(|p| p.0 == id) {
+                            p.2.push(progress);
+                        }
+                    }
+                    Event::QueryFinished { id, result, .. } => {
+                        if let Some(i) = pending.iter().position(|p| p.0 == id) {
+                            let (_, reply, progress) = pending.remove(i);
+                            let _ = reply.send(Outcome { result: Some(result), progress });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Starts `n` nodes, each bootstrapped from one started before it, then bootstraps them all.
+pub async fn network(n: usize, config: impl Fn() -> kadence::Config) -> Vec<TestNode> {
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for i in 0..n {
+        let bootstrap = (i > 0).then(|| {
+            let b = &nodes[(i * 7919) % i];
+            (b.id, b.addr.clone())
+        });
+        nodes.push(TestNode::start(config(), bootstrap).await);
+    }
+    for _round in 0..2 {
+        for node in &nodes {
+            node.run(|dht| dht.bootstrap().ok()).await;
+        }
+    }
+    nodes
+}
