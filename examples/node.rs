@@ -1,18 +1,17 @@
 //! A kadence node you can run.
 //!
-//! `cargo run --release --example node -- testnet [--nodes 10]` starts a local network of kadence
-//! nodes on 127.0.0.1 TCP (noise, yamux, identify, ping) in one process, has every node send
-//! every DHT message type to another over the real wire, and prints a table. It exits 0 only if
-//! every exchange succeeded.
-//!
-//! Every node answers with kadence's Server module: closer peers from its routing table (filled
-//! through identify), `/pk/` records it validated and stored, provider records.
+//! `cargo run --release --example node -- testnet [--nodes 20]` starts a local network of
+//! kadence nodes on 127.0.0.1 TCP (noise, yamux, identify, ping) in one process, bootstraps
+//! them, then runs every DHT operation from different nodes: closest peers, provide -> find
+//! providers, put -> get, find peer. It prints a table (operation, result, latency, requests)
+//! and exits 0 only if every operation succeeded.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kadence::{ConnectionType, Event, PeerRecord, Record, Request, RequestError, Response};
+use kadence::{Event, QueryId, QueryProgress, QueryResult, QueryStats, Record};
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
@@ -28,7 +27,15 @@ struct Node {
     dht: kadence::Behaviour,
 }
 
-type Reply = oneshot::Sender<Result<Option<Response>, RequestError>>;
+/// What an operation produced.
+struct Outcome {
+    result: QueryResult,
+    progress: Vec<QueryProgress>,
+    stats: QueryStats,
+}
+
+type Operation = Box<dyn FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send>;
+type Command = (Operation, oneshot::Sender<Option<Outcome>>);
 
 fn build_swarm(key: Keypair) -> Result<Swarm<Node>, Box<dyn std::error::Error>> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
@@ -53,141 +60,242 @@ fn build_swarm(key: Keypair) -> Result<Swarm<Node>, Box<dyn std::error::Error>> 
         .build())
 }
 
-/// Runs one node until the process ends: its Server answers requests; it forwards outbound ones.
-async fn run_node(
-    mut swarm: Swarm<Node>,
-    mut commands: mpsc::UnboundedReceiver<(PeerId, Request, Reply)>,
-) {
-    let mut replies: HashMap<kadence::OutboundRequestId, Reply> = HashMap::new();
+/// Runs one node until the process ends: starts the operations it is sent and reports their
+/// results.
+async fn run_node(mut swarm: Swarm<Node>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut pending: HashMap<QueryId, (oneshot::Sender<Option<Outcome>>, Vec<QueryProgress>)> =
+        HashMap::new();
     loop {
         tokio::select! {
-            Some((peer, request, reply)) = commands.recv() => {
-                let id = swarm.behaviour_mut().dht.send_request(peer, request);
-                replies.insert(id, reply);
+            Some((op, reply)) = commands.recv() => {
+                match op(&mut swarm.behaviour_mut().dht) {
+                    Some(id) => { pending.insert(id, (reply, Vec::new())); }
+                    None => { let _ = reply.send(None); }
+                }
             }
-            event = swarm.select_next_some() => {
-                if let SwarmEvent::Behaviour(NodeEvent::Dht(Event::OutboundRequestFinished {
-                    id,
-                    result,
-                    ..
-                })) = event
-                {
-                    if let Some(reply) = replies.remove(&id) {
-                        let _ = reply.send(result);
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(NodeEvent::Dht(Event::QueryProgress { id, progress })) => {
+                    if let Some((_, found)) = pending.get_mut(&id) {
+                        found.push(progress);
                     }
                 }
+                SwarmEvent::Behaviour(NodeEvent::Dht(Event::QueryFinished { id, result, stats })) => {
+                    if let Some((reply, progress)) = pending.remove(&id) {
+                        let _ = reply.send(Some(Outcome { result, progress, stats }));
+                    }
+                }
+                _ => {}
             }
         }
     }
 }
 
-fn requests_for(me: &Keypair, my_addr: &Multiaddr, target: PeerId) -> Vec<(&'static str, Request)> {
-    // A `/pk/` record: our public key under our peer id, which every node's validator accepts.
-    let record = Record::public_key(&me.public());
-    let key = record.key.clone();
-    let provided = target.to_bytes();
-    let me = me.public().to_peer_id();
-    vec![
-        ("PING", Request::Ping),
-        (
-            "FIND_NODE",
-            Request::FindNode {
-                key: target.to_bytes(),
-            },
-        ),
-        ("PUT_VALUE", Request::PutValue { record }),
-        ("GET_VALUE", Request::GetValue { key }),
-        (
-            "ADD_PROVIDER",
-            Request::AddProvider {
-                key: provided.clone(),
-                providers: vec![PeerRecord {
-                    id: me,
-                    addrs: vec![my_addr.clone()],
-                    connection: ConnectionType::Connected,
-                }],
-            },
-        ),
-        ("GET_PROVIDERS", Request::GetProviders { key: provided }),
-    ]
+struct Handle {
+    id: PeerId,
+    addr: Multiaddr,
+    key: Keypair,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
-/// Whether a response shows the request really took effect on the remote.
-fn answers_as_expected(me: PeerId, response: Option<Response>) -> bool {
-    match response {
-        Some(Response::GetValue { record, .. }) => record.is_some(),
-        Some(Response::GetProviders { providers, .. }) => providers.iter().any(|p| p.id == me),
-        Some(Response::FindNode { closer_peers }) => !closer_peers.is_empty(),
-        // PING, the PUT_VALUE echo, and ADD_PROVIDER (no response: the frame was flushed).
-        _ => true,
+impl Handle {
+    async fn run(
+        &self,
+        op: impl FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send + 'static,
+    ) -> Option<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send((Box::new(op), tx)).ok()?;
+        tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .ok()?
+            .ok()?
+    }
+}
+
+/// One line of the summary table.
+struct Row {
+    operation: &'static str,
+    ok: bool,
+    result: String,
+    latency: Duration,
+    requests: u32,
+}
+
+async fn measured(
+    node: &Handle,
+    operation: &'static str,
+    op: impl FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send + 'static,
+    check: impl FnOnce(&Outcome) -> Result<String, String>,
+) -> Row {
+    let start = Instant::now();
+    let outcome = node.run(op).await;
+    let latency = start.elapsed();
+    let (ok, result, requests) = match &outcome {
+        Some(outcome) => match check(outcome) {
+            Ok(text) => (true, text, outcome.stats.requests),
+            Err(text) => (false, text, outcome.stats.requests),
+        },
+        None => (false, "did not start or timed out".to_string(), 0),
+    };
+    Row {
+        operation,
+        ok,
+        result,
+        latency,
+        requests,
     }
 }
 
 async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
-    let mut ids = Vec::new();
-    let mut keys = Vec::new();
-    let mut addrs: Vec<Multiaddr> = Vec::new();
-    let mut handles = Vec::new();
+    let mut handles: Vec<Handle> = Vec::new();
     for i in 0..nodes {
         let key = Keypair::generate_ed25519();
-        keys.push(key.clone());
-        let mut swarm = build_swarm(key)?;
+        let mut swarm = build_swarm(key.clone())?;
         swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
         let addr = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
                 break address;
             }
         };
-        // A star around node 0 plus a chain: every node is reachable, some through others.
-        for &j in [0, i.saturating_sub(1)].iter().filter(|&&j| j != i) {
-            swarm.dial(addrs[j].clone())?;
+        // A tree: every node knows one node started before it.
+        if i > 0 {
+            let parent = &handles[(i - 1) / 2];
+            swarm
+                .behaviour_mut()
+                .dht
+                .add_address(parent.id, parent.addr.clone());
         }
-        ids.push(*swarm.local_peer_id());
-        addrs.push(addr);
         let (tx, rx) = mpsc::unbounded_channel();
-        handles.push(tx);
+        handles.push(Handle {
+            id: *swarm.local_peer_id(),
+            addr,
+            key,
+            commands: tx,
+        });
         tokio::spawn(run_node(swarm, rx));
     }
-    println!("started {nodes} nodes on 127.0.0.1; every node sends every message type to its neighbour\n");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let mut stats: Vec<(&'static str, usize, usize, Vec<Duration>)> = Vec::new();
-    for i in 0..nodes {
-        let target = ids[(i + 1) % nodes];
-        for (name, request) in requests_for(&keys[i], &addrs[i], target) {
-            let start = Instant::now();
-            let (tx, rx) = oneshot::channel();
-            handles[i].send((target, request, tx))?;
-            let ok = match rx.await {
-                Ok(Ok(response)) => answers_as_expected(ids[i], response),
-                _ => false,
-            };
-            let entry = match stats.iter_mut().find(|s| s.0 == name) {
-                Some(entry) => entry,
-                None => {
-                    stats.push((name, 0, 0, Vec::new()));
-                    stats.last_mut().expect("just pushed")
-                }
-            };
-            entry.1 += usize::from(ok);
-            entry.2 += 1;
-            entry.3.push(start.elapsed());
+    println!("started {nodes} nodes on 127.0.0.1; bootstrapping");
+    for _round in 0..2 {
+        for node in &handles {
+            node.run(|dht| dht.bootstrap().ok()).await;
         }
     }
 
-    println!("{:<14} {:>9} {:>12}", "operation", "ok", "p50 latency");
+    let last = nodes - 1;
+    let mut rows = Vec::new();
+    rows.push(
+        measured(
+            &handles[1],
+            "closest peers",
+            |dht| Some(dht.get_closest_peers(b"kadence example key".to_vec())),
+            |o| match &o.result {
+                QueryResult::ClosestPeers(Ok(peers)) if !peers.is_empty() => {
+                    Ok(format!("{} peers, {} hops", peers.len(), o.stats.hops))
+                }
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let cid = vec![0x12, 0x20, 0xde, 0xad, 0xbe, 0xef];
+    rows.push(
+        measured(
+            &handles[2],
+            "provide",
+            {
+                let cid = cid.clone();
+                move |dht| dht.provide(cid).ok()
+            },
+            |o| match &o.result {
+                QueryResult::Provide(Ok(n)) => Ok(format!("announced to {n} peers")),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let provider = handles[2].id;
+    rows.push(
+        measured(
+            &handles[last],
+            "find providers",
+            move |dht| Some(dht.find_providers(cid, None)),
+            move |o| {
+                let found = o.progress.iter().any(|p| {
+                    matches!(p, QueryProgress::ProvidersFound(f) if f.iter().any(|r| r.id == provider))
+                });
+                if found {
+                    Ok("found the provider".into())
+                } else {
+                    Err(format!("{:?}", o.result))
+                }
+            },
+        )
+        .await,
+    );
+    // A `/pk/` record: a node's public key under its peer id, which every validator accepts.
+    let record = Record::public_key(&handles[3].key.public());
+    rows.push(
+        measured(
+            &handles[3],
+            "put value",
+            {
+                let record = record.clone();
+                move |dht| dht.put_value(record, None).ok()
+            },
+            |o| match &o.result {
+                QueryResult::PutValue(Ok(n)) => Ok(format!("stored at {n} peers")),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let expected = record.value.clone();
+    rows.push(
+        measured(
+            &handles[last - 1],
+            "get value",
+            move |dht| Some(dht.get_value(record.key, NonZeroUsize::new(2))),
+            move |o| match &o.result {
+                QueryResult::GetValue(Ok(r)) if r.value == expected => Ok("the record".into()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let wanted = handles[last - 2].id;
+    rows.push(
+        measured(
+            &handles[4 % nodes],
+            "find peer",
+            move |dht| Some(dht.find_peer(wanted)),
+            |o| match &o.result {
+                QueryResult::FindPeer(Ok(p)) => Ok(format!("{} addresses", p.addrs.len())),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+
+    println!(
+        "\n{:<16} {:<6} {:>10} {:>9}  result",
+        "operation", "ok", "latency", "requests"
+    );
     let mut all_ok = true;
-    for (name, ok, total, mut latencies) in stats {
-        latencies.sort();
-        let p50 = latencies[latencies.len() / 2];
-        println!("{name:<14} {:>9} {:>10.2?}", format!("{ok}/{total}"), p50);
-        all_ok &= ok == total;
+    for row in &rows {
+        println!(
+            "{:<16} {:<6} {:>10.2?} {:>9}  {}",
+            row.operation,
+            if row.ok { "yes" } else { "NO" },
+            row.latency,
+            row.requests,
+            row.result
+        );
+        all_ok &= row.ok;
     }
     Ok(all_ok)
 }
 
 fn usage() -> ! {
-    eprintln!("usage: node testnet [--nodes N]");
+    eprintln!("usage: node testnet [--nodes N]   (N >= 6)");
     std::process::exit(2);
 }
 
@@ -196,11 +304,11 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, rest) = args.split_first().unwrap_or_else(|| usage());
     let nodes = match rest {
-        [] => 10,
+        [] => 20,
         [flag, n] if flag == "--nodes" => match n.parse::<usize>() {
-            Ok(n) if n >= 2 => n,
+            Ok(n) if n >= 6 => n,
             _ => {
-                eprintln!("error: --nodes takes a number of at least 2, got {n:?}");
+                eprintln!("error: --nodes takes a number of at least 6, got {n:?}");
                 std::process::exit(2);
             }
         },

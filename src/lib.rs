@@ -6,9 +6,9 @@
 //!
 //! The crate is one [`NetworkBehaviour`](libp2p::swarm::NetworkBehaviour), [`Behaviour`], that
 //! you compose into your swarm. Its modules follow the DHT design: the Network (the wire,
-//! [`network`]), the Routing Table ([`routing_table`]), the Server ([`server`]) and the stores
-//! ([`store`]); Routing (lookups) and the Provider (reprovide sweep) come in the next releases
-//! (see the README's status table).
+//! [`network`]), the Routing Table ([`routing_table`]), Routing (lookups, [`routing`]; the
+//! operations are methods of [`Behaviour`]), the Server ([`server`]) and the stores
+//! ([`store`]); the Provider (reprovide sweep) comes next (see the README's status table).
 //!
 //! ## Quick start
 //!
