@@ -42,20 +42,62 @@ pub fn node_config() -> kadence::Config {
         .with_request_timeout(Duration::from_secs(5))
 }
 
+fn dht_node(key: &libp2p::identity::Keypair, config: kadence::Config) -> DhtNode {
+    DhtNode {
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/kadence-test/1.0.0".into(),
+            key.public(),
+        )),
+        dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
+    }
+}
+
 impl TestNode {
-    /// Starts a node; it learns `bootstrap` as a DHT server.
+    /// Starts a node on the memory transport; it learns `bootstrap` as a DHT server.
     pub async fn start(
         config: kadence::Config,
         bootstrap: Option<(PeerId, Multiaddr)>,
     ) -> TestNode {
-        let mut swarm = Swarm::new_ephemeral_tokio(|key| DhtNode {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/kadence-test/1.0.0".into(),
-                key.public(),
-            )),
-            dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
-        });
+        let mut swarm = Swarm::new_ephemeral_tokio(|key| dht_node(&key, config));
         let (addr, _) = swarm.listen().with_memory_addr_external().await;
+        Self::spawn(swarm, addr, bootstrap)
+    }
+
+    /// Starts a node on 127.0.0.1 TCP with noise and yamux, as the Go peers speak.
+    pub async fn start_tcp(
+        config: kadence::Config,
+        bootstrap: Option<(PeerId, Multiaddr)>,
+    ) -> TestNode {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|key| dht_node(key, config))
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                swarm.next_swarm_event().await
+            {
+                break address;
+            }
+        };
+        Self::spawn(swarm, addr, bootstrap)
+    }
+
+    fn spawn(
+        mut swarm: Swarm<DhtNode>,
+        addr: Multiaddr,
+        bootstrap: Option<(PeerId, Multiaddr)>,
+    ) -> TestNode {
         if let Some((peer, peer_addr)) = bootstrap {
             swarm.behaviour_mut().dht.add_address(peer, peer_addr);
         }

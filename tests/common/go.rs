@@ -1,0 +1,110 @@
+//! The go-libp2p-kad-dht peer of `tests/interop/go-peer`, run as a child process and driven by
+//! line commands (see its main.go).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+fn peer_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/go-peer")
+}
+
+/// The Go peer's binary, built if needed. `None` (with the reason printed) when Go is missing
+/// on a developer machine; under CI (`CI` set) a missing toolchain or a failed build panics.
+pub fn binary() -> Option<PathBuf> {
+    let dir = peer_dir();
+    let binary = dir.join("go-peer");
+    if binary.exists() {
+        return Some(binary);
+    }
+    let built = std::process::Command::new("go")
+        .args(["build", "-o", "go-peer", "."])
+        .current_dir(&dir)
+        .status();
+    match built {
+        Ok(status) if status.success() => Some(binary),
+        outcome => {
+            let reason = format!("the Go interop peer is not available ({outcome:?})");
+            if std::env::var_os("CI").is_some() {
+                panic!("{reason}: CI must build tests/interop/go-peer");
+            }
+            eprintln!("skipping: {reason}; install Go to run the Go interop tests");
+            None
+        }
+    }
+}
+
+/// A running Go peer.
+pub struct GoPeer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    pub id: PeerId,
+    pub addr: Multiaddr,
+}
+
+impl GoPeer {
+    pub async fn start(binary: &Path) -> GoPeer {
+        let mut child = Command::new(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the Go peer starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut peer = GoPeer {
+            child,
+            stdin,
+            stdout,
+            id: PeerId::random(),
+            addr: Multiaddr::empty(),
+        };
+        let info = peer.cmd("info").await;
+        peer.id = info["id"].as_str().unwrap().parse().unwrap();
+        peer.addr = info["addrs"][0].as_str().unwrap().parse().unwrap();
+        peer
+    }
+
+    /// Sends one command line and returns its JSON answer.
+    pub async fn cmd(&mut self, line: &str) -> Value {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
+            .await
+            .expect("the Go peer answers in time")
+            .unwrap()
+            .expect("the Go peer is running");
+        serde_json::from_str(&answer).expect("one JSON line")
+    }
+
+    /// Like [`GoPeer::cmd`], but panics on an `{"error": ...}` answer.
+    pub async fn ok(&mut self, line: &str) -> Value {
+        let answer = self.cmd(line).await;
+        assert!(answer.get("error").is_none(), "{line}: {answer}");
+        answer
+    }
+
+    /// The full address with `/p2p/<id>`.
+    pub fn p2p_addr(&self) -> String {
+        format!("{}/p2p/{}", self.addr, self.id)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Hex of bytes, as the Go peer's commands take keys and values.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
