@@ -47,6 +47,7 @@ pub struct Config {
     pub(crate) query_timeout: Duration,
     pub(crate) refresh_interval: Option<Duration>,
     pub(crate) refresh_query_timeout: Duration,
+    pub(crate) max_providers_per_query: usize,
 }
 
 impl Config {
@@ -80,6 +81,7 @@ impl Config {
             query_timeout: Duration::from_secs(60),
             refresh_interval: Some(Duration::from_secs(600)),
             refresh_query_timeout: Duration::from_secs(10),
+            max_providers_per_query: 1000,
         }
     }
 
@@ -316,6 +318,13 @@ impl Config {
     /// Deadline of one refresh lookup. Default 10 s, as Amino.
     pub fn with_refresh_query_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_query_timeout = timeout;
+        self
+    }
+
+    /// Most providers one `find_providers` reports (and keeps track of); the lookup stops
+    /// there. Default 1,000.
+    pub fn with_max_providers_per_query(mut self, providers: usize) -> Self {
+        self.max_providers_per_query = providers.max(1);
         self
     }
 

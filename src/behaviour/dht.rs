@@ -27,6 +27,14 @@ pub enum ProvideError {
     /// record without one, so the announcement would be lost. Listen on an address first.
     #[error("no address to announce: listen on an address or confirm an external one")]
     NoAddresses,
+    /// Servers refuse provider keys this long (Amino: 80 bytes, a multihash).
+    #[error("provider key of {len} bytes exceeds the limit of {max}")]
+    KeyTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Why [`Behaviour::put_value`] refused a record.
@@ -191,12 +199,14 @@ impl Behaviour {
     }
 
     /// FindProvs: the providers of `key`, streamed as [`QueryProgress::ProvidersFound`] as
-    /// they arrive, de-duplicated, the local store's first; with a `limit` the lookup stops
-    /// once that many were found.
+    /// they arrive, de-duplicated, the local store's first; the lookup stops once `limit` (at
+    /// most [`Config::with_max_providers_per_query`](crate::Config::with_max_providers_per_query))
+    /// were found.
     pub fn find_providers(&mut self, key: impl Into<Vec<u8>>, limit: Option<usize>) -> QueryId {
         let key = key.into();
+        let max = self.config.max_providers_per_query;
         let kind = QueryKind::GetProviders {
-            limit,
+            limit: Some(limit.map_or(max, |l| l.min(max))),
             seen: Default::default(),
         };
         let id = self.start_query(key.clone(), kind, false);
@@ -238,6 +248,13 @@ impl Behaviour {
     /// Provider's job.)
     pub fn provide(&mut self, key: impl Into<Vec<u8>>) -> Result<QueryId, ProvideError> {
         let key = key.into();
+        let max = self.config.limits.max_provider_key_len;
+        if key.len() > max {
+            return Err(ProvideError::KeyTooLong {
+                len: key.len(),
+                max,
+            });
+        }
         if self.local_addrs.is_empty() {
             return Err(ProvideError::NoAddresses);
         }

@@ -614,6 +614,10 @@ impl NetworkBehaviour for Behaviour {
             // Registers the timer's waker again.
             let _ = self.liveness_tick.poll_unpin(cx);
             self.start_liveness_checks();
+            let expired = self
+                .outbound
+                .expire_waiting(Instant::now(), self.config.request_timeout);
+            self.apply_all(expired);
         }
         self.poll_store(cx);
         match self.actions.pop_front() {

@@ -6,6 +6,7 @@
 
 use fnv::FnvHashMap;
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
@@ -39,7 +40,7 @@ pub(crate) enum OutboundAction {
 #[derive(Default)]
 struct Waiting {
     addrs: Vec<Multiaddr>,
-    requests: Vec<(OutboundRequestId, Request)>,
+    requests: Vec<(OutboundRequestId, Request, Instant)>,
 }
 
 /// Outbound requests: connections per peer, in-flight requests per connection, requests
@@ -125,7 +126,7 @@ impl OutboundRequests {
                 waiting.addrs.push(addr);
             }
         }
-        waiting.requests.push((id, request));
+        waiting.requests.push((id, request, Instant::now()));
         if waiting.requests.len() == 1 && !self.dialing.contains(&peer) {
             self.dial_queue.push_back(peer);
         }
@@ -161,7 +162,7 @@ impl OutboundRequests {
         let mut actions: Vec<OutboundAction> = waiting
             .requests
             .into_iter()
-            .map(|(id, request)| self.track(peer, connection, id, request))
+            .map(|(id, request, _)| self.track(peer, connection, id, request))
             .collect();
         actions.extend(self.next_dials());
         actions
@@ -200,13 +201,40 @@ impl OutboundRequests {
         let mut actions: Vec<OutboundAction> = waiting
             .requests
             .into_iter()
-            .map(|(id, _)| OutboundAction::Fail {
+            .map(|(id, _, _)| OutboundAction::Fail {
                 peer,
                 id,
                 error: RequestError::DialFailed(reason.clone()),
             })
             .collect();
         actions.extend(self.next_dials());
+        actions
+    }
+
+    /// Fails requests that waited longer than `timeout` for their dial, and drops queued dials
+    /// nobody waits for any more: a slow dial cannot hold requests forever.
+    pub(crate) fn expire_waiting(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+    ) -> Vec<OutboundAction> {
+        let mut actions = Vec::new();
+        self.awaiting_dial.retain(|peer, waiting| {
+            waiting.requests.retain(|(id, _, since)| {
+                let expired = now.saturating_duration_since(*since) >= timeout;
+                if expired {
+                    actions.push(OutboundAction::Fail {
+                        peer: *peer,
+                        id: *id,
+                        error: RequestError::Timeout,
+                    });
+                }
+                !expired
+            });
+            !waiting.requests.is_empty()
+        });
+        let waiting = &self.awaiting_dial;
+        self.dial_queue.retain(|p| waiting.contains_key(p));
         actions
     }
 
@@ -307,5 +335,20 @@ mod tests {
         assert!(actions
             .iter()
             .any(|a| matches!(a, OutboundAction::Dial { peer, .. } if *peer == peers[3])));
+    }
+
+    #[test]
+    fn requests_waiting_too_long_for_a_dial_time_out() {
+        let mut out = OutboundRequests::new(8, 1);
+        let (slow, queued) = (PeerId::random(), PeerId::random());
+        out.send(slow, vec![], ping());
+        out.send(queued, vec![], ping());
+        let later = Instant::now() + Duration::from_secs(11);
+        let failed = out.expire_waiting(later, Duration::from_secs(10));
+        assert_eq!(failed.len(), 2);
+        assert!(
+            out.dial_queue.is_empty(),
+            "nobody waits for the queued dial any more"
+        );
     }
 }

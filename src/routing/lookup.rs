@@ -146,7 +146,7 @@ impl Lookup {
         }
         let distance = Key::from_peer(&id).distance(&self.target);
         if let Some(known) = self.candidates.get_mut(&distance) {
-            // Learn new addresses of a peer not yet asked; never change its state.
+            // Learn new addresses of a known peer; never change its state.
             for addr in addrs {
                 if !known.addrs.contains(&addr) && known.addrs.len() < 16 {
                     known.addrs.push(addr);

@@ -86,6 +86,12 @@ pub(crate) struct QueryPool {
     next_id: u64,
     queries: FnvHashMap<QueryId, Query>,
     requests: FnvHashMap<OutboundRequestId, (QueryId, PeerId)>,
+    /// Requests of queries that ended (or of their entry correction): their outcomes are
+    /// swallowed, never reported as the application's. Each leaves when its outcome arrives,
+    /// which every request's timeout guarantees.
+    orphans: FnvHashSet<OutboundRequestId>,
+    /// Request ids by query, so that ending a query finds its requests without a scan.
+    by_query: FnvHashMap<QueryId, Vec<OutboundRequestId>>,
 }
 
 impl QueryPool {
@@ -154,21 +160,37 @@ impl QueryPool {
 
     /// Removes a query without a result (cancelled by the application).
     pub(crate) fn cancel(&mut self, id: QueryId) -> bool {
-        self.requests.retain(|_, (q, _)| *q != id);
+        self.end_requests(id);
         self.queries.remove(&id).is_some()
+    }
+
+    /// The query's requests still in flight become orphans.
+    fn end_requests(&mut self, query: QueryId) {
+        for id in self.by_query.remove(&query).unwrap_or_default() {
+            if self.requests.remove(&id).is_some() {
+                self.orphans.insert(id);
+            }
+        }
     }
 
     /// A request the pool asked for was sent with this id.
     pub(crate) fn on_sent(&mut self, id: OutboundRequestId, query: QueryId, peer: PeerId) {
-        if let Some(q) = self.queries.get_mut(&query) {
-            q.stats.requests += 1;
-            self.requests.insert(id, (query, peer));
+        match self.queries.get_mut(&query) {
+            Some(q) => {
+                q.stats.requests += 1;
+                self.requests.insert(id, (query, peer));
+                self.by_query.entry(query).or_default().push(id);
+            }
+            // Sent for a query that just ended (entry correction): nobody waits for it.
+            None => {
+                self.orphans.insert(id);
+            }
         }
     }
 
-    /// Whether the request belongs to a query.
+    /// Whether the request belongs to a query (running or ended).
     pub(crate) fn owns(&self, id: &OutboundRequestId) -> bool {
-        self.requests.contains_key(id)
+        self.requests.contains_key(id) || self.orphans.contains(id)
     }
 
     /// The earliest moment something times out.
@@ -187,9 +209,15 @@ impl QueryPool {
         result: Result<Option<Response>, RequestError>,
         validators: &Validators,
     ) -> Vec<PoolAction> {
+        if self.orphans.remove(&id) {
+            return Vec::new();
+        }
         let Some((query_id, peer)) = self.requests.remove(&id) else {
             return Vec::new();
         };
+        if let Some(ids) = self.by_query.get_mut(&query_id) {
+            ids.retain(|i| *i != id);
+        }
         let Some(query) = self.queries.get_mut(&query_id) else {
             return Vec::new();
         };
@@ -234,8 +262,12 @@ impl QueryPool {
         let mut done = Vec::new();
         for (id, query) in &mut self.queries {
             if query.finished.is_none() && query.deadline <= now {
-                query.finished = Some(timeout_result(query));
+                query.finished = Some(timeout_result(query, validators));
             }
+            if query.finished.is_none() {
+                advance(query, *id, now, validators, &mut actions);
+            }
+            // After `advance`: what it queued (fan-out, entry correction) goes out now.
             for (peer, addrs, request) in query.outbox.drain(..) {
                 actions.push(PoolAction::Send {
                     query: *id,
@@ -244,26 +276,14 @@ impl QueryPool {
                     request,
                 });
             }
-            if query.finished.is_none() {
-                advance(query, *id, now, validators, &mut actions);
-            }
-            if query.finished.is_some() && query.outbox.is_empty() {
+            if query.finished.is_some() {
                 done.push(*id);
             }
         }
         for id in done {
             let mut query = self.queries.remove(&id).expect("listed");
-            self.requests.retain(|_, (q, _)| *q != id);
+            self.end_requests(id);
             query.stats.finish(now, query.lookup.hops());
-            // Requests queued in the same step (entry correction) still go out.
-            for (peer, addrs, request) in query.outbox.drain(..) {
-                actions.push(PoolAction::Send {
-                    query: id,
-                    peer,
-                    addrs,
-                    request,
-                });
-            }
             if let QueryKind::Bootstrap {
                 bucket: Some(bucket),
             } = query.kind
@@ -342,9 +362,13 @@ fn handle_response(
             closer_peers,
         } => {
             if let QueryKind::GetProviders { limit, seen } = &mut query.kind {
+                // Bounded by the limit (the behaviour always sets one): a hostile answer with
+                // thousands of providers cannot grow the query.
+                let room = limit.map_or(usize::MAX, |l| l.saturating_sub(seen.len()));
                 let new: Vec<PeerRecord> = providers
                     .into_iter()
                     .filter(|p| seen.insert(p.id))
+                    .take(room)
                     .collect();
                 if !new.is_empty() {
                     actions.push(PoolAction::Progress(id, QueryProgress::ProvidersFound(new)));
@@ -371,7 +395,17 @@ fn best_record(
     }
 }
 
-fn timeout_result(query: &Query) -> QueryResult {
+/// The result at the deadline: what was achieved so far when there is something to report
+/// (stores done in fan-out, records received), else a timeout.
+fn timeout_result(query: &Query, validators: &Validators) -> QueryResult {
+    if let Some(fanout) = &query.fanout {
+        return fanout_result(query, fanout.succeeded);
+    }
+    if let QueryKind::GetValue { records, .. } = &query.kind {
+        if !records.is_empty() {
+            return best_record(&query.key, records, validators);
+        }
+    }
     match &query.kind {
         QueryKind::ClosestPeers => QueryResult::ClosestPeers(Err(QueryError::Timeout)),
         QueryKind::FindPeer { .. } => QueryResult::FindPeer(Err(QueryError::Timeout)),
@@ -393,7 +427,7 @@ fn advance(
 ) {
     if let Some(fanout) = &query.fanout {
         if fanout.pending.is_empty() {
-            query.finished = Some(fanout_result(query));
+            query.finished = Some(fanout_result(query, fanout.succeeded));
         }
         return;
     }
@@ -482,22 +516,22 @@ fn start_fanout(
     }
 }
 
-fn fanout_result(query: &Query) -> QueryResult {
-    let fanout = query.fanout.as_ref().expect("in fan-out");
+/// The result of a fan-out that stored at `succeeded` peers (pending ones count as failed).
+fn fanout_result(query: &Query, succeeded: usize) -> QueryResult {
     match &query.kind {
         QueryKind::PutValue { quorum, .. } => {
-            if fanout.succeeded >= *quorum {
-                QueryResult::PutValue(Ok(fanout.succeeded))
+            if succeeded >= *quorum {
+                QueryResult::PutValue(Ok(succeeded))
             } else {
                 QueryResult::PutValue(Err(QueryError::QuorumFailed {
-                    stored: fanout.succeeded,
+                    stored: succeeded,
                     needed: *quorum,
                 }))
             }
         }
         _ => {
-            if fanout.succeeded > 0 {
-                QueryResult::Provide(Ok(fanout.succeeded))
+            if succeeded > 0 {
+                QueryResult::Provide(Ok(succeeded))
             } else {
                 QueryResult::Provide(Err(QueryError::NoPeers))
             }
@@ -511,3 +545,7 @@ fn fanout_result_empty(query: &Query) -> QueryResult {
         _ => QueryResult::Provide(Err(QueryError::NoPeers)),
     }
 }
+
+#[cfg(test)]
+#[path = "query_tests.rs"]
+mod tests;

@@ -171,8 +171,9 @@ pub trait Store: RecordStore + ProviderStore {
         Ok(())
     }
 
-    /// Removes expired entries, examining at most `budget` of them. Returns whether a full pass
-    /// over the store has completed (so the next call starts a new one).
+    /// Removes expired entries, examining about `budget` of them per call (an implementation
+    /// may add a small bounded part, as [`MemoryStore`] sweeps its at most `max_records` value
+    /// records when a pass starts). Returns whether a full pass has completed.
     fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError>;
 
     /// Saves the routing table's peers, so that a restarted node rejoins without bootstrap

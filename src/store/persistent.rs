@@ -73,6 +73,8 @@ pub struct PersistentStore {
     db: Database,
     config: PersistentStoreConfig,
     txn: Option<WriteTransaction>,
+    /// Writes in the open transaction: a transaction opened for reads only is dropped at flush,
+    /// not committed (a commit costs an fsync).
     buffered: usize,
     cache: LruCache<Vec<u8>, Vec<ProviderRecord>>,
     gc_cursor: GcCursor,
@@ -114,7 +116,8 @@ fn open_err(e: DatabaseError) -> StoreError {
 impl PersistentStore {
     /// Opens the store at `path`, creating it if the file does not exist or is empty. A file
     /// that is not a kadence store, or one of another schema version, is refused with a typed
-    /// error and left as it is.
+    /// error and left as it is (except a redb file needing crash recovery, which the recovery
+    /// writes to before its schema can be read).
     pub fn open(path: impl AsRef<Path>, config: PersistentStoreConfig) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
@@ -252,6 +255,8 @@ impl PersistentStore {
                 .map_err(db_err)?;
         }
         drop(table);
+        // Counted as a write, so that the flush commits instead of dropping the transaction.
+        self.buffered += 1;
         self.flush()
     }
 
@@ -283,6 +288,14 @@ impl PersistentStore {
             let mut keys = txn.open_table(PROVIDER_KEYS).map_err(db_err)?;
             let mut providers = txn.open_table(PROVIDERS).map_err(db_err)?;
             for record in records {
+                if record.key.len() > u16::MAX as usize {
+                    // The layout stores the key length in 16 bits.
+                    refused.push(Err(StoreError::ValueTooLarge {
+                        len: record.key.len(),
+                        max: u16::MAX as usize,
+                    }));
+                    continue;
+                }
                 let key_entry = codec::keyspace_key(&record.key);
                 let entry = codec::provider_entry_key(&record.key, &record.provider);
                 let count = keys
@@ -586,7 +599,11 @@ impl ProviderStore for PersistentStore {
 impl Store for PersistentStore {
     fn flush(&mut self) -> Result<(), StoreError> {
         if let Some(txn) = self.txn.take() {
-            txn.commit().map_err(db_err)?;
+            if self.buffered > 0 {
+                txn.commit().map_err(db_err)?;
+            } else {
+                txn.abort().map_err(db_err)?;
+            }
         }
         self.buffered = 0;
         Ok(())
@@ -614,6 +631,8 @@ impl Store for PersistentStore {
         };
         progress.examined = examined;
         progress.removed = removed;
+        // Removals are writes: the next flush must commit them.
+        self.buffered += removed;
         self.gc_cursor = next.unwrap_or(GcCursor::Values(Vec::new()));
         Ok(progress)
     }

@@ -192,3 +192,35 @@ fn a_full_key_makes_room_only_from_expired_providers() {
     assert_eq!(live.len(), 2);
     assert!(live.contains(&newcomer));
 }
+
+/// Review finding: a flush after reads only must not commit (an fsync each time), and the
+/// removals of GC, which are writes, must still be committed by it.
+#[test]
+fn gc_removals_survive_a_reopen_and_reads_alone_commit_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gc.redb");
+    let now = suite::now();
+    {
+        let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+        let mut short = provider(b"old", PeerId::random(), now);
+        short.expires = now + Duration::from_secs(1);
+        store.add_provider(short).unwrap();
+        store
+            .add_provider(provider(b"new", PeerId::random(), now))
+            .unwrap();
+        store.flush().unwrap();
+        // Reads then a flush: nothing to commit.
+        store.providers(b"new", now).unwrap();
+        assert_eq!(store.buffered, 0);
+        store.flush().unwrap();
+        let later = now + Duration::from_secs(10);
+        while !store.gc(later, 10).unwrap().done {}
+        store.flush().unwrap();
+    }
+    let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    let zero = Key::from_hash([0; 32]);
+    assert_eq!(
+        store.provider_keys(&zero, 10).unwrap(),
+        vec![b"new".to_vec()]
+    );
+}

@@ -1,0 +1,186 @@
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+
+use super::*;
+use crate::key::Key;
+use crate::network::message::ConnectionType;
+use crate::routing::lookup::LookupConfig;
+
+fn record(id: PeerId) -> PeerRecord {
+    PeerRecord {
+        id,
+        addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+        connection: ConnectionType::NotConnected,
+    }
+}
+
+fn pk() -> Record {
+    Record::public_key(&libp2p::identity::Keypair::generate_ed25519().public())
+}
+
+fn start(
+    pool: &mut QueryPool,
+    key: &[u8],
+    kind: QueryKind,
+    peers: &[PeerId],
+    now: Instant,
+) -> QueryId {
+    let lookup = Lookup::new(
+        Key::new(key),
+        PeerId::random(),
+        peers.iter().map(|p| record(*p)),
+        LookupConfig::default(),
+    );
+    pool.start(key.to_vec(), kind, lookup, Duration::from_secs(60), now)
+}
+
+/// Sends what the pool asks, with made-up request ids; returns (id, peer, request).
+fn sent(
+    pool: &mut QueryPool,
+    actions: Vec<PoolAction>,
+    next: &mut u64,
+) -> Vec<(OutboundRequestId, PeerId, Request)> {
+    let mut out = Vec::new();
+    for action in actions {
+        if let PoolAction::Send {
+            query,
+            peer,
+            request,
+            ..
+        } = action
+        {
+            let id = OutboundRequestId(*next);
+            *next += 1;
+            pool.on_sent(id, query, peer);
+            out.push((id, peer, request));
+        }
+    }
+    out
+}
+
+#[test]
+fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let peers = [PeerId::random(), PeerId::random()];
+    let record = pk();
+    let kind = QueryKind::PutValue {
+        record: record.clone(),
+        quorum: 1,
+    };
+    start(&mut pool, &record.key, kind, &peers, now);
+    let mut next = 0;
+    let actions = pool.poll(now, &validators);
+    let lookups = sent(&mut pool, actions, &mut next);
+    assert_eq!(lookups.len(), 2);
+    for (id, _, _) in &lookups {
+        let answer = Ok(Some(Response::FindNode {
+            closer_peers: vec![],
+        }));
+        pool.on_result(*id, answer, &validators);
+    }
+    let actions = pool.poll(now, &validators);
+    let puts = sent(&mut pool, actions, &mut next);
+    assert_eq!(puts.len(), 2, "the PUT_VALUEs leave at once");
+    assert!(puts
+        .iter()
+        .all(|(_, _, r)| matches!(r, Request::PutValue { .. })));
+
+    // One stores, the other never answers: at the deadline, the store that happened counts.
+    let echo = Ok(Some(Response::PutValue {
+        record: record.clone(),
+    }));
+    pool.on_result(puts[0].0, echo, &validators);
+    let actions = pool.poll(now + Duration::from_secs(61), &validators);
+    let finished: Vec<_> = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            PoolAction::Finished(_, result, _) => Some(result),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, vec![QueryResult::PutValue(Ok(1))]);
+    // The request left pending is an orphan: its outcome is swallowed, not reported.
+    assert!(pool.owns(&puts[1].0));
+    assert!(pool
+        .on_result(puts[1].0, Err(RequestError::Timeout), &validators)
+        .is_empty());
+    assert!(!pool.owns(&puts[1].0), "forgotten once its outcome arrived");
+}
+
+#[test]
+fn requests_of_a_query_ended_by_its_quorum_stay_owned() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let peers = [PeerId::random(), PeerId::random(), PeerId::random()];
+    let record = pk();
+    let kind = QueryKind::GetValue {
+        quorum: Some(1),
+        records: vec![],
+        without: vec![],
+    };
+    let query = start(&mut pool, &record.key, kind, &peers, now);
+    let mut next = 0;
+    let actions = pool.poll(now, &validators);
+    let asked = sent(&mut pool, actions, &mut next);
+    assert_eq!(asked.len(), 3);
+    let answer = Ok(Some(Response::GetValue {
+        record: Some(record.clone()),
+        closer_peers: vec![],
+    }));
+    let actions = pool.on_result(asked[0].0, answer, &validators);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, PoolAction::Progress(..))));
+    let actions = pool.poll(now, &validators);
+    assert!(actions.iter().any(
+        |a| matches!(a, PoolAction::Finished(q, QueryResult::GetValue(Ok(_)), _) if *q == query)
+    ));
+    // The other two were still in flight: owned, swallowed.
+    for (id, _, _) in &asked[1..] {
+        assert!(pool.owns(id));
+        assert!(pool.on_result(*id, Ok(None), &validators).is_empty());
+    }
+    // A request sent for the ended query (entry correction) is owned too.
+    pool.on_sent(OutboundRequestId(99), query, peers[0]);
+    assert!(pool.owns(&OutboundRequestId(99)));
+    assert_eq!(pool.len(), 0);
+}
+
+#[test]
+fn a_hostile_provider_flood_is_bounded_by_the_limit() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let peer = PeerId::random();
+    let kind = QueryKind::GetProviders {
+        limit: Some(10),
+        seen: Default::default(),
+    };
+    start(&mut pool, b"key", kind, &[peer], now);
+    let mut next = 0;
+    let actions = pool.poll(now, &validators);
+    let asked = sent(&mut pool, actions, &mut next);
+    let flood: Vec<PeerRecord> = (0..10_000).map(|_| record(PeerId::random())).collect();
+    let answer = Ok(Some(Response::GetProviders {
+        providers: flood,
+        closer_peers: vec![],
+    }));
+    let actions = pool.on_result(asked[0].0, answer, &validators);
+    let reported: usize = actions
+        .iter()
+        .map(|a| match a {
+            PoolAction::Progress(_, QueryProgress::ProvidersFound(p)) => p.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(reported, 10);
+    let actions = pool.poll(now, &validators);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        PoolAction::Finished(_, QueryResult::GetProviders(Ok(10)), _)
+    )));
+}
