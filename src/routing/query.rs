@@ -349,6 +349,8 @@ fn handle_response(
                         records.push((Some(peer), r));
                         if quorum.is_some_and(|q| records.len() >= q) {
                             query.finished = Some(best_record(&query.key, records, validators));
+                            correct_entries(query);
+                            return Vec::new();
                         }
                     }
                     // Invalid records are ignored; the peer is corrected like one without.
@@ -380,6 +382,39 @@ fn handle_response(
             closer_peers
         }
         Response::PutValue { .. } | Response::Ping => Vec::new(),
+    }
+}
+
+/// Entry correction, once a GetValue has its best record: the closest peers that answered
+/// without a record, or with an outdated one, are sent the best.
+fn correct_entries(query: &mut Query) {
+    let (
+        Some(QueryResult::GetValue(Ok(best))),
+        QueryKind::GetValue {
+            records, without, ..
+        },
+    ) = (&query.finished, &query.kind)
+    else {
+        return;
+    };
+    let outdated = records
+        .iter()
+        .filter(|(_, r)| r.value != best.value)
+        .filter_map(|(p, _)| *p);
+    let stale: FnvHashSet<PeerId> = without.iter().copied().chain(outdated).collect();
+    for peer in query
+        .lookup
+        .result()
+        .iter()
+        .filter(|p| stale.contains(&p.id))
+    {
+        query.outbox.push((
+            peer.id,
+            peer.addrs.clone(),
+            Request::PutValue {
+                record: best.clone(),
+            },
+        ));
     }
 }
 
@@ -449,32 +484,11 @@ fn advance(
         QueryKind::FindPeer { .. } => Some(QueryResult::FindPeer(Err(QueryError::NotFound))),
         QueryKind::Bootstrap { .. } => Some(QueryResult::Bootstrap(Ok(closest.len()))),
         QueryKind::GetProviders { seen, .. } => Some(QueryResult::GetProviders(Ok(seen.len()))),
-        QueryKind::GetValue {
-            records, without, ..
-        } => {
+        QueryKind::GetValue { records, .. } => {
             if records.is_empty() {
                 Some(QueryResult::GetValue(Err(QueryError::NotFound)))
             } else {
                 let result = best_record(&query.key, records, validators);
-                if let QueryResult::GetValue(Ok(best)) = &result {
-                    // Entry correction: the closest peers that had no record, or an outdated
-                    // one, get the best.
-                    let outdated = records
-                        .iter()
-                        .filter(|(_, r)| r.value != best.value)
-                        .filter_map(|(p, _)| *p);
-                    let stale: FnvHashSet<PeerId> =
-                        without.iter().copied().chain(outdated).collect();
-                    for peer in closest.iter().filter(|p| stale.contains(&p.id)) {
-                        query.outbox.push((
-                            peer.id,
-                            peer.addrs.clone(),
-                            Request::PutValue {
-                                record: best.clone(),
-                            },
-                        ));
-                    }
-                }
                 Some(result)
             }
         }
@@ -493,6 +507,7 @@ fn advance(
             None
         }
     };
+    correct_entries(query);
     if query.finished.is_none() {
         let pending = closest.iter().map(|p| p.id).collect::<FnvHashSet<_>>();
         if pending.is_empty() {

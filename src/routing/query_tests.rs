@@ -184,3 +184,51 @@ fn a_hostile_provider_flood_is_bounded_by_the_limit() {
         PoolAction::Finished(_, QueryResult::GetProviders(Ok(10)), _)
     )));
 }
+
+#[test]
+fn get_value_corrects_the_closest_peers_without_the_record() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let peers = [PeerId::random(), PeerId::random()];
+    let record = pk();
+    let kind = QueryKind::GetValue {
+        quorum: None,
+        records: vec![],
+        without: vec![],
+    };
+    start(&mut pool, &record.key, kind, &peers, now);
+    let mut next = 0;
+    let actions = pool.poll(now, &validators);
+    let asked = sent(&mut pool, actions, &mut next);
+    let with = Ok(Some(Response::GetValue {
+        record: Some(record.clone()),
+        closer_peers: vec![],
+    }));
+    let without = Ok(Some(Response::GetValue {
+        record: None,
+        closer_peers: vec![],
+    }));
+    pool.on_result(asked[0].0, with, &validators);
+    pool.on_result(asked[1].0, without, &validators);
+    let actions = pool.poll(now, &validators);
+    let corrected: Vec<PeerId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            PoolAction::Send {
+                peer,
+                request: Request::PutValue { record: r },
+                ..
+            } if r.value == record.value => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        corrected,
+        vec![asked[1].1],
+        "only the peer without the record"
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, PoolAction::Finished(_, QueryResult::GetValue(Ok(_)), _))));
+}
