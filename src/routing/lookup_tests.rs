@@ -193,9 +193,11 @@ fn finds_the_true_closest_in_1k_and_10k_node_networks() {
     let mut rng = StdRng::seed_from_u64(1);
     let network = Network::new(1000, 20, &mut rng);
     let r = recall(&network, 40, &mut rng);
+    eprintln!("recall in 1k nodes: {r:.4}");
     assert!(r >= 0.99, "recall {r} in 1k nodes");
     let network = Network::new(10_000, 20, &mut rng);
     let r = recall(&network, 15, &mut rng);
+    eprintln!("recall in 10k nodes: {r:.4}");
     assert!(r >= 0.99, "recall {r} in 10k nodes");
 }
 
@@ -209,6 +211,7 @@ fn finishes_with_a_quarter_of_the_network_silent() {
         }
     }
     let r = recall(&network, 30, &mut rng);
+    eprintln!("recall with 25% silent: {r:.4}");
     assert!(r >= 0.95, "recall {r} with 25% silent");
 }
 
@@ -228,6 +231,7 @@ fn hostile_responders_cannot_stall_or_mislead_it() {
         }
     }
     let r = recall(&network, 30, &mut rng);
+    eprintln!("recall with 10% hostile responders: {r:.4}");
     assert!(r >= 0.95, "recall {r} with 10% hostile responders");
 }
 
