@@ -9,7 +9,7 @@ use libp2p::{Multiaddr, PeerId};
 use smallvec::SmallVec;
 
 use super::{from_unix_secs, unix_secs, GcProgress, ProviderRecord, ProviderStore, RecordStore};
-use super::{Store, StoreError, ValueRecord};
+use super::{ProvidedKey, Store, StoreError, ValueRecord};
 use crate::key::Key;
 
 /// What a full [`MemoryStore`] does with one more key.
@@ -74,6 +74,8 @@ pub struct MemoryStore {
     keyspace: BTreeMap<Key, Box<[u8]>>,
     /// Where the next GC call resumes in the keyspace.
     gc_cursor: Option<Key>,
+    /// The keys this node provides, in keyspace order.
+    provided: BTreeMap<Key, ProvidedKey>,
 }
 
 impl MemoryStore {
@@ -229,6 +231,49 @@ impl ProviderStore for MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn add_provided(&mut self, key: &[u8], now: SystemTime) -> Result<(), StoreError> {
+        self.provided
+            .entry(Key::new(key))
+            .or_insert_with(|| ProvidedKey {
+                key: key.to_vec(),
+                added: now,
+                last_provided: None,
+                peers: 0,
+            });
+        Ok(())
+    }
+
+    fn remove_provided(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.provided.remove(&Key::new(key));
+        Ok(())
+    }
+
+    fn provided(&mut self, from: &Key, limit: usize) -> Result<Vec<ProvidedKey>, StoreError> {
+        Ok(self
+            .provided
+            .range((Bound::Included(*from), Bound::Unbounded))
+            .take(limit)
+            .map(|(_, p)| p.clone())
+            .collect())
+    }
+
+    fn set_provided_status(
+        &mut self,
+        key: &[u8],
+        at: SystemTime,
+        peers: u16,
+    ) -> Result<(), StoreError> {
+        if let Some(p) = self.provided.get_mut(&Key::new(key)) {
+            p.last_provided = Some(at);
+            p.peers = peers;
+        }
+        Ok(())
+    }
+
+    fn provided_len(&mut self) -> Result<u64, StoreError> {
+        Ok(self.provided.len() as u64)
+    }
+
     fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError> {
         let mut progress = GcProgress::default();
         // Value records are few (bounded by `max_records`): one sweep each pass start.

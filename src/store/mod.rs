@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime};
 use libp2p::{Multiaddr, PeerId};
 
 pub use memory::{FullPolicy, MemoryStore, MemoryStoreConfig};
+
 pub use persistent::{PersistentStore, PersistentStoreConfig};
 
 use crate::key::Key;
@@ -67,6 +68,19 @@ pub struct ProviderRecord {
     pub expires: SystemTime,
     /// When the addresses stop being handed out with the record.
     pub addrs_expire: SystemTime,
+}
+
+/// A key this node provides (the Provider's list), with its reprovide status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvidedKey {
+    /// The provided key.
+    pub key: Vec<u8>,
+    /// When it was added to the list.
+    pub added: SystemTime,
+    /// When it was last announced, if ever.
+    pub last_provided: Option<SystemTime>,
+    /// How many peers took the last announcement.
+    pub peers: u16,
 }
 
 /// Lifetimes applied to what the network stores at this node.
@@ -175,6 +189,26 @@ pub trait Store: RecordStore + ProviderStore {
     /// may add a small bounded part, as [`MemoryStore`] sweeps its at most `max_records` value
     /// records when a pass starts). Returns whether a full pass has completed.
     fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError>;
+
+    /// Adds `key` to the keys this node provides (idempotent: a known key keeps its status).
+    fn add_provided(&mut self, key: &[u8], now: SystemTime) -> Result<(), StoreError>;
+
+    /// Removes `key` from the keys this node provides.
+    fn remove_provided(&mut self, key: &[u8]) -> Result<(), StoreError>;
+
+    /// Up to `limit` provided keys in keyspace order from `from` (inclusive), with status.
+    fn provided(&mut self, from: &Key, limit: usize) -> Result<Vec<ProvidedKey>, StoreError>;
+
+    /// Records that `key` was announced at `at` to `peers` peers (no-op for unknown keys).
+    fn set_provided_status(
+        &mut self,
+        key: &[u8],
+        at: SystemTime,
+        peers: u16,
+    ) -> Result<(), StoreError>;
+
+    /// Number of provided keys.
+    fn provided_len(&mut self) -> Result<u64, StoreError>;
 
     /// Saves the routing table's peers, so that a restarted node rejoins without bootstrap
     /// peers. Stores that do not persist keep nothing.

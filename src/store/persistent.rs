@@ -19,7 +19,7 @@ use redb::{
 
 use super::persistent_codec::{self as codec, ProviderFields, SCHEMA_VERSION};
 use super::{from_unix_secs, unix_secs, GcProgress, ProviderRecord, ProviderStore, RecordStore};
-use super::{Store, StoreError, ValueRecord};
+use super::{ProvidedKey, Store, StoreError, ValueRecord};
 use crate::key::Key;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -197,49 +197,6 @@ impl PersistentStore {
             self.flush()?;
         }
         Ok(())
-    }
-
-    /// Marks `key` as provided by this node (the Provider's list). Idempotent.
-    pub fn provide_key(&mut self, key: &[u8], now: SystemTime) -> Result<(), StoreError> {
-        let entry = codec::keyspace_key(key);
-        self.txn()?
-            .open_table(PROVIDED)
-            .map_err(db_err)?
-            .insert(
-                entry.as_slice(),
-                codec::encode_provided(unix_secs(now)).as_slice(),
-            )
-            .map_err(db_err)?;
-        self.wrote()
-    }
-
-    /// Forgets that this node provides `key`.
-    pub fn unprovide_key(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        let entry = codec::keyspace_key(key);
-        self.txn()?
-            .open_table(PROVIDED)
-            .map_err(db_err)?
-            .remove(entry.as_slice())
-            .map_err(db_err)?;
-        self.wrote()
-    }
-
-    /// Up to `limit` keys this node provides, in keyspace order from `from` (inclusive).
-    pub fn provided_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let table = self.txn()?.open_table(PROVIDED).map_err(db_err)?;
-        let range = table.range(from.as_bytes().as_slice()..).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in range.take(limit) {
-            let (k, _) = item.map_err(db_err)?;
-            out.push(k.value()[32..].to_vec());
-        }
-        Ok(out)
-    }
-
-    /// Number of keys this node provides.
-    pub fn provided_len(&mut self) -> Result<u64, StoreError> {
-        let table = self.txn()?.open_table(PROVIDED).map_err(db_err)?;
-        table.len().map_err(db_err)
     }
 
     fn save_routing_table(&mut self, peers: &[(PeerId, Vec<Multiaddr>)]) -> Result<(), StoreError> {
@@ -635,6 +592,80 @@ impl Store for PersistentStore {
         self.buffered += removed;
         self.gc_cursor = next.unwrap_or(GcCursor::Values(Vec::new()));
         Ok(progress)
+    }
+
+    fn add_provided(&mut self, key: &[u8], now: SystemTime) -> Result<(), StoreError> {
+        let entry = codec::keyspace_key(key);
+        {
+            let txn = self.txn()?;
+            let mut table = txn.open_table(PROVIDED).map_err(db_err)?;
+            if table.get(entry.as_slice()).map_err(db_err)?.is_some() {
+                return Ok(());
+            }
+            let value = codec::encode_provided(unix_secs(now), 0, 0);
+            table
+                .insert(entry.as_slice(), value.as_slice())
+                .map_err(db_err)?;
+        }
+        self.wrote()
+    }
+
+    fn remove_provided(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        let entry = codec::keyspace_key(key);
+        self.txn()?
+            .open_table(PROVIDED)
+            .map_err(db_err)?
+            .remove(entry.as_slice())
+            .map_err(db_err)?;
+        self.wrote()
+    }
+
+    fn provided(&mut self, from: &Key, limit: usize) -> Result<Vec<ProvidedKey>, StoreError> {
+        let table = self.txn()?.open_table(PROVIDED).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in table
+            .range(from.as_bytes().as_slice()..)
+            .map_err(db_err)?
+            .take(limit)
+        {
+            let (k, v) = item.map_err(db_err)?;
+            let (added, last, peers) = codec::decode_provided(v.value())?;
+            out.push(ProvidedKey {
+                key: k.value()[32..].to_vec(),
+                added: from_unix_secs(added),
+                last_provided: (last > 0).then(|| from_unix_secs(last)),
+                peers,
+            });
+        }
+        Ok(out)
+    }
+
+    fn set_provided_status(
+        &mut self,
+        key: &[u8],
+        at: SystemTime,
+        peers: u16,
+    ) -> Result<(), StoreError> {
+        let entry = codec::keyspace_key(key);
+        {
+            let txn = self.txn()?;
+            let mut table = txn.open_table(PROVIDED).map_err(db_err)?;
+            let Some(stored) = table.get(entry.as_slice()).map_err(db_err)? else {
+                return Ok(());
+            };
+            let (added, _, _) = codec::decode_provided(stored.value())?;
+            drop(stored);
+            let value = codec::encode_provided(added, unix_secs(at).max(1), peers);
+            table
+                .insert(entry.as_slice(), value.as_slice())
+                .map_err(db_err)?;
+        }
+        self.wrote()
+    }
+
+    fn provided_len(&mut self) -> Result<u64, StoreError> {
+        let table = self.txn()?.open_table(PROVIDED).map_err(db_err)?;
+        table.len().map_err(db_err)
     }
 
     fn save_routing_snapshot(

@@ -8,7 +8,7 @@
 //! | `values` | record key | `1, received u64, expires u64, value...` |
 //! | `provider_keys` | `sha256(key) (32), key` | number of providers (u32) |
 //! | `providers` | `sha256(key) (32), len(key) u16, key, provider peer id` | `1, received u64, expires u64, addrs_expire u64, n u16, (len u16, multiaddr)*n` |
-//! | `provided` | `sha256(key) (32), key` | `1, added u64` |
+//! | `provided` | `sha256(key) (32), key` | `1, added u64, last provided u64 (0: never), peers u16` |
 //! | `routing` | peer id | `1, n u16, (len u16, multiaddr)*n` |
 //!
 //! Integers are big-endian; times are Unix seconds. Keys start with the SHA-256 of the DHT key,
@@ -167,10 +167,19 @@ pub(crate) fn decode_provider(bytes: &[u8]) -> Result<ProviderFields, StoreError
     })
 }
 
-pub(crate) fn encode_provided(added: u64) -> Vec<u8> {
+pub(crate) fn encode_provided(added: u64, last: u64, peers: u16) -> Vec<u8> {
     let mut out = vec![FORMAT];
     out.extend_from_slice(&added.to_be_bytes());
+    out.extend_from_slice(&last.to_be_bytes());
+    out.extend_from_slice(&peers.to_be_bytes());
     out
+}
+
+/// A provided key's status: added, last provided (0: never), peers.
+pub(crate) fn decode_provided(bytes: &[u8]) -> Result<(u64, u64, u16), StoreError> {
+    let mut r = Reader(bytes);
+    r.format("provided")?;
+    Ok((r.u64("provided")?, r.u64("provided")?, r.u16("provided")?))
 }
 
 pub(crate) fn encode_routing(addrs: &[Multiaddr]) -> Vec<u8> {

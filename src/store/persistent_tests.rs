@@ -41,7 +41,7 @@ fn a_reopened_store_serves_the_same_records() {
         let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
         store.add_provider(provider(b"key", peer, now)).unwrap();
         store.put(value(b"/v/a", 3, now)).unwrap();
-        store.provide_key(b"mine", now).unwrap();
+        store.add_provided(b"mine", now).unwrap();
         store.save_routing_snapshot(&routing).unwrap();
         store.flush().unwrap();
     }
@@ -52,12 +52,11 @@ fn a_reopened_store_serves_the_same_records() {
     );
     assert_eq!(store.get(b"/v/a", now).unwrap().unwrap().value, vec![1; 3]);
     let zero = Key::from_hash([0; 32]);
-    assert_eq!(
-        store.provided_keys(&zero, 10).unwrap(),
-        vec![b"mine".to_vec()]
-    );
+    let provided = store.provided(&zero, 10).unwrap();
+    assert_eq!(provided.len(), 1);
+    assert_eq!(provided[0].key, b"mine".to_vec());
     assert_eq!(store.load_routing_snapshot().unwrap(), routing);
-    store.unprovide_key(b"mine").unwrap();
+    store.remove_provided(b"mine").unwrap();
     assert_eq!(store.provided_len().unwrap(), 0);
 }
 

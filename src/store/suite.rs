@@ -40,6 +40,7 @@ pub(crate) fn run_all<S: Store>(make: impl Fn(MemoryStoreConfig) -> S) {
     provider_keys_come_in_keyspace_order(&make);
     gc_removes_expired_entries_in_bounded_batches(&make);
     batches_store_what_fits(&make);
+    provided_keys_keep_their_status_in_keyspace_order(&make);
 }
 
 fn values_expire_and_bounds_refuse_without_loss<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
@@ -202,4 +203,32 @@ fn batches_store_what_fits<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
     assert_eq!(store.add_providers(batch).unwrap(), 2 + 3);
     store.flush().unwrap();
     assert_eq!(store.providers(b"same", now).unwrap().len(), 2);
+}
+
+pub(crate) fn provided_keys_keep_their_status_in_keyspace_order<S: Store>(
+    make: &impl Fn(MemoryStoreConfig) -> S,
+) {
+    let mut store = make(MemoryStoreConfig::default());
+    let now = now();
+    let keys: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 4]).collect();
+    for key in &keys {
+        store.add_provided(key, now).unwrap();
+    }
+    store.add_provided(&keys[0], now + Duration::from_secs(5)).unwrap();
+    assert_eq!(store.provided_len().unwrap(), 20, "idempotent");
+    store
+        .set_provided_status(&keys[3], now + Duration::from_secs(9), 17)
+        .unwrap();
+    store.remove_provided(&keys[4]).unwrap();
+    store.flush().unwrap();
+    let all = store.provided(&Key::from_hash([0; 32]), 100).unwrap();
+    assert_eq!(all.len(), 19);
+    let mut expected: Vec<Vec<u8>> = keys.iter().filter(|k| **k != keys[4]).cloned().collect();
+    expected.sort_by_key(|k| Key::new(k));
+    assert_eq!(all.iter().map(|p| p.key.clone()).collect::<Vec<_>>(), expected);
+    let three = all.iter().find(|p| p.key == keys[3]).unwrap();
+    assert_eq!(three.last_provided, Some(now + Duration::from_secs(9)));
+    assert_eq!(three.peers, 17);
+    let zero = all.iter().find(|p| p.key == keys[0]).unwrap();
+    assert_eq!((zero.added, zero.last_provided), (now, None));
 }
