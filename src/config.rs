@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 
 use crate::mode::Mode;
 use crate::network::message::Limits;
+use crate::provider::ReprovideConfig;
 use crate::routing_table::{DiversityConfig, KBucketConfig};
 use crate::server::{Validator, Validators};
 use crate::store::{Lifetimes, MemoryStoreConfig};
@@ -48,6 +49,7 @@ pub struct Config {
     pub(crate) refresh_interval: Option<Duration>,
     pub(crate) refresh_query_timeout: Duration,
     pub(crate) max_providers_per_query: usize,
+    pub(crate) reprovide: ReprovideConfig,
 }
 
 impl Config {
@@ -82,6 +84,7 @@ impl Config {
             refresh_interval: Some(Duration::from_secs(600)),
             refresh_query_timeout: Duration::from_secs(10),
             max_providers_per_query: 1000,
+            reprovide: ReprovideConfig::default(),
         }
     }
 
@@ -325,6 +328,25 @@ impl Config {
     /// there. Default 1,000.
     pub fn with_max_providers_per_query(mut self, providers: usize) -> Self {
         self.max_providers_per_query = providers.max(1);
+        self
+    }
+
+    /// How often provided keys are announced again by the sweep. Default 22 h, as Amino.
+    pub fn with_reprovide_interval(mut self, interval: Duration) -> Self {
+        self.reprovide.interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Keyspace regions swept at once. Default 4.
+    pub fn with_reprovide_workers(mut self, workers: usize) -> Self {
+        self.reprovide.workers = workers.max(1);
+        self
+    }
+
+    /// ADD_PROVIDER messages in flight to one peer during a sweep. Default 8: a bulk
+    /// reprovide paces what it sends to one peer.
+    pub fn with_reprovide_per_peer_in_flight(mut self, messages: usize) -> Self {
+        self.reprovide.per_peer_in_flight = messages.max(1);
         self
     }
 

@@ -84,6 +84,14 @@ pub enum Event {
         /// What it cost.
         stats: QueryStats,
     },
+    /// The sweep reprovided a keyspace region.
+    RegionReprovided(crate::provider::SweepReport),
+    /// The sweep has more work than the reprovide interval allows: regions wait this long
+    /// after their slot. It keeps going, oldest first.
+    ReprovideBehind {
+        /// How late the oldest waiting region is.
+        by: std::time::Duration,
+    },
     /// A peer entered the routing table.
     RoutingUpdated {
         /// The peer.

@@ -45,17 +45,19 @@ pub mod key;
 mod mode;
 pub mod network;
 mod proto;
+pub mod provider;
 pub mod routing;
 pub mod routing_table;
 pub mod server;
 pub mod store;
 
-pub use behaviour::{Behaviour, NoKnownPeers, ProvideError, PutValueError};
+pub use behaviour::{Behaviour, NoKnownPeers, ProvideError, PutValueError, StartProvideError};
 pub use config::{Config, AMINO_PROTOCOL};
 pub use event::Event;
 pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
+pub use provider::{ReprovideConfig, SweepReport};
 pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats};
 pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
 pub use server::{

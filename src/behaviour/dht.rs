@@ -55,7 +55,7 @@ pub enum PutValueError {
 pub struct NoKnownPeers;
 
 impl Behaviour {
-    fn lookup_config(&self) -> LookupConfig {
+    pub(super) fn lookup_config(&self) -> LookupConfig {
         let k = self.config.kbuckets.k;
         LookupConfig {
             alpha: self.config.alpha,
@@ -382,7 +382,8 @@ impl Behaviour {
                     .table_mut()
                     .on_refreshed(bucket, Instant::now()),
                 PoolAction::Finished(id, result, stats) => {
-                    if !self.internal_queries.remove(&id) {
+                    let sweep = self.on_query_finished(id, &result);
+                    if !self.internal_queries.remove(&id) && !sweep {
                         self.report(Event::QueryFinished { id, result, stats });
                     }
                 }

@@ -26,6 +26,7 @@ use crate::network::dispatch::{OutboundAction, OutboundRequests};
 use crate::network::handler::{Handler, HandlerEvent, HandlerIn};
 use crate::network::message::{without_own_peer_id, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
+use crate::provider::Provider;
 use crate::routing::query::QueryPool;
 use crate::routing::QueryId;
 use crate::routing_table::maintenance::{Maintenance, TableChange};
@@ -63,6 +64,8 @@ pub struct Behaviour {
     refresh_tick: Delay,
     /// The first poll bootstraps when the table already knows peers (snapshot, add_address).
     started: bool,
+    provider: Provider,
+    sweep_tick: Delay,
     actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     /// Woken when an API call queues an action outside of `poll`.
     waker: Option<Waker>,
@@ -120,6 +123,8 @@ impl Behaviour {
             query_timer: Delay::new(Duration::from_secs(3600)),
             refresh_tick: Delay::new(config.refresh_interval.unwrap_or(Duration::from_secs(3600))),
             started: false,
+            provider: provide::new_provider(config.kbuckets.k, &config),
+            sweep_tick: Delay::new(Duration::from_secs(1)),
             actions: VecDeque::new(),
             waker: None,
             config,
@@ -268,6 +273,9 @@ impl Behaviour {
         if internal {
             return;
         }
+        let Some(result) = self.route_to_sweep(id, result) else {
+            return;
+        };
         if let Some(result) = self.route_to_query(id, result) {
             self.report(Event::OutboundRequestFinished { peer, id, result });
         }
@@ -609,6 +617,7 @@ impl NetworkBehaviour for Behaviour {
         }
         let _ = self.query_timer.poll_unpin(cx);
         self.drive_queries(cx);
+        self.poll_sweep(cx);
         if self.liveness_tick.poll_unpin(cx).is_ready() {
             self.liveness_tick.reset(LIVENESS_TICK);
             // Registers the timer's waker again.
@@ -631,8 +640,10 @@ impl NetworkBehaviour for Behaviour {
 }
 
 mod dht;
+mod provide;
 
 pub use dht::{NoKnownPeers, ProvideError, PutValueError};
+pub use provide::StartProvideError;
 
 #[cfg(test)]
 mod tests;

@@ -214,7 +214,9 @@ pub(crate) fn provided_keys_keep_their_status_in_keyspace_order<S: Store>(
     for key in &keys {
         store.add_provided(key, now).unwrap();
     }
-    store.add_provided(&keys[0], now + Duration::from_secs(5)).unwrap();
+    store
+        .add_provided(&keys[0], now + Duration::from_secs(5))
+        .unwrap();
     assert_eq!(store.provided_len().unwrap(), 20, "idempotent");
     store
         .set_provided_status(&keys[3], now + Duration::from_secs(9), 17)
@@ -225,7 +227,10 @@ pub(crate) fn provided_keys_keep_their_status_in_keyspace_order<S: Store>(
     assert_eq!(all.len(), 19);
     let mut expected: Vec<Vec<u8>> = keys.iter().filter(|k| **k != keys[4]).cloned().collect();
     expected.sort_by_key(|k| Key::new(k));
-    assert_eq!(all.iter().map(|p| p.key.clone()).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        all.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        expected
+    );
     let three = all.iter().find(|p| p.key == keys[3]).unwrap();
     assert_eq!(three.last_provided, Some(now + Duration::from_secs(9)));
     assert_eq!(three.peers, 17);

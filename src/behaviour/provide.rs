@@ -1,0 +1,224 @@
+//! The Provider's interface (StartProvide, StopProvide, ProvideList) and the glue that runs
+//! the reprovide sweep.
+
+use std::task::Context;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::FutureExt;
+
+use super::Behaviour;
+use crate::event::Event;
+use crate::key::Key;
+use crate::network::message::{ConnectionType, PeerRecord, Request, Response};
+use crate::network::{OutboundRequestId, RequestError};
+use crate::provider::{Provider, ProviderAction};
+use crate::routing::lookup::Lookup;
+use crate::routing::query::QueryKind;
+use crate::routing::{QueryId, QueryResult};
+use crate::store::{ProvidedKey, StoreError};
+
+use super::dht::ProvideError;
+
+/// Why [`Behaviour::start_providing`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartProvideError {
+    /// The key could not be added to the provided-keys list.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The first announcement could not start.
+    #[error(transparent)]
+    Provide(#[from] ProvideError),
+}
+
+/// The longest the sweep's timer sleeps, so that a region appearing (the network grew, the
+/// table filled) is not noticed late.
+const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(60);
+
+impl Behaviour {
+    /// StartProvide: adds `key` to the provided-keys list (durably, with a persistent store),
+    /// announces it now and keeps it announced: the sweep covers its keyspace region at once,
+    /// together with the other keys added meanwhile (thousands of new keys cost a lookup per
+    /// region, not per key), and then every reprovide interval. Progress comes as
+    /// [`Event::RegionReprovided`]; [`Behaviour::provided_keys`] has each key's status.
+    pub fn start_providing(&mut self, key: impl Into<Vec<u8>>) -> Result<(), StartProvideError> {
+        let key = key.into();
+        let max = self.config.limits.max_provider_key_len;
+        if key.len() > max {
+            return Err(ProvideError::KeyTooLong {
+                len: key.len(),
+                max,
+            }
+            .into());
+        }
+        if self.local_addrs.is_empty() {
+            return Err(ProvideError::NoAddresses.into());
+        }
+        let now = SystemTime::now();
+        self.server.store_mut().add_provided(&key, now)?;
+        self.provider.kick(&Key::new(&key), now);
+        self.wake();
+        Ok(())
+    }
+
+    /// StopProvide: removes `key` from the list; it is not announced again (records already
+    /// stored expire on their own).
+    pub fn stop_providing(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.server.store_mut().remove_provided(key)
+    }
+
+    /// ProvideList: up to `limit` provided keys in keyspace order from `from` (inclusive), with
+    /// their status (added, last provided, peers reached). Page through millions of keys by
+    /// passing the next key's point as `from`.
+    pub fn provided_keys(
+        &mut self,
+        from: &Key,
+        limit: usize,
+    ) -> Result<Vec<ProvidedKey>, StoreError> {
+        self.server.store_mut().provided(from, limit)
+    }
+
+    /// How many keys this node provides.
+    pub fn provided_len(&mut self) -> Result<u64, StoreError> {
+        self.server.store_mut().provided_len()
+    }
+
+    /// Leading full buckets of the routing table: the network has about k * 2^n peers.
+    fn leading_full_buckets(&self) -> usize {
+        let local = Key::from_peer(&self.local);
+        let mut counts = [0usize; 257];
+        for peer in self.maintenance.table().peers() {
+            counts[Key::from_peer(&peer.id).common_prefix_len(&local)] += 1;
+        }
+        counts
+            .iter()
+            .take_while(|n| **n >= self.config.kbuckets.k)
+            .count()
+    }
+
+    /// Runs the sweep's timer and starts the regions due (at once when keys were just added).
+    pub(super) fn poll_sweep(&mut self, cx: &mut Context<'_>) {
+        if self.sweep_tick.poll_unpin(cx).is_pending() && !self.provider.has_waiting() {
+            return;
+        }
+        let now = SystemTime::now();
+        let actions = self.provider.tick(now, self.leading_full_buckets());
+        self.apply_provider(actions);
+        let sleep = self
+            .provider
+            .until_next(SystemTime::now())
+            .clamp(Duration::from_millis(10), MAX_SWEEP_SLEEP);
+        self.sweep_tick.reset(sleep);
+        let _ = self.sweep_tick.poll_unpin(cx);
+    }
+
+    pub(super) fn apply_provider(&mut self, actions: Vec<ProviderAction>) {
+        let mut queue: std::collections::VecDeque<ProviderAction> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                ProviderAction::LoadRegion(region) => {
+                    let now = SystemTime::now();
+                    let max = self.config.reprovide.max_keys_per_region;
+                    let keys: Vec<Vec<u8>> =
+                        match self.server.store_mut().provided(&region.start(), max) {
+                            Ok(keys) => keys
+                                .into_iter()
+                                .take_while(|p| region.contains(&Key::new(&p.key)))
+                                .filter(|p| self.provider.key_due(p.last_provided, now))
+                                .map(|p| p.key)
+                                .collect(),
+                            Err(error) => {
+                                tracing::warn!(%error, "reading the provided keys failed");
+                                Vec::new()
+                            }
+                        };
+                    queue.extend(self.provider.region_keys(region, keys));
+                }
+                ProviderAction::FindPeers { region, target } => {
+                    let k = self.config.kbuckets.k;
+                    let seeds = self
+                        .maintenance
+                        .table()
+                        .local_closest_peers(&Key::new(&target), 2 * k);
+                    let mut config = self.lookup_config();
+                    config.k = 2 * k;
+                    let lookup = Lookup::new(Key::new(&target), self.local, seeds, config);
+                    let id = self.queries.start(
+                        target,
+                        QueryKind::ClosestPeers,
+                        lookup,
+                        self.config.query_timeout,
+                        Instant::now(),
+                    );
+                    self.internal_queries.insert(id);
+                    self.provider.lookup_started(id, region);
+                }
+                ProviderAction::Announce {
+                    region,
+                    peer,
+                    addrs,
+                    key,
+                    index,
+                } => {
+                    let request = Request::AddProvider {
+                        key,
+                        providers: vec![PeerRecord {
+                            id: self.local,
+                            addrs: self.local_addrs.clone(),
+                            connection: ConnectionType::Connected,
+                        }],
+                    };
+                    let (id, actions) = self.outbound.send(peer, addrs, request);
+                    self.provider.on_sent(id, region, peer, index);
+                    self.apply_all(actions);
+                }
+                ProviderAction::KeyDone { key, at, peers } => {
+                    if let Err(error) = self.server.store_mut().set_provided_status(&key, at, peers)
+                    {
+                        tracing::warn!(%error, "recording a reprovide failed");
+                    }
+                }
+                ProviderAction::Report(report) => {
+                    self.report(Event::RegionReprovided(report));
+                }
+                ProviderAction::Behind(by) => {
+                    tracing::warn!(?by, "the reprovide sweep is behind schedule");
+                    self.report(Event::ReprovideBehind { by });
+                }
+            }
+        }
+    }
+
+    /// Routes an announcement's outcome to the sweep; gives it back when not the sweep's.
+    pub(super) fn route_to_sweep(
+        &mut self,
+        id: OutboundRequestId,
+        result: Result<Option<Response>, RequestError>,
+    ) -> Option<Result<Option<Response>, RequestError>> {
+        if !self.provider.owns_request(&id) {
+            return Some(result);
+        }
+        let actions = self.provider.on_result(id, result.is_ok());
+        self.apply_provider(actions);
+        None
+    }
+
+    /// A query finished: the sweep's lookups feed their region. Returns whether the result
+    /// was the sweep's own.
+    pub(super) fn on_query_finished(&mut self, id: QueryId, result: &QueryResult) -> bool {
+        if !self.provider.owns_query(&id) {
+            return false;
+        }
+        let peers = match result {
+            QueryResult::ClosestPeers(Ok(peers)) => peers.clone(),
+            _ => Vec::new(),
+        };
+        let actions = self.provider.region_peers(id, peers);
+        self.apply_provider(actions);
+        true
+    }
+}
+
+/// Whether the provider module is asked to sweep at all.
+pub(super) fn new_provider(behaviour_k: usize, config: &crate::Config) -> Provider {
+    Provider::new(config.reprovide, behaviour_k)
+}

@@ -1,0 +1,222 @@
+//! The reprovide sweep's schedule, sans-IO: the keyspace cut into regions, each with its own
+//! slot in the reprovide interval.
+//!
+//! A region is every key whose point (SHA-256) starts with the same `depth` bits. The depth is
+//! chosen so that a region holds about k peers: with `f` leading full buckets in our routing
+//! table, the network has roughly k * 2^f peers, so `depth = f`. Region `r` (of `2^depth`, in
+//! keyspace order) is due at `cycle start + interval * r / 2^depth`, cycles being aligned on
+//! the Unix epoch: the schedule is a function of the wall clock, so a restarted node resumes
+//! where it was, and regions spread their work evenly over the interval.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::key::Key;
+
+/// A region of the keyspace: the points whose first `depth` bits are `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// Which region, in keyspace order.
+    pub index: u64,
+    /// Prefix length (at most 63).
+    pub depth: u8,
+}
+
+impl Region {
+    fn prefix_bytes(&self, next_bit: bool) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        let mut word = if self.depth == 0 {
+            0
+        } else {
+            self.index << (64 - u32::from(self.depth))
+        };
+        if next_bit && self.depth < 64 {
+            word |= 1 << (63 - u32::from(self.depth));
+        }
+        bytes[..8].copy_from_slice(&word.to_be_bytes());
+        bytes
+    }
+
+    /// The first point of the region: where its keys start in keyspace order.
+    pub fn start(&self) -> Key {
+        Key::from_hash(self.prefix_bytes(false))
+    }
+
+    /// The middle of the region: the target of the lookup that finds its peers.
+    pub fn center(&self) -> Key {
+        Key::from_hash(self.prefix_bytes(true))
+    }
+
+    /// Whether `key` lies in the region.
+    pub fn contains(&self, key: &Key) -> bool {
+        if self.depth == 0 {
+            return true;
+        }
+        let word = u64::from_be_bytes(key.as_bytes()[..8].try_into().expect("8 bytes"));
+        word >> (64 - u32::from(self.depth)) == self.index
+    }
+}
+
+/// The regions due, in order, as time passes.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    interval: Duration,
+    depth: u8,
+    /// The cycle and the next region of it not yet handed out.
+    cursor: Option<(u64, u64)>,
+}
+
+impl Schedule {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            // Whole seconds: cycles are counted in seconds since the epoch.
+            interval: Duration::from_secs(interval.as_secs().max(1)),
+            depth: 0,
+            cursor: None,
+        }
+    }
+
+    /// The region holding `key` at the current depth.
+    pub(crate) fn region_of(&self, key: &Key) -> Region {
+        let word = u64::from_be_bytes(key.as_bytes()[..8].try_into().expect("8 bytes"));
+        let index = if self.depth == 0 {
+            0
+        } else {
+            word >> (64 - u32::from(self.depth))
+        };
+        Region {
+            index,
+            depth: self.depth,
+        }
+    }
+
+    /// The region depth for `leading_full_buckets` full buckets in our table.
+    pub(crate) fn set_depth(&mut self, leading_full_buckets: usize) {
+        let depth = leading_full_buckets.min(20) as u8;
+        if depth != self.depth {
+            // Re-map the cursor to the same point of the cycle at the new granularity.
+            if let Some((cycle, next)) = self.cursor {
+                let fraction = next as f64 / (1u64 << self.depth) as f64;
+                let next = (fraction * (1u64 << depth) as f64).ceil() as u64;
+                self.cursor = Some((cycle, next));
+            }
+            self.depth = depth;
+        }
+    }
+
+    fn cycle_of(&self, now: SystemTime) -> (u64, Duration) {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = self.interval.as_secs();
+        let cycle = since.as_secs() / secs;
+        let into = since.saturating_sub(Duration::from_secs(cycle * secs));
+        (cycle, into)
+    }
+
+    /// The slot of region `index` within a cycle.
+    fn slot(&self, index: u64) -> Duration {
+        self.interval
+            .mul_f64(index as f64 / (1u64 << self.depth) as f64)
+    }
+
+    /// Regions whose slot passed since the last call, oldest first. The first call after a
+    /// start hands out every region of the current cycle whose slot passed: their keys are
+    /// skipped when they were announced recently, so nothing is done twice.
+    pub(crate) fn due(&mut self, now: SystemTime) -> Vec<Region> {
+        let (cycle, into) = self.cycle_of(now);
+        let count = 1u64 << self.depth;
+        let (mut cursor_cycle, mut next) = self.cursor.unwrap_or((cycle, 0));
+        let mut due = Vec::new();
+        if cursor_cycle < cycle {
+            // The rest of the previous cycle, then the new one from its start.
+            while next < count {
+                due.push(Region {
+                    index: next,
+                    depth: self.depth,
+                });
+                next += 1;
+            }
+            cursor_cycle = cycle;
+            next = 0;
+        }
+        while next < count && self.slot(next) <= into {
+            due.push(Region {
+                index: next,
+                depth: self.depth,
+            });
+            next += 1;
+        }
+        self.cursor = Some((cursor_cycle, next));
+        due
+    }
+
+    /// How long until the next region is due.
+    pub(crate) fn until_next(&self, now: SystemTime) -> Duration {
+        let (cycle, into) = self.cycle_of(now);
+        match self.cursor {
+            Some((c, next)) if c == cycle && next < (1u64 << self.depth) => {
+                self.slot(next).saturating_sub(into)
+            }
+            Some((c, _)) if c == cycle => self.interval.saturating_sub(into),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_partition_the_keyspace_in_order() {
+        for depth in [0u8, 1, 3, 8] {
+            let regions: Vec<Region> = (0..1u64 << depth)
+                .map(|index| Region { index, depth })
+                .collect();
+            for i in 0..200u32 {
+                let key = Key::new(&i.to_be_bytes());
+                let holders: Vec<&Region> = regions.iter().filter(|r| r.contains(&key)).collect();
+                assert_eq!(holders.len(), 1, "exactly one region holds each key");
+                assert!(holders[0].start() <= key);
+            }
+            for r in &regions {
+                assert!(r.contains(&r.start()) && r.contains(&r.center()));
+            }
+        }
+    }
+
+    #[test]
+    fn regions_come_due_spread_over_the_interval() {
+        let interval = Duration::from_secs(8000);
+        let mut schedule = Schedule::new(interval);
+        schedule.set_depth(3);
+        // A cycle starts on a multiple of the interval since the epoch.
+        let cycle_start = UNIX_EPOCH + interval * 1000;
+        let due = schedule.due(cycle_start);
+        assert_eq!(due.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(schedule.until_next(cycle_start), Duration::from_secs(1000));
+        let due = schedule.due(cycle_start + Duration::from_secs(2500));
+        assert_eq!(due.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(schedule
+            .due(cycle_start + Duration::from_secs(2600))
+            .is_empty());
+        // The next cycle: the rest of this one, then the start of the next.
+        let due = schedule.due(cycle_start + interval + Duration::from_secs(10));
+        assert_eq!(
+            due.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6, 7, 0]
+        );
+    }
+
+    #[test]
+    fn a_restart_hands_out_the_regions_already_passed_once() {
+        let interval = Duration::from_secs(8000);
+        let mut schedule = Schedule::new(interval);
+        schedule.set_depth(2);
+        let now = UNIX_EPOCH + interval * 7 + Duration::from_secs(5000);
+        let due = schedule.due(now);
+        assert_eq!(
+            due.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert!(schedule.due(now).is_empty());
+    }
+}

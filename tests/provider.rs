@@ -1,0 +1,135 @@
+//! The Provider: start_providing many keys, the sweep renews them before they expire, and
+//! stop_providing ends that; tiny networks work too.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::net::{network, node_config, TestNode};
+use kadence::key::Key;
+use kadence::{QueryProgress, QueryResult};
+use libp2p::PeerId;
+
+/// Records live 4 s; the sweep renews them every 2 s.
+fn fast_config() -> kadence::Config {
+    node_config()
+        .with_provider_validity(Duration::from_secs(4))
+        .with_provider_address_ttl(Duration::from_secs(4))
+        .with_reprovide_interval(Duration::from_secs(2))
+}
+
+fn cid(i: u32) -> Vec<u8> {
+    let mut key = vec![0x12, 0x20];
+    key.extend(Key::new(&i.to_be_bytes()).as_bytes());
+    key
+}
+
+async fn providers_of(node: &TestNode, key: Vec<u8>) -> HashSet<PeerId> {
+    let outcome = node
+        .run(move |dht| Some(dht.find_providers(key, None)))
+        .await;
+    assert!(matches!(
+        outcome.result,
+        Some(QueryResult::GetProviders(Ok(_)))
+    ));
+    outcome
+        .progress
+        .iter()
+        .flat_map(|p| match p {
+            QueryProgress::ProvidersFound(found) => found.iter().map(|r| r.id).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Waits until every provided key of `node` has been announced.
+async fn wait_all_announced(node: &TestNode, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let announced = Arc::new(Mutex::new(0));
+        let seen = announced.clone();
+        node.run(move |dht| {
+            let keys = dht
+                .provided_keys(&Key::from_hash([0; 32]), usize::MAX)
+                .unwrap();
+            *seen.lock().unwrap() = keys
+                .iter()
+                .filter(|k| k.last_provided.is_some() && k.peers > 0)
+                .count();
+            None
+        })
+        .await;
+        if *announced.lock().unwrap() == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "announced {} of {count}",
+            announced.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_keys_are_provided_renewed_and_stopped() {
+    let nodes = network(50, fast_config).await;
+    let provider = &nodes[7];
+    let provider_id = provider.id;
+    provider
+        .run(|dht| {
+            for i in 0..1000 {
+                dht.start_providing(cid(i)).unwrap();
+            }
+            None
+        })
+        .await;
+    wait_all_announced(provider, 1000).await;
+    for i in (0..1000).step_by(97) {
+        assert!(
+            providers_of(&nodes[31], cid(i))
+                .await
+                .contains(&provider_id),
+            "key {i}"
+        );
+    }
+
+    // Past the records' 4 s lifetime, they are still found: the sweep renewed them.
+    provider
+        .run(|dht| {
+            dht.stop_providing(&cid(3)).unwrap();
+            None
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for i in [0u32, 500, 999] {
+        assert!(
+            providers_of(&nodes[40], cid(i))
+                .await
+                .contains(&provider_id),
+            "key {i} renewed"
+        );
+    }
+    // The stopped key was not renewed: it expired everywhere.
+    assert!(!providers_of(&nodes[40], cid(3))
+        .await
+        .contains(&provider_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_networks_and_a_single_key() {
+    // Fewer peers than k: one region, every key to every peer.
+    let nodes = network(5, fast_config).await;
+    nodes[0]
+        .run(|dht| {
+            dht.start_providing(cid(42)).unwrap();
+            None
+        })
+        .await;
+    wait_all_announced(&nodes[0], 1).await;
+    assert!(providers_of(&nodes[4], cid(42))
+        .await
+        .contains(&nodes[0].id));
+}
