@@ -124,3 +124,52 @@ fn a_restarted_node_rejoins_from_its_saved_routing_table() {
     let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
     assert_eq!(store.load_routing_snapshot().unwrap(), vec![(peer, addrs)]);
 }
+
+/// The Provider after a restart: keys announced recently are not announced again at once;
+/// a key whose announcement is older than the interval is.
+#[test]
+fn a_restarted_provider_resumes_without_reproviding_everything() {
+    use std::task::{Context, Poll};
+    use std::time::{Duration, SystemTime};
+
+    use futures::task::noop_waker_ref;
+    use kadence::{Event, Store};
+    use libp2p::swarm::{NetworkBehaviour, ToSwarm};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("provider.redb");
+    let now = SystemTime::now();
+    {
+        let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+        for i in 0..100u32 {
+            let key = i.to_be_bytes();
+            store.add_provided(&key, now).unwrap();
+            store.set_provided_status(&key, now, 20).unwrap();
+        }
+        // One key last announced two days ago.
+        store.add_provided(b"stale", now).unwrap();
+        store
+            .set_provided_status(b"stale", now - Duration::from_secs(48 * 3600), 20)
+            .unwrap();
+    }
+    let store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    let local = libp2p::PeerId::random();
+    let table = KBucketTable::new(local, KBucketConfig::default());
+    let mut behaviour = Behaviour::with_parts(local, server_config(), table, store);
+    let mut cx = Context::from_waker(noop_waker_ref());
+    let mut announced = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match behaviour.poll(&mut cx) {
+            Poll::Ready(ToSwarm::GenerateEvent(Event::RegionReprovided(report))) => {
+                announced += report.keys;
+                if announced > 0 {
+                    break;
+                }
+            }
+            Poll::Ready(_) => {}
+            Poll::Pending => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert_eq!(announced, 1, "only the stale key is announced again");
+}

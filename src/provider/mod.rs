@@ -184,8 +184,8 @@ impl Provider {
         leading_full_buckets: usize,
     ) -> Vec<ProviderAction> {
         self.schedule.set_depth(leading_full_buckets);
-        for region in self.schedule.due(now) {
-            self.waiting.push_back((region, now));
+        for (region, slot) in self.schedule.due(now) {
+            self.waiting.push_back((region, slot));
         }
         let mut actions = Vec::new();
         while self.runs.len() < self.config.workers.max(1) {
@@ -510,5 +510,27 @@ mod tests {
         assert!(provider.key_due(None, now));
         assert!(!provider.key_due(Some(now), now + Duration::from_secs(3600)));
         assert!(provider.key_due(Some(now), now + Duration::from_secs(20 * 3600)));
+    }
+
+    #[test]
+    fn falling_behind_is_reported_with_how_much() {
+        let config = ReprovideConfig {
+            workers: 1,
+            interval: Duration::from_secs(8000),
+            ..Default::default()
+        };
+        let mut provider = Provider::new(config, 20);
+        // Late in a cycle with 4 regions: all four are due; one worker takes the first.
+        let now = UNIX_EPOCH + Duration::from_secs(8000 * 100 + 7000);
+        let actions = provider.tick(now, 2);
+        let behind: Vec<Duration> = actions
+            .iter()
+            .filter_map(|a| match a {
+                ProviderAction::Behind(by) => Some(*by),
+                _ => None,
+            })
+            .collect();
+        // The oldest waiting region (index 1) was due at 2000 s into the cycle.
+        assert_eq!(behind, vec![Duration::from_secs(5000)]);
     }
 }

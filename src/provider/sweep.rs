@@ -120,28 +120,31 @@ impl Schedule {
     /// Regions whose slot passed since the last call, oldest first. The first call after a
     /// start hands out every region of the current cycle whose slot passed: their keys are
     /// skipped when they were announced recently, so nothing is done twice.
-    pub(crate) fn due(&mut self, now: SystemTime) -> Vec<Region> {
+    pub(crate) fn due(&mut self, now: SystemTime) -> Vec<(Region, SystemTime)> {
         let (cycle, into) = self.cycle_of(now);
         let count = 1u64 << self.depth;
         let (mut cursor_cycle, mut next) = self.cursor.unwrap_or((cycle, 0));
+        let start_of = |c: u64| UNIX_EPOCH + Duration::from_secs(c * self.interval.as_secs());
         let mut due = Vec::new();
         if cursor_cycle < cycle {
-            // The rest of the previous cycle, then the new one from its start.
+            // The rest of the cycle the cursor was in, then the new one from its start.
             while next < count {
-                due.push(Region {
+                let region = Region {
                     index: next,
                     depth: self.depth,
-                });
+                };
+                due.push((region, start_of(cursor_cycle) + self.slot(next)));
                 next += 1;
             }
             cursor_cycle = cycle;
             next = 0;
         }
         while next < count && self.slot(next) <= into {
-            due.push(Region {
+            let region = Region {
                 index: next,
                 depth: self.depth,
-            });
+            };
+            due.push((region, start_of(cycle) + self.slot(next)));
             next += 1;
         }
         self.cursor = Some((cursor_cycle, next));
@@ -191,17 +194,25 @@ mod tests {
         // A cycle starts on a multiple of the interval since the epoch.
         let cycle_start = UNIX_EPOCH + interval * 1000;
         let due = schedule.due(cycle_start);
-        assert_eq!(due.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(due, vec![(Region { index: 0, depth: 3 }, cycle_start)]);
         assert_eq!(schedule.until_next(cycle_start), Duration::from_secs(1000));
         let due = schedule.due(cycle_start + Duration::from_secs(2500));
-        assert_eq!(due.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            due.iter().map(|(r, _)| r.index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            due[1].1,
+            cycle_start + Duration::from_secs(2000),
+            "its slot"
+        );
         assert!(schedule
             .due(cycle_start + Duration::from_secs(2600))
             .is_empty());
         // The next cycle: the rest of this one, then the start of the next.
         let due = schedule.due(cycle_start + interval + Duration::from_secs(10));
         assert_eq!(
-            due.iter().map(|r| r.index).collect::<Vec<_>>(),
+            due.iter().map(|(r, _)| r.index).collect::<Vec<_>>(),
             vec![3, 4, 5, 6, 7, 0]
         );
     }
@@ -214,7 +225,7 @@ mod tests {
         let now = UNIX_EPOCH + interval * 7 + Duration::from_secs(5000);
         let due = schedule.due(now);
         assert_eq!(
-            due.iter().map(|r| r.index).collect::<Vec<_>>(),
+            due.iter().map(|(r, _)| r.index).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
         assert!(schedule.due(now).is_empty());
