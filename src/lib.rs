@@ -8,7 +8,7 @@
 //! you compose into your swarm. Its modules follow the DHT design: the Network (the wire,
 //! [`network`]), the Routing Table ([`routing_table`]), Routing (lookups, [`routing`]; the
 //! operations are methods of [`Behaviour`]), the Server ([`server`]) and the stores
-//! ([`store`]); the Provider (reprovide sweep) comes next (see the README's status table).
+//! ([`store`]) and the Provider ([`provider`], the reprovide sweep).
 //!
 //! ## Quick start
 //!

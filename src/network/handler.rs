@@ -1,6 +1,6 @@
 //! The [`ConnectionHandler`]: the DHT protocol on one connection.
 //!
-//! Inbound, every stream is served by its own future ([`streams::serve_inbound`]), at most
+//! Inbound, every stream is served by its own future (`streams::serve_inbound`), at most
 //! `max_inbound_streams` at once; a stream beyond that is reset at once. Requests travel to the
 //! behaviour as [`HandlerEvent::InboundRequest`] and the answer comes back as
 //! [`HandlerIn::Respond`].

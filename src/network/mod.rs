@@ -29,8 +29,8 @@ use message::MessageError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OutboundRequestId(pub(crate) u64);
 
-/// Identifies an inbound request awaiting its response, for
-/// [`Behaviour::respond`](crate::Behaviour::respond).
+/// Identifies an inbound request awaiting its response, between a connection handler and the
+/// Server module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InboundRequestId(u64);
 

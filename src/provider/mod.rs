@@ -8,7 +8,7 @@
 //! closest among them. All of a peer's ADD_PROVIDER messages go on its one connection, at most
 //! `per_peer_in_flight` at a time (a bulk reprovide must pace what it sends to one peer).
 //!
-//! Sans-IO: [`Provider`] plans; the behaviour runs the lookups and sends the requests.
+//! Sans-IO: the `Provider` state machine plans; the behaviour runs the lookups and sends the requests.
 
 pub mod sweep;
 

@@ -3,7 +3,7 @@
 //! routing table, stores, time); the behaviour only carries the answer back.
 //!
 //! Reads (PING, FIND_NODE, GET_VALUE, GET_PROVIDERS) are answered at once. Writes (PUT_VALUE,
-//! ADD_PROVIDER) are checked first ([`prepare`]) and stored after ([`commit`]), so that an
+//! ADD_PROVIDER) are checked first (`prepare`) and stored after (`commit`), so that an
 //! application may decide in between; the PUT_VALUE echo goes out only after the commit.
 
 mod inbound;
