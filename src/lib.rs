@@ -51,7 +51,9 @@ pub mod routing_table;
 pub mod server;
 pub mod store;
 
-pub use behaviour::{Behaviour, NoKnownPeers, ProvideError, PutValueError, StartProvideError};
+pub use behaviour::{
+    Behaviour, NoKnownPeers, ProvideError, ProvideStatus, PutValueError, StartProvideError,
+};
 pub use config::{Config, AMINO_PROTOCOL};
 pub use event::Event;
 pub use mode::Mode;

@@ -56,7 +56,9 @@ async fn wait_all_announced(node: &TestNode, count: usize) {
                 .unwrap();
             *seen.lock().unwrap() = keys
                 .iter()
-                .filter(|k| k.last_provided.is_some() && k.peers > 0)
+                .filter(|s| {
+                    s.key.last_provided.is_some() && s.key.peers > 0 && s.next_due.is_some()
+                })
                 .count();
             None
         })

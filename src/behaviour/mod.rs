@@ -643,7 +643,7 @@ mod dht;
 mod provide;
 
 pub use dht::{NoKnownPeers, ProvideError, PutValueError};
-pub use provide::StartProvideError;
+pub use provide::{ProvideStatus, StartProvideError};
 
 #[cfg(test)]
 mod tests;

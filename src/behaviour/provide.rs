@@ -30,6 +30,15 @@ pub enum StartProvideError {
     Provide(#[from] ProvideError),
 }
 
+/// A provided key and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvideStatus {
+    /// The key, when it was added, when it was last announced and to how many peers.
+    pub key: ProvidedKey,
+    /// When its next announcement is due (`None`: not announced yet, due now).
+    pub next_due: Option<SystemTime>,
+}
+
 /// The longest the sweep's timer sleeps, so that a region appearing (the network grew, the
 /// table filled) is not noticed late.
 const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(60);
@@ -67,14 +76,26 @@ impl Behaviour {
     }
 
     /// ProvideList: up to `limit` provided keys in keyspace order from `from` (inclusive), with
-    /// their status (added, last provided, peers reached). Page through millions of keys by
-    /// passing the next key's point as `from`.
+    /// their status (added, last provided, peers reached, next due). Page through millions of
+    /// keys by passing the point after the last key returned as `from`.
     pub fn provided_keys(
         &mut self,
         from: &Key,
         limit: usize,
-    ) -> Result<Vec<ProvidedKey>, StoreError> {
-        self.server.store_mut().provided(from, limit)
+    ) -> Result<Vec<ProvideStatus>, StoreError> {
+        let interval = self.config.reprovide.interval;
+        Ok(self
+            .server
+            .store_mut()
+            .provided(from, limit)?
+            .into_iter()
+            .map(|key| ProvideStatus {
+                next_due: key
+                    .last_provided
+                    .map(|t| t.checked_add(interval).unwrap_or(t)),
+                key,
+            })
+            .collect())
     }
 
     /// How many keys this node provides.
