@@ -156,12 +156,15 @@ impl Behaviour {
                 }
                 ProviderAction::FindPeers { region, target } => {
                     let k = self.config.kbuckets.k;
+                    // 3k: a region can hold more than 2k peers (up to ~2.5k in a 2,000-node
+                    // simulation), and keys at its far edge need peers beyond 2k from the
+                    // middle key; with 2k, 1.5% of keys reached only 14 of their 20 closest.
                     let seeds = self
                         .maintenance
                         .table()
-                        .local_closest_peers(&Key::new(&target), 2 * k);
+                        .local_closest_peers(&Key::new(&target), 3 * k);
                     let mut config = self.lookup_config();
-                    config.k = 2 * k;
+                    config.k = 3 * k;
                     let lookup = Lookup::new(Key::new(&target), self.local, seeds, config);
                     let id = self.queries.start(
                         target,

@@ -4,8 +4,8 @@
 //! The list lives in the store ([`Store::add_provided`](crate::Store::add_provided)), so it
 //! survives restarts. Every region of the keyspace (see [`sweep`]) comes due once per reprovide
 //! interval; then its keys due for a reprovide are read from the store, the region's closest
-//! peers are found with one lookup (2k peers around its center), and each key goes to its k
-//! closest among them. All of a peer's ADD_PROVIDER messages go on its one connection, at most
+//! peers are found with one lookup (3k peers around its middle key), and each key goes to its
+//! k closest among them. All of a peer's ADD_PROVIDER messages go on its one connection, at most
 //! `per_peer_in_flight` at a time (a bulk reprovide must pace what it sends to one peer).
 //!
 //! Sans-IO: the `Provider` state machine plans; the behaviour runs the lookups and sends the requests.
@@ -101,7 +101,7 @@ struct Run {
 pub(crate) enum ProviderAction {
     /// Read the region's keys due for a reprovide, then call [`Provider::region_keys`].
     LoadRegion(Region),
-    /// Find the closest peers (2k) to `target` (a key in the middle of the region: a lookup
+    /// Find the closest peers (3k) to `target` (a key in the middle of the region: a lookup
     /// needs key bytes, and a hash cannot be inverted), then call [`Provider::region_peers`].
     FindPeers { region: Region, target: Vec<u8> },
     /// Send ADD_PROVIDER for `key` to `peer`; report with [`Provider::on_sent`].
