@@ -135,3 +135,38 @@ async fn tiny_networks_and_a_single_key() {
         .await
         .contains(&nodes[0].id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_peers_in_one_corner_of_the_keyspace() {
+    // Eight nodes whose points all start with three zero bits: 1/8 of the keyspace.
+    let corner = || loop {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        if Key::from_peer(&key.public().to_peer_id()).as_bytes()[0] < 0x20 {
+            return key;
+        }
+    };
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for _ in 0..8 {
+        let bootstrap = nodes.last().map(|n: &TestNode| (n.id, n.addr.clone()));
+        nodes.push(TestNode::start_tcp_with(corner(), fast_config(), bootstrap).await);
+    }
+    for node in &nodes {
+        node.run(|dht| dht.bootstrap().ok()).await;
+    }
+    // Keys spread over the whole keyspace, far from every peer.
+    nodes[0]
+        .run(|dht| {
+            for i in 0..50 {
+                dht.start_providing(cid(i)).unwrap();
+            }
+            None
+        })
+        .await;
+    wait_all_announced(&nodes[0], 50).await;
+    for i in [0u32, 17, 49] {
+        assert!(
+            providers_of(&nodes[7], cid(i)).await.contains(&nodes[0].id),
+            "key {i}"
+        );
+    }
+}

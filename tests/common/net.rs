@@ -68,7 +68,21 @@ impl TestNode {
         config: kadence::Config,
         bootstrap: Option<(PeerId, Multiaddr)>,
     ) -> TestNode {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        Self::start_tcp_with(
+            libp2p::identity::Keypair::generate_ed25519(),
+            config,
+            bootstrap,
+        )
+        .await
+    }
+
+    /// Like [`TestNode::start_tcp`], with a chosen identity.
+    pub async fn start_tcp_with(
+        key: libp2p::identity::Keypair,
+        config: kadence::Config,
+        bootstrap: Option<(PeerId, Multiaddr)>,
+    ) -> TestNode {
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
                 libp2p::tcp::Config::default(),
