@@ -103,6 +103,9 @@ pub struct Lookup {
     local: PeerId,
     config: LookupConfig,
     candidates: BTreeMap<Distance, Candidate>,
+    /// Every peer asked so far: one pushed out of a full candidate set and learned again is
+    /// not asked twice (its record would count twice towards a quorum).
+    asked_peers: fnv::FnvHashSet<PeerId>,
     in_flight: usize,
     /// Requests sent, answers and failures, for statistics.
     asked: usize,
@@ -121,6 +124,7 @@ impl Lookup {
             local,
             config,
             candidates: BTreeMap::new(),
+            asked_peers: fnv::FnvHashSet::default(),
             in_flight: 0,
             asked: 0,
         };
@@ -145,6 +149,9 @@ impl Lookup {
             return;
         }
         let distance = Key::from_peer(&id).distance(&self.target);
+        if !self.candidates.contains_key(&distance) && self.asked_peers.contains(&id) {
+            return;
+        }
         if let Some(known) = self.candidates.get_mut(&distance) {
             // Learn new addresses of a known peer; never change its state.
             for addr in addrs {
@@ -287,6 +294,7 @@ impl Lookup {
             };
             self.in_flight += 1;
             self.asked += 1;
+            self.asked_peers.insert(c.id);
             return LookupStep::Ask {
                 peer: c.id,
                 addrs: c.addrs.clone(),

@@ -309,3 +309,41 @@ fn never_asks_itself_and_finishes_when_empty() {
     assert!(lookup.result().is_empty());
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn a_peer_pushed_out_and_learned_again_is_not_asked_twice() {
+    let local = PeerId::random();
+    let target = Key::new(b"target");
+    let config = LookupConfig {
+        max_candidates: 3,
+        alpha: 1,
+        ..Default::default()
+    };
+    let far = PeerId::random();
+    let mut lookup = Lookup::new(target, local, [record(far)], config);
+    let now = Instant::now();
+    let LookupStep::Ask { peer, .. } = lookup.step(now) else {
+        panic!()
+    };
+    assert_eq!(peer, far);
+    // Many closer peers push the asked one out of the full candidate set...
+    let mut closer: Vec<PeerRecord> = (0..50).map(|_| record(PeerId::random())).collect();
+    closer.sort_by_key(|p| Key::from_peer(&p.id).distance(&target));
+    let far_distance = Key::from_peer(&far).distance(&target);
+    let nearer: Vec<PeerRecord> = closer
+        .into_iter()
+        .filter(|p| Key::from_peer(&p.id).distance(&target) < far_distance)
+        .take(3)
+        .collect();
+    if nearer.len() < 3 {
+        return; // The random peer happened to be very close; nothing to push it out.
+    }
+    lookup.on_success(&far, nearer);
+    // ...and when some peer mentions it again, it is not asked again.
+    let mut asked = Vec::new();
+    while let LookupStep::Ask { peer, .. } = lookup.step(now) {
+        asked.push(peer);
+        lookup.on_success(&peer, vec![record(far)]);
+    }
+    assert!(!asked.contains(&far));
+}

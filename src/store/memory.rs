@@ -135,6 +135,12 @@ impl RecordStore for MemoryStore {
         }
         if !self.records.contains_key(&record.key) && self.records.len() >= self.config.max_records
         {
+            // Expired records hold no slot.
+            let now = record.received;
+            self.records.retain(|_, r| r.expires > now);
+        }
+        if !self.records.contains_key(&record.key) && self.records.len() >= self.config.max_records
+        {
             match self.config.full_policy {
                 FullPolicy::Refuse => return Err(StoreError::Full),
                 FullPolicy::EvictLeastRecentlyUsed => {
@@ -320,6 +326,20 @@ mod tests {
     #[test]
     fn memory_store_passes_the_shared_suite() {
         suite::run_all(MemoryStore::new);
+    }
+
+    #[test]
+    fn expired_records_hold_no_slot() {
+        let config = MemoryStoreConfig {
+            max_records: 1,
+            ..Default::default()
+        };
+        let mut store = MemoryStore::new(config);
+        let now = SystemTime::now();
+        store.put(suite::value(b"/v/a", 1, now)).unwrap();
+        let later = now + std::time::Duration::from_secs(7200);
+        store.put(suite::value(b"/v/b", 1, later)).unwrap();
+        assert!(store.get(b"/v/b", later).unwrap().is_some());
     }
 
     #[test]
