@@ -7,21 +7,12 @@ mod common;
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 
+use common::net::providers_in;
 use common::net::{network, node_config, TestNode};
 use common::pk_record;
 use kadence::key::Key;
-use kadence::{QueryProgress, QueryResult, Record, Validator};
+use kadence::{QueryResult, Record, Validator};
 use libp2p::PeerId;
-
-fn providers_in(progress: &[QueryProgress]) -> HashSet<PeerId> {
-    progress
-        .iter()
-        .flat_map(|p| match p {
-            QueryProgress::ProvidersFound(found) => found.iter().map(|r| r.id).collect(),
-            _ => Vec::new(),
-        })
-        .collect()
-}
 
 /// Values are a decimal sequence number; the higher one wins.
 struct Sequence;

@@ -8,9 +8,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::go::{binary, hex, GoPeer};
+use common::net::providers_in;
 use common::net::TestNode;
 use common::pk_record;
-use kadence::{QueryProgress, QueryResult};
+use kadence::QueryResult;
 use libp2p::PeerId;
 
 fn amino() -> kadence::Config {
@@ -25,16 +26,6 @@ fn multihash(seed: u8) -> Vec<u8> {
     let mut key = vec![0x12, 0x20];
     key.extend([seed; 32]);
     key
-}
-
-fn providers_in(progress: &[QueryProgress]) -> HashSet<PeerId> {
-    progress
-        .iter()
-        .flat_map(|p| match p {
-            QueryProgress::ProvidersFound(found) => found.iter().map(|r| r.id).collect(),
-            _ => Vec::new(),
-        })
-        .collect()
 }
 
 /// Waits until the Go peer's routing table holds `peer` (it admits peers asynchronously, after

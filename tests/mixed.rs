@@ -6,9 +6,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::net::providers_in;
 use common::net::{node_config, TestNode};
 use common::{pk_record, within, TEST_PROTOCOL};
-use kadence::{QueryProgress, QueryResult};
+use kadence::QueryResult;
 use libp2p::swarm::{NetworkBehaviour, Swarm};
 use libp2p::{identify, Multiaddr, PeerId};
 use libp2p_kad::store::MemoryStore;
@@ -98,16 +99,6 @@ impl Kad {
         self.commands.send((Box::new(op), tx)).unwrap();
         within(60, rx).await.unwrap()
     }
-}
-
-fn providers_in(progress: &[QueryProgress]) -> HashSet<PeerId> {
-    progress
-        .iter()
-        .flat_map(|p| match p {
-            QueryProgress::ProvidersFound(found) => found.iter().map(|r| r.id).collect(),
-            _ => Vec::new(),
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

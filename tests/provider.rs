@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::net::{network, node_config, TestNode};
+use common::net::{network, node_config, providers_in, TestNode};
 use kadence::key::Key;
-use kadence::{QueryProgress, QueryResult};
+use kadence::QueryResult;
 use libp2p::PeerId;
 
 /// Records live 4 s; the sweep renews them every 2 s.
@@ -34,14 +34,7 @@ async fn providers_of(node: &TestNode, key: Vec<u8>) -> HashSet<PeerId> {
         outcome.result,
         Some(QueryResult::GetProviders(Ok(_)))
     ));
-    outcome
-        .progress
-        .iter()
-        .flat_map(|p| match p {
-            QueryProgress::ProvidersFound(found) => found.iter().map(|r| r.id).collect(),
-            _ => Vec::new(),
-        })
-        .collect()
+    providers_in(&outcome.progress)
 }
 
 /// Waits until every provided key of `node` has been announced.

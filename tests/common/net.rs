@@ -1,6 +1,7 @@
 //! A network of kadence nodes (identify + DHT) over the memory transport, each driven by its own
 //! task; tests talk to a node through commands.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use kadence::{Event, QueryId, QueryProgress, QueryResult};
@@ -202,4 +203,15 @@ pub async fn network(n: usize, config: impl Fn() -> kadence::Config) -> Vec<Test
         }
     }
     nodes
+}
+
+/// The providers streamed by a find-providers query.
+pub fn providers_in(progress: &[QueryProgress]) -> HashSet<PeerId> {
+    progress
+        .iter()
+        .flat_map(|p| match p {
+            QueryProgress::ProvidersFound(found) => found.iter().map(|r| r.id).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }
