@@ -1,0 +1,120 @@
+//! `serve`: a long-lived node with the persistent store.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use kadence::store::{PersistentStore, PersistentStoreConfig};
+use kadence::KBucketTable;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::Multiaddr;
+
+use crate::driver::{build_swarm_with, listen};
+use crate::{split_p2p, Fail};
+
+pub struct ServeOptions {
+    pub listen: Vec<Multiaddr>,
+    pub data_dir: PathBuf,
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/kadence`, else `~/.local/share/kadence`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("kadence")
+}
+
+/// The node's identity, kept in the data directory so its peer id survives restarts.
+fn identity(dir: &Path) -> Result<Keypair, Fail> {
+    let path = dir.join("identity.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| Fail::new(format!("{} is not an identity key: {e}", path.display())));
+    }
+    let key = Keypair::generate_ed25519();
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| Fail::new(e.to_string()))?;
+    std::fs::write(&path, bytes)
+        .map_err(|e| Fail::new(format!("cannot write {}: {e}", path.display())))?;
+    Ok(key)
+}
+
+/// libp2p's TCP transport sets `SO_REUSEPORT` on its listeners, so a second node on a port
+/// already in use would silently share it with the first. A plain bind shows the conflict.
+fn refuse_taken_port(addr: &Multiaddr) -> Result<(), Fail> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let port = match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => port,
+        _ => return Ok(()),
+    };
+    std::net::TcpListener::bind((ip, port))
+        .map(drop)
+        .map_err(|e| Fail::new(format!("cannot listen on {addr}: {e}")))
+}
+
+pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fail::new(format!("cannot use data dir {}: {e}", dir.display())))?;
+    let key = identity(dir)?;
+    let local = key.public().to_peer_id();
+    let store = PersistentStore::open(dir.join("store.redb"), PersistentStoreConfig::default())
+        .map_err(|e| Fail::new(format!("cannot open the store in {}: {e}", dir.display())))?;
+    // Automatic mode: server once an external address is confirmed. A listen address on a
+    // specific IP is taken as reachable; a wildcard one waits for confirmation.
+    let config = kadence::Config::amino();
+    let table = KBucketTable::new(local, config.kbuckets().clone());
+    let mut swarm = build_swarm_with(key, |_| {
+        kadence::Behaviour::with_parts(local, config, table, store)
+    })
+    .map_err(|e| Fail::new(e.to_string()))?;
+    let mut addrs = Vec::new();
+    for addr in &options.listen {
+        refuse_taken_port(addr)?;
+        let bound = listen(&mut swarm, addr.clone())
+            .await
+            .map_err(|e| Fail::new(format!("cannot listen on {addr}: {e}")))?;
+        let wildcard = matches!(
+            bound.iter().next(),
+            Some(Protocol::Ip4(ip)) if ip.is_unspecified()
+        );
+        if !wildcard {
+            swarm.add_external_address(bound.clone());
+        }
+        addrs.push(bound);
+    }
+    for addr in &options.bootstrap {
+        let (peer, addr) = split_p2p(addr)?;
+        swarm.behaviour_mut().dht.add_address(peer, addr);
+    }
+    println!("kadence node {local}");
+    for addr in &addrs {
+        println!("listening on {addr}/p2p/{local}");
+    }
+    println!("data in {}", dir.display());
+    let _ = swarm.behaviour_mut().dht.bootstrap();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::NewListenAddr { address, .. } = event {
+                    tracing::info!(%address, "listening");
+                }
+            }
+        }
+    }
+    // Dropping the swarm saves the routing table and flushes the store.
+    drop(swarm);
+    println!("stopped; store flushed");
+    Ok(())
+}

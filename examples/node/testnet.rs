@@ -1,0 +1,190 @@
+//! `testnet`: a local network of kadence nodes on 127.0.0.1 that runs every DHT operation.
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use kadence::{QueryId, QueryProgress, QueryResult, Record};
+use libp2p::identity::Keypair;
+use libp2p::StreamProtocol;
+
+use crate::driver::{build_swarm, listen, Handle, Outcome};
+
+/// A private protocol name: the testnet never joins the public DHT.
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/kadence-example/kad/1.0.0");
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One line of the summary table.
+struct Row {
+    operation: &'static str,
+    ok: bool,
+    result: String,
+    latency: Duration,
+    requests: u32,
+}
+
+async fn measured(
+    node: &Handle,
+    operation: &'static str,
+    op: impl FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send + 'static,
+    check: impl FnOnce(&Outcome) -> Result<String, String>,
+) -> Row {
+    let start = Instant::now();
+    let outcome = node
+        .run(TIMEOUT, move |swarm| op(&mut swarm.behaviour_mut().dht))
+        .await;
+    let latency = start.elapsed();
+    let (ok, result, requests) = match &outcome {
+        Some(outcome) => match check(outcome) {
+            Ok(text) => (true, text, outcome.stats.requests),
+            Err(text) => (false, text, outcome.stats.requests),
+        },
+        None => (false, "did not start or timed out".to_string(), 0),
+    };
+    Row {
+        operation,
+        ok,
+        result,
+        latency,
+        requests,
+    }
+}
+
+/// Runs the testnet with `nodes` nodes; `Ok(true)` when every operation succeeded.
+pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut handles: Vec<Handle> = Vec::new();
+    for i in 0..nodes {
+        let key = Keypair::generate_ed25519();
+        let config = kadence::Config::new(PROTOCOL).with_mode(Some(kadence::Mode::Server));
+        let mut swarm = build_swarm(key.clone(), config)?;
+        let addr = listen(&mut swarm, "/ip4/127.0.0.1/tcp/0".parse()?).await?;
+        // A tree: every node knows one node started before it.
+        if i > 0 {
+            let parent = &handles[(i - 1) / 2];
+            swarm
+                .behaviour_mut()
+                .dht
+                .add_address(parent.id, parent.addr.clone());
+        }
+        handles.push(Handle::spawn(swarm, addr, key));
+    }
+    println!("started {nodes} nodes on 127.0.0.1; bootstrapping");
+    for _round in 0..2 {
+        for node in &handles {
+            node.run(TIMEOUT, |swarm| swarm.behaviour_mut().dht.bootstrap().ok())
+                .await;
+        }
+    }
+
+    let last = nodes - 1;
+    let mut rows = Vec::new();
+    rows.push(
+        measured(
+            &handles[1],
+            "closest peers",
+            |dht| Some(dht.get_closest_peers(b"kadence example key".to_vec())),
+            |o| match &o.result {
+                QueryResult::ClosestPeers(Ok(peers)) if !peers.is_empty() => {
+                    Ok(format!("{} peers, {} hops", peers.len(), o.stats.hops))
+                }
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let cid = vec![0x12, 0x20, 0xde, 0xad, 0xbe, 0xef];
+    rows.push(
+        measured(
+            &handles[2],
+            "provide",
+            {
+                let cid = cid.clone();
+                move |dht| dht.provide(cid).ok()
+            },
+            |o| match &o.result {
+                QueryResult::Provide(Ok(n)) => Ok(format!("announced to {n} peers")),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let provider = handles[2].id;
+    rows.push(
+        measured(
+            &handles[last],
+            "find providers",
+            move |dht| Some(dht.find_providers(cid, None)),
+            move |o| {
+                let found = o.progress.iter().any(|p| {
+                    matches!(p, QueryProgress::ProvidersFound(f) if f.iter().any(|r| r.id == provider))
+                });
+                if found {
+                    Ok("found the provider".into())
+                } else {
+                    Err(format!("{:?}", o.result))
+                }
+            },
+        )
+        .await,
+    );
+    // A `/pk/` record: a node's public key under its peer id, which every validator accepts.
+    let record = Record::public_key(&handles[3].key.public());
+    rows.push(
+        measured(
+            &handles[3],
+            "put value",
+            {
+                let record = record.clone();
+                move |dht| dht.put_value(record, None).ok()
+            },
+            |o| match &o.result {
+                QueryResult::PutValue(Ok(n)) => Ok(format!("stored at {n} peers")),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let expected = record.value.clone();
+    rows.push(
+        measured(
+            &handles[last - 1],
+            "get value",
+            move |dht| Some(dht.get_value(record.key, NonZeroUsize::new(2))),
+            move |o| match &o.result {
+                QueryResult::GetValue(Ok(r)) if r.value == expected => Ok("the record".into()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    let wanted = handles[last - 2].id;
+    rows.push(
+        measured(
+            &handles[4 % nodes],
+            "find peer",
+            move |dht| Some(dht.find_peer(wanted)),
+            |o| match &o.result {
+                QueryResult::FindPeer(Ok(p)) => Ok(format!("{} addresses", p.addrs.len())),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+
+    println!(
+        "\n{:<16} {:<6} {:>10} {:>9}  result",
+        "operation", "ok", "latency", "requests"
+    );
+    let mut all_ok = true;
+    for row in &rows {
+        println!(
+            "{:<16} {:<6} {:>10.2?} {:>9}  {}",
+            row.operation,
+            if row.ok { "yes" } else { "NO" },
+            row.latency,
+            row.requests,
+            row.result
+        );
+        all_ok &= row.ok;
+    }
+    Ok(all_ok)
+}
