@@ -163,3 +163,16 @@ async fn all_peers_in_one_corner_of_the_keyspace() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_is_announced_at_once_with_the_amino_interval() {
+    // The default 22 h interval: a key just added must not wait for its region's slot.
+    let nodes = network(5, node_config).await;
+    nodes[0]
+        .run(|dht| {
+            dht.start_providing(cid(7)).unwrap();
+            None
+        })
+        .await;
+    wait_all_announced(&nodes[0], 1).await;
+}

@@ -135,6 +135,7 @@ impl Behaviour {
     pub(super) fn apply_provider(&mut self, actions: Vec<ProviderAction>) {
         let mut queue: std::collections::VecDeque<ProviderAction> = actions.into();
         while let Some(action) = queue.pop_front() {
+            tracing::trace!(?action, "sweep");
             match action {
                 ProviderAction::LoadRegion(region) => {
                     let now = SystemTime::now();

@@ -169,7 +169,16 @@ impl Provider {
 
     /// Whether regions wait for a worker.
     pub(crate) fn has_waiting(&self) -> bool {
-        !self.waiting.is_empty() && self.runs.len() < self.config.workers.max(1)
+        self.runs.len() < self.config.workers.max(1) && self.next_startable().is_some()
+    }
+
+    /// The first waiting region not being swept already. A region runs once at a time: a
+    /// second run would take over the first one's lookup and strand both; keys added while it
+    /// runs wait for the next pass.
+    fn next_startable(&self) -> Option<usize> {
+        self.waiting
+            .iter()
+            .position(|(region, _)| !self.runs.iter().any(|run| run.region == *region))
     }
 
     /// How long until the schedule wants attention.
@@ -185,11 +194,14 @@ impl Provider {
     ) -> Vec<ProviderAction> {
         self.schedule.set_depth(leading_full_buckets);
         for (region, slot) in self.schedule.due(now) {
-            self.waiting.push_back((region, slot));
+            if !self.waiting.iter().any(|(r, _)| *r == region) {
+                self.waiting.push_back((region, slot));
+            }
         }
         let mut actions = Vec::new();
         while self.runs.len() < self.config.workers.max(1) {
-            let Some((region, due)) = self.waiting.pop_front() else {
+            let Some((region, due)) = self.next_startable().and_then(|i| self.waiting.remove(i))
+            else {
                 break;
             };
             self.runs.push(Run {
