@@ -1,8 +1,11 @@
 //! `testnet`: a local network of kadence nodes on 127.0.0.1 that runs every DHT operation.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kadence::key::Key;
 use kadence::{QueryId, QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
 use libp2p::StreamProtocol;
@@ -46,6 +49,63 @@ async fn measured(
         result,
         latency,
         requests,
+    }
+}
+
+/// StartProvide for a batch of keys, then waits until the reprovider's sweep has announced
+/// every one of them (the provide list says when each key was last announced).
+async fn provide_batch(node: &Handle, keys: usize) -> Row {
+    let start = Instant::now();
+    let added = Arc::new(AtomicUsize::new(0));
+    node.run(TIMEOUT, {
+        let added = added.clone();
+        move |swarm| {
+            for i in 0..keys {
+                let key = format!("kadence example batch key {i}").into_bytes();
+                if swarm.behaviour_mut().dht.start_providing(key).is_ok() {
+                    added.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    let announced = Arc::new(AtomicUsize::new(0));
+    let reached = Arc::new(AtomicUsize::new(usize::MAX));
+    while start.elapsed() < TIMEOUT {
+        let (announced_now, reached_now) = (announced.clone(), reached.clone());
+        node.run(TIMEOUT, move |swarm| {
+            let list = swarm
+                .behaviour_mut()
+                .dht
+                .provided_keys(&Key::from_hash([0; 32]), keys + 1)
+                .unwrap_or_default();
+            let done = list.iter().filter(|s| s.key.last_provided.is_some());
+            announced_now.store(done.clone().count(), Ordering::Relaxed);
+            let fewest = done.map(|s| usize::from(s.key.peers)).min();
+            reached_now.store(fewest.unwrap_or(0), Ordering::Relaxed);
+            None
+        })
+        .await;
+        if announced.load(Ordering::Relaxed) >= keys {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (added, announced) = (
+        added.load(Ordering::Relaxed),
+        announced.load(Ordering::Relaxed),
+    );
+    let ok = added == keys && announced == keys;
+    Row {
+        operation: "start providing",
+        ok,
+        result: format!(
+            "{added} added, {announced}/{keys} swept, each to >= {} peers",
+            reached.load(Ordering::Relaxed)
+        ),
+        latency: start.elapsed(),
+        requests: 0,
     }
 }
 
@@ -169,6 +229,8 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         )
         .await,
     );
+
+    rows.push(provide_batch(&handles[5 % nodes], 200).await);
 
     println!(
         "\n{:<16} {:<6} {:>10} {:>9}  result",
