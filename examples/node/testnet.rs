@@ -109,6 +109,26 @@ async fn provide_batch(node: &Handle, keys: usize) -> Row {
     }
 }
 
+/// The operations the testnet runs, for the progress line.
+const OPERATIONS: usize = 7;
+
+/// Keeps a row and redraws the progress line on stderr (stdout keeps the table).
+fn keep(rows: &mut Vec<Row>, row: Row) {
+    let width = OPERATIONS * 4;
+    rows.push(row);
+    let filled = width * rows.len() / OPERATIONS;
+    eprint!(
+        "\r[{}{}] {}/{OPERATIONS} {:<16}",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        rows.len(),
+        rows.last().map_or("", |r| r.operation),
+    );
+    if rows.len() == OPERATIONS {
+        eprintln!();
+    }
+}
+
 /// Runs the testnet with `nodes` nodes; `Ok(true)` when every operation succeeded.
 pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
     let mut handles: Vec<Handle> = Vec::new();
@@ -137,7 +157,8 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
 
     let last = nodes - 1;
     let mut rows = Vec::new();
-    rows.push(
+    keep(
+        &mut rows,
         measured(
             &handles[1],
             "closest peers",
@@ -152,7 +173,8 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         .await,
     );
     let cid = vec![0x12, 0x20, 0xde, 0xad, 0xbe, 0xef];
-    rows.push(
+    keep(
+        &mut rows,
         measured(
             &handles[2],
             "provide",
@@ -168,7 +190,7 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         .await,
     );
     let provider = handles[2].id;
-    rows.push(
+    keep(&mut rows,
         measured(
             &handles[last],
             "find providers",
@@ -188,7 +210,8 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
     );
     // A `/pk/` record: a node's public key under its peer id, which every validator accepts.
     let record = Record::public_key(&handles[3].key.public());
-    rows.push(
+    keep(
+        &mut rows,
         measured(
             &handles[3],
             "put value",
@@ -204,7 +227,8 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         .await,
     );
     let expected = record.value.clone();
-    rows.push(
+    keep(
+        &mut rows,
         measured(
             &handles[last - 1],
             "get value",
@@ -217,7 +241,8 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         .await,
     );
     let wanted = handles[last - 2].id;
-    rows.push(
+    keep(
+        &mut rows,
         measured(
             &handles[4 % nodes],
             "find peer",
@@ -230,7 +255,7 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         .await,
     );
 
-    rows.push(provide_batch(&handles[5 % nodes], 200).await);
+    keep(&mut rows, provide_batch(&handles[5 % nodes], 200).await);
 
     println!(
         "\n{:<16} {:<6} {:>10} {:>9}  result",
