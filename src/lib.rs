@@ -38,6 +38,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The README's Rust snippets compile as doctests, so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod behaviour;
 mod config;
 mod event;
