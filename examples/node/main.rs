@@ -1,6 +1,6 @@
 //! A kadence node you can run: `cargo run --release --example node -- <command>`.
 //!
-//! - `testnet [--nodes 20]`: a local network on 127.0.0.1 that runs every DHT operation and
+//! - `testnet [--nodes 30]`: a local network on 127.0.0.1 that runs every DHT operation and
 //!   prints a table; exits 0 only if every operation succeeded (the README's run command).
 //! - `serve [--listen <multiaddr>]... [--data-dir <path>] [--bootstrap <multiaddr>]...`: a
 //!   long-lived node with the persistent store, in automatic mode; logs through `RUST_LOG`;
@@ -59,7 +59,7 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
     let mut listen = Vec::new();
     let mut data_dir: Option<PathBuf> = None;
     let mut json = false;
-    let mut nodes = 20usize;
+    let mut nodes = 30usize;
     let mut rest = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
