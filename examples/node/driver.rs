@@ -1,9 +1,11 @@
 //! A kadence node on TCP (noise, yamux, identify, ping), driven from other tasks by commands.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use kadence::key::Key;
 use kadence::{Event, QueryId, QueryProgress, QueryResult, QueryStats};
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -113,6 +115,27 @@ impl Handle {
             key,
             commands: tx,
         }
+    }
+
+    /// How many keys of the provide list have been announced, and the fewest peers any of
+    /// them reached (0 when none has been announced yet).
+    pub async fn provide_progress(&self, timeout: Duration) -> (usize, u16) {
+        let progress = Arc::new(Mutex::new((0, 0)));
+        let seen = progress.clone();
+        self.run(timeout, move |swarm| {
+            let list = swarm
+                .behaviour_mut()
+                .dht
+                .provided_keys(&Key::from_hash([0; 32]), usize::MAX)
+                .unwrap_or_default();
+            let announced = list.iter().filter(|s| s.key.last_provided.is_some());
+            let fewest = announced.clone().map(|s| s.key.peers).min().unwrap_or(0);
+            *seen.lock().unwrap() = (announced.count(), fewest);
+            None
+        })
+        .await;
+        let progress = *progress.lock().unwrap();
+        progress
     }
 
     /// Runs `op` on the node and waits for the query it starts (if any).

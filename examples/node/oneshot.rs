@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kadence::key::Key;
 use kadence::{QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -257,22 +256,7 @@ async fn provide_file(node: &Handle, keys: Vec<Vec<u8>>, json: bool) -> Result<(
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done = Arc::new(Mutex::new(0usize));
-        let seen = done.clone();
-        node.run(TIMEOUT, move |s| {
-            let status = s
-                .behaviour_mut()
-                .dht
-                .provided_keys(&Key::from_hash([0; 32]), usize::MAX)
-                .unwrap_or_default();
-            *seen.lock().unwrap() = status
-                .iter()
-                .filter(|k| k.key.last_provided.is_some())
-                .count();
-            None
-        })
-        .await;
-        let done = *done.lock().unwrap();
+        let (done, _) = node.provide_progress(TIMEOUT).await;
         if !json {
             let width = 30;
             let filled = width * done / total.max(1);

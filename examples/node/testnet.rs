@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kadence::key::Key;
 use kadence::{QueryId, QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
 use libp2p::StreamProtocol;
@@ -70,40 +69,20 @@ async fn provide_batch(node: &Handle, keys: usize) -> Row {
         }
     })
     .await;
-    let announced = Arc::new(AtomicUsize::new(0));
-    let reached = Arc::new(AtomicUsize::new(usize::MAX));
+    let (mut announced, mut reached) = (0, 0);
     while start.elapsed() < TIMEOUT {
-        let (announced_now, reached_now) = (announced.clone(), reached.clone());
-        node.run(TIMEOUT, move |swarm| {
-            let list = swarm
-                .behaviour_mut()
-                .dht
-                .provided_keys(&Key::from_hash([0; 32]), keys + 1)
-                .unwrap_or_default();
-            let done = list.iter().filter(|s| s.key.last_provided.is_some());
-            announced_now.store(done.clone().count(), Ordering::Relaxed);
-            let fewest = done.map(|s| usize::from(s.key.peers)).min();
-            reached_now.store(fewest.unwrap_or(0), Ordering::Relaxed);
-            None
-        })
-        .await;
-        if announced.load(Ordering::Relaxed) >= keys {
+        (announced, reached) = node.provide_progress(TIMEOUT).await;
+        if announced >= keys {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (added, announced) = (
-        added.load(Ordering::Relaxed),
-        announced.load(Ordering::Relaxed),
-    );
+    let added = added.load(Ordering::Relaxed);
     let ok = added == keys && announced == keys;
     Row {
         operation: "start providing",
         ok,
-        result: format!(
-            "{added} added, {announced}/{keys} swept, each to >= {} peers",
-            reached.load(Ordering::Relaxed)
-        ),
+        result: format!("{added} added, {announced}/{keys} swept, each to >= {reached} peers"),
         latency: start.elapsed(),
         requests: 0,
     }
