@@ -287,6 +287,20 @@ impl Behaviour {
         }
     }
 
+    /// Applies what a failed dial or a closed connection left to do. If it failed requests,
+    /// the table counts one failure of the peer first, so that a liveness check among them
+    /// already finds the verdict.
+    fn apply_failed_together(&mut self, peer: PeerId, actions: Vec<OutboundAction>) {
+        if actions
+            .iter()
+            .any(|a| matches!(a, OutboundAction::Fail { .. }))
+        {
+            let change = self.maintenance.on_unreachable(&peer, Instant::now());
+            self.apply_table_change(change);
+        }
+        self.apply_all(actions);
+    }
+
     fn apply_table_change(&mut self, change: Option<TableChange>) {
         match change {
             Some(TableChange::Added(peer)) => self.report(Event::RoutingUpdated { peer }),
@@ -492,7 +506,7 @@ impl NetworkBehaviour for Behaviour {
                 ..
             }) => {
                 let actions = self.outbound.on_connection_closed(peer_id, connection_id);
-                self.apply_all(actions);
+                self.apply_failed_together(peer_id, actions);
                 if remaining_established == 0 {
                     self.maintenance.on_disconnected(&peer_id, Instant::now());
                 }
@@ -507,8 +521,9 @@ impl NetworkBehaviour for Behaviour {
                 error,
                 ..
             }) => {
+                tracing::debug!(%peer, %error, "dial failed");
                 let actions = self.outbound.on_dial_failure(peer, error.to_string());
-                self.apply_all(actions);
+                self.apply_failed_together(peer, actions);
             }
             FromSwarm::NewExternalAddrOfPeer(e) => {
                 if let Some(addr) = without_own_peer_id(e.addr.clone(), &e.peer_id) {

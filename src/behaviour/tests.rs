@@ -375,3 +375,40 @@ fn a_failed_liveness_dial_evicts_and_stays_internal() {
         );
     }
 }
+
+/// Found by the network benchmark (issue 8): a refresh at start-up sends several lookups'
+/// requests to the same bootstrap peer; one failed dial failed them all, and each counted as a
+/// failure of the peer, so a single refused dial emptied a new node's routing table.
+#[test]
+fn one_failed_dial_is_one_failure_however_many_requests_waited() {
+    let config = crate::Config::new(StreamProtocol::new("/fuzz/kad/1.0.0"));
+    let max_failures = config.kbuckets.max_failures;
+    let mut behaviour = Behaviour::new(PeerId::random(), config);
+    let peer = PeerId::random();
+    behaviour.add_address(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap());
+    let dial_failed = |behaviour: &mut Behaviour, connection| {
+        let error = DialError::NoAddresses;
+        behaviour.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+            peer_id: Some(peer),
+            error: &error,
+            connection_id: ConnectionId::new_unchecked(connection),
+        }));
+    };
+    for dial in 1..max_failures {
+        for _ in 0..max_failures + 2 {
+            behaviour.send_request(peer, Request::FindNode { key: vec![1] });
+        }
+        dial_failed(&mut behaviour, dial as usize);
+        assert!(
+            behaviour.routing_table().contains(&peer),
+            "{dial} failed dials of {} requests each must not evict",
+            max_failures + 2
+        );
+    }
+    behaviour.send_request(peer, Request::FindNode { key: vec![1] });
+    dial_failed(&mut behaviour, max_failures as usize);
+    assert!(
+        !behaviour.routing_table().contains(&peer),
+        "max_failures failed dials in a row evict"
+    );
+}

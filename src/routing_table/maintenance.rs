@@ -178,12 +178,24 @@ impl Maintenance {
             Err(RequestError::UnsupportedProtocol) => {
                 self.table.remove(&peer).map(TableChange::Removed)
             }
+            // One dial or one connection fails every request it carried at once: that is one
+            // failure of the peer, counted by `on_unreachable`, not one per request.
+            Err(RequestError::DialFailed(_) | RequestError::ConnectionClosed) => None,
             Err(_) => self
                 .table
                 .on_request_failed(&peer, now)
                 .map(TableChange::Removed),
         };
         (internal, change)
+    }
+
+    /// A dial to the peer failed, or its connection closed, while requests waited on it:
+    /// one failure, however many requests it took with it. A liveness check among them is
+    /// failed, so a peer under check is evicted.
+    pub(crate) fn on_unreachable(&mut self, peer: &PeerId, now: Instant) -> Option<TableChange> {
+        self.table
+            .on_request_failed(peer, now)
+            .map(TableChange::Removed)
     }
 
     /// Liveness checks to start now: requests the caller sends and registers with
