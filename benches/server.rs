@@ -12,6 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+#[path = "support/cpu.rs"]
+mod cpu;
+
+use cpu::{process_cpu_ns, thread_cpu_ns};
 use futures::StreamExt;
 use kadence::network::codec::{read_frame, write_frame};
 use kadence::network::message::{decode_response, encode_request, Limits};
@@ -32,8 +36,6 @@ const FIND_NODE_KEYS: usize = 1024;
 const STREAMS_PER_CLIENT_SWARM: usize = 8;
 const WARMUP: Duration = Duration::from_millis(500);
 const MAX_FRAME: usize = 4 * 1024 * 1024;
-/// USER_HZ: the unit of utime/stime in /proc/self/stat (100 on every Linux we run on).
-const CLOCK_TICKS_PER_SEC: u64 = 100;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Impl {
@@ -180,27 +182,6 @@ impl Fixture {
 }
 
 /// On-CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of the whole process, in nanoseconds (10 ms resolution).
-fn process_cpu_ns() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    ticks * 1_000_000_000 / CLOCK_TICKS_PER_SEC
-}
-
 enum Command {
     /// Server thread CPU time (ns) and routing-table size.
     Sample(oneshot::Sender<(u64, usize)>),

@@ -1,15 +1,21 @@
 //! A connection wrapper that delays reads: bytes are handed out only once `arrival + delay`
-//! has passed, so every connection of a node pays that node's access delay on receive.
+//! has passed, so every connection of a node pays that node's access delay on receive. Every
+//! byte written is counted in [`SENT`].
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
 use futures_timer::Delay;
+
+/// Bytes written on every delayed connection of the process (noise and yamux framing
+/// included): what the network carried.
+pub static SENT: AtomicU64 = AtomicU64::new(0);
 
 /// `inner` with its reads delayed by `delay`.
 pub struct DelayedConn<C> {
@@ -97,7 +103,11 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for DelayedConn<C> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.get_mut().inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &written {
+            SENT.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

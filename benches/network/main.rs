@@ -1,32 +1,44 @@
-//! Lookup latency, recall and cost of kadence and libp2p-kad (defaults and alpha = 10) in a
-//! network of N nodes over the memory transport with per-node access delays.
+//! Lookup latency, recall and cost, and provide -> find-providers, of kadence and libp2p-kad
+//! (its defaults, and alpha = 10 like the Go peers) in a network of N nodes over the memory
+//! transport with per-node access delays.
 //!
-//! `cargo bench --bench network -- [--nodes N] [--lookups L] [--seed S]`
+//! `cargo bench --bench network -- [--nodes N] [--lookups L] [--provides P] [--seed S]
+//! [--settle SECONDS] [--only kadence|kad|kad10]`
+//!
+//! The three networks are built one after the other from the same seed: the same node keys,
+//! bootstrap peers and delays, the same lookup keys from the same nodes. The table is printed,
+//! and written as JSON to `target/network-bench.json`.
 
 mod delay;
+mod drivers;
+mod report;
+
+#[path = "../support/counting_alloc.rs"]
+mod counting_alloc;
+#[path = "../support/cpu.rs"]
+mod cpu;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use delay::DelayedConn;
 use futures::StreamExt;
-use libp2p::core::transport::MemoryTransport;
-use libp2p::core::upgrade::Version;
-use libp2p::core::Transport;
 use libp2p::identity::Keypair;
-use libp2p::swarm::{NetworkBehaviour, Swarm, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use libp2p_kad::store::MemoryStore;
-use tokio::sync::{mpsc, oneshot};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::oneshot;
 
-const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
+use drivers::{Command, Node};
+use report::Report;
+
 const K: usize = 20;
 const BOOTSTRAP_PEERS: usize = 3;
-const CONCURRENT_LOOKUPS: usize = 10;
-
-/// kadence routing-table removals (`Event::PeerRemoved`) during the run.
-static REMOVED: AtomicUsize = AtomicUsize::new(0);
+/// Operations under way at once in the lookup and provide phases.
+const CONCURRENT: usize = 10;
+/// Longest wait for one operation.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Between the provides and the finds: libp2p-kad reports a provide before its ADD_PROVIDER
+/// frames are written, so give them time to land.
+const PROVIDE_SETTLE: Duration = Duration::from_secs(1);
 
 /// SplitMix64: a small seeded generator.
 struct Rng(u64);
@@ -52,170 +64,38 @@ impl Rng {
         }
         out
     }
+    /// Two distinct nodes.
+    fn pair(&mut self, n: usize) -> (usize, usize) {
+        let a = self.below(n);
+        let b = (a + 1 + self.below(n - 1)) % n;
+        (a, b)
+    }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
+#[derive(Clone, Copy, PartialEq, Default)]
+pub enum Kind {
+    #[default]
     Kadence,
     KadDefault,
     KadAlpha10,
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Kadence => "kadence",
             Kind::KadDefault => "libp2p-kad (defaults)",
             Kind::KadAlpha10 => "libp2p-kad (alpha = 10)",
         }
     }
-}
 
-/// What one lookup returned.
-struct Found {
-    peers: Vec<PeerId>,
-    requests: u32,
-}
-
-enum Command {
-    Bootstrap(oneshot::Sender<()>),
-    Lookup(Vec<u8>, oneshot::Sender<Found>),
-}
-
-struct Node {
-    commands: mpsc::UnboundedSender<Command>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn swarm<B: NetworkBehaviour>(key: &Keypair, delay: Duration, behaviour: B) -> Swarm<B> {
-    let transport = MemoryTransport::default()
-        .map(move |conn, _| DelayedConn::new(conn, delay))
-        .upgrade(Version::V1)
-        .authenticate(libp2p::noise::Config::new(key).expect("noise keys"))
-        .multiplex(libp2p::yamux::Config::default())
-        .timeout(Duration::from_secs(20))
-        .boxed();
-    Swarm::new(
-        transport,
-        behaviour,
-        key.public().to_peer_id(),
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(60)),
-    )
-}
-
-fn start_kadence(
-    key: &Keypair,
-    delay: Duration,
-    addr: Multiaddr,
-    boot: Vec<(PeerId, Multiaddr)>,
-) -> Node {
-    let config = kadence::Config::new(PROTOCOL).with_mode(Some(kadence::Mode::Server));
-    let mut swarm = swarm(
-        key,
-        delay,
-        kadence::Behaviour::new(key.public().to_peer_id(), config),
-    );
-    swarm.listen_on(addr).expect("memory listen");
-    for (peer, a) in boot {
-        swarm.behaviour_mut().add_address(peer, a);
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        let mut boots: Vec<(kadence::QueryId, oneshot::Sender<()>)> = Vec::new();
-        let mut lookups: Vec<(kadence::QueryId, oneshot::Sender<Found>)> = Vec::new();
-        loop {
-            tokio::select! {
-                command = rx.recv() => match command {
-                    None => return,
-                    Some(Command::Bootstrap(reply)) => match swarm.behaviour_mut().bootstrap() {
-                        Ok(id) => boots.push((id, reply)),
-                        Err(_) => { let _ = reply.send(()); }
-                    },
-                    Some(Command::Lookup(key, reply)) => {
-                        let id = swarm.behaviour_mut().get_closest_peers(key);
-                        lookups.push((id, reply));
-                    }
-                },
-                event = swarm.select_next_some() => {
-                    if let SwarmEvent::Behaviour(kadence::Event::PeerRemoved { .. }) = event {
-                        REMOVED.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let SwarmEvent::Behaviour(kadence::Event::QueryFinished { id, result, stats }) = event {
-                        if let Some(i) = boots.iter().position(|b| b.0 == id) {
-                            let _ = boots.swap_remove(i).1.send(());
-                        } else if let Some(i) = lookups.iter().position(|l| l.0 == id) {
-                            let peers = match result {
-                                kadence::QueryResult::ClosestPeers(Ok(peers)) => peers.iter().map(|p| p.id).collect(),
-                                _ => Vec::new(),
-                            };
-                            let _ = lookups.swap_remove(i).1.send(Found { peers, requests: stats.requests });
-                        }
-                    }
-                }
-            }
+    fn flag(self) -> &'static str {
+        match self {
+            Kind::Kadence => "kadence",
+            Kind::KadDefault => "kad",
+            Kind::KadAlpha10 => "kad10",
         }
-    });
-    Node { commands: tx, task }
-}
-
-fn start_kad(
-    key: &Keypair,
-    delay: Duration,
-    addr: Multiaddr,
-    boot: Vec<(PeerId, Multiaddr)>,
-    alpha: Option<usize>,
-) -> Node {
-    let id = key.public().to_peer_id();
-    let mut config = libp2p_kad::Config::new(PROTOCOL);
-    if let Some(alpha) = alpha.and_then(std::num::NonZeroUsize::new) {
-        config.set_parallelism(alpha);
     }
-    let mut kad = libp2p_kad::Behaviour::with_config(id, MemoryStore::new(id), config);
-    kad.set_mode(Some(libp2p_kad::Mode::Server));
-    let mut swarm = swarm(key, delay, kad);
-    swarm.listen_on(addr).expect("memory listen");
-    for (peer, a) in boot {
-        swarm.behaviour_mut().add_address(&peer, a);
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        let mut boots: Vec<(libp2p_kad::QueryId, oneshot::Sender<()>)> = Vec::new();
-        let mut lookups: Vec<(libp2p_kad::QueryId, oneshot::Sender<Found>)> = Vec::new();
-        loop {
-            tokio::select! {
-                command = rx.recv() => match command {
-                    None => return,
-                    Some(Command::Bootstrap(reply)) => match swarm.behaviour_mut().bootstrap() {
-                        Ok(id) => boots.push((id, reply)),
-                        Err(_) => { let _ = reply.send(()); }
-                    },
-                    Some(Command::Lookup(key, reply)) => {
-                        let id = swarm.behaviour_mut().get_closest_peers(key);
-                        lookups.push((id, reply));
-                    }
-                },
-                event = swarm.select_next_some() => {
-                    if let SwarmEvent::Behaviour(libp2p_kad::Event::OutboundQueryProgressed { id, result, stats, step }) = event {
-                        if !step.last {
-                            continue;
-                        }
-                        if let Some(i) = boots.iter().position(|b| b.0 == id) {
-                            let _ = boots.swap_remove(i).1.send(());
-                        } else if let Some(i) = lookups.iter().position(|l| l.0 == id) {
-                            let peers = match result {
-                                libp2p_kad::QueryResult::GetClosestPeers(Ok(ok)) => ok.peers.iter().map(|p| p.peer_id).collect(),
-                                libp2p_kad::QueryResult::GetClosestPeers(Err(libp2p_kad::GetClosestPeersError::Timeout { peers, .. })) => peers.iter().map(|p| p.peer_id).collect(),
-                                _ => Vec::new(),
-                            };
-                            let _ = lookups.swap_remove(i).1.send(Found { peers, requests: stats.num_requests() });
-                        }
-                    }
-                }
-            }
-        }
-    });
-    Node { commands: tx, task }
 }
 
 struct Setup {
@@ -225,126 +105,210 @@ struct Setup {
     boots: Vec<Vec<usize>>,
     /// (querying node, key) per lookup.
     lookups: Vec<(usize, Vec<u8>)>,
+    /// (providing node, finding node, key) per provide -> find-providers pair.
+    provides: Vec<(usize, usize, Vec<u8>)>,
+    settle: Duration,
 }
 
-#[derive(Default)]
-struct Report {
-    latency_ms: Vec<f64>,
-    recall: Vec<f64>,
-    requests: Vec<f64>,
-    returned: Vec<f64>,
-    setup_s: f64,
-}
-
-fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
+impl Setup {
+    fn new(n: usize, lookups: usize, provides: usize, seed: u64, settle: Duration) -> Self {
+        let mut rng = Rng(seed);
+        let keys: Vec<Keypair> = (0..n)
+            .map(|_| Keypair::ed25519_from_bytes(rng.bytes()).expect("ed25519 key"))
+            .collect();
+        let ids = keys.iter().map(|k| k.public().to_peer_id()).collect();
+        // Access delays log-uniform between 5 and 150 ms: round trips of 10-300 ms.
+        let delays = (0..n)
+            .map(|_| Duration::from_secs_f64(0.005 * 30f64.powf(rng.unit())))
+            .collect();
+        let boots = (0..n)
+            .map(|i| {
+                let mut b = Vec::new();
+                while b.len() < BOOTSTRAP_PEERS {
+                    let j = rng.below(n);
+                    if j != i && !b.contains(&j) {
+                        b.push(j);
+                    }
+                }
+                b
+            })
+            .collect();
+        let lookups = (0..lookups)
+            .map(|_| (rng.below(n), rng.bytes().to_vec()))
+            .collect();
+        let provides = (0..provides)
+            .map(|_| {
+                let (provider, finder) = rng.pair(n);
+                // Shaped like a sha2-256 multihash, as a CID's would be.
+                let mut key = vec![0x12, 0x20];
+                key.extend_from_slice(&rng.bytes());
+                (provider, finder, key)
+            })
+            .collect();
+        Self {
+            keys,
+            ids,
+            delays,
+            boots,
+            lookups,
+            provides,
+            settle,
+        }
     }
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1);
-    v[i]
+
+    fn true_closest(&self, querier: usize, key: &[u8]) -> HashSet<PeerId> {
+        let target = libp2p_kad::KBucketKey::new(key.to_vec());
+        let mut all: Vec<(libp2p_kad::KBucketDistance, PeerId)> = self
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != querier)
+            .map(|(_, id)| (libp2p_kad::KBucketKey::from(*id).distance(&target), *id))
+            .collect();
+        all.sort_by_key(|e| e.0);
+        all.into_iter().take(K).map(|e| e.1).collect()
+    }
 }
 
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len().max(1) as f64
+/// Sends a command built around a reply channel and waits for the answer.
+async fn ask<T>(node: &Node, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    node.commands.send(command(tx)).ok()?;
+    tokio::time::timeout(OPERATION_TIMEOUT, rx).await.ok()?.ok()
 }
 
-fn true_closest(ids: &[PeerId], querier: usize, key: &[u8]) -> HashSet<PeerId> {
-    let target = libp2p_kad::KBucketKey::new(key.to_vec());
-    let mut all: Vec<(libp2p_kad::KBucketDistance, PeerId)> = ids
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != querier)
-        .map(|(_, id)| (libp2p_kad::KBucketKey::from(*id).distance(&target), *id))
-        .collect();
-    all.sort_by_key(|e| e.0);
-    all.into_iter().take(K).map(|e| e.1).collect()
+/// Builds every node's swarm (each listening) before any of them runs, then starts them.
+fn start(kind: Kind, setup: &Setup, port_base: u64) -> Vec<Node> {
+    let addr =
+        |i: usize| -> Multiaddr { format!("/memory/{}", port_base + i as u64).parse().unwrap() };
+    let boot = |i: usize| -> Vec<(PeerId, Multiaddr)> {
+        setup.boots[i]
+            .iter()
+            .map(|&j| (setup.ids[j], addr(j)))
+            .collect()
+    };
+    let n = setup.keys.len();
+    let node = |i: usize| (&setup.keys[i], setup.delays[i], addr(i), boot(i));
+    match kind {
+        Kind::Kadence => {
+            let swarms: Vec<_> = (0..n)
+                .map(|i| {
+                    let (key, delay, a, b) = node(i);
+                    drivers::kadence_swarm(key, delay, a, b)
+                })
+                .collect();
+            swarms.into_iter().map(drivers::spawn_kadence).collect()
+        }
+        Kind::KadDefault | Kind::KadAlpha10 => {
+            let alpha = (kind == Kind::KadAlpha10).then_some(10);
+            let swarms: Vec<_> = (0..n)
+                .map(|i| {
+                    let (key, delay, a, b) = node(i);
+                    drivers::kad_swarm(key, delay, a, b, alpha)
+                })
+                .collect();
+            swarms.into_iter().map(drivers::spawn_kad).collect()
+        }
+    }
 }
 
 async fn run(kind: Kind, setup: &Setup, port_base: u64) -> Report {
     let n = setup.keys.len();
+    let heap_base = counting_alloc::live();
+    counting_alloc::reset_peak();
+    let removed_before = drivers::REMOVED.load(Ordering::Relaxed);
     let started = Instant::now();
-    let addr =
-        |i: usize| -> Multiaddr { format!("/memory/{}", port_base + i as u64).parse().unwrap() };
-    let nodes: Vec<Node> = (0..n)
-        .map(|i| {
-            let boot = setup.boots[i]
-                .iter()
-                .map(|&j| (setup.ids[j], addr(j)))
-                .collect();
-            let (key, delay) = (&setup.keys[i], setup.delays[i]);
-            match kind {
-                Kind::Kadence => start_kadence(key, delay, addr(i), boot),
-                Kind::KadDefault => start_kad(key, delay, addr(i), boot, None),
-                Kind::KadAlpha10 => start_kad(key, delay, addr(i), boot, Some(10)),
-            }
+    let running = start(kind, setup, port_base);
+    let nodes = &running;
+
+    // One bootstrap from every node, all at once, then let the tables settle.
+    futures::stream::iter(nodes.iter())
+        .for_each_concurrent(None, |node| async move {
+            ask(node, Command::Bootstrap).await;
         })
-        .collect();
-    // Two rounds of bootstrap from every node, all at once, then let the tables settle.
-    for _round in 0..2 {
-        futures::stream::iter(nodes.iter())
-            .for_each_concurrent(None, |node| async move {
-                let (tx, rx) = oneshot::channel();
-                if node.commands.send(Command::Bootstrap(tx)).is_ok() {
-                    let _ = tokio::time::timeout(Duration::from_secs(120), rx).await;
-                }
-            })
-            .await;
-    }
-    tokio::time::sleep(Duration::from_secs(
-        std::env::var("BENCH_SETTLE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2),
-    ))
-    .await;
-    let removed_at_setup = REMOVED.load(Ordering::Relaxed);
+        .await;
+    tokio::time::sleep(setup.settle).await;
+    let connected: usize = futures::stream::iter(nodes.iter())
+        .then(|node| ask(node, Command::ConnectedPeers))
+        .map(Option::unwrap_or_default)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .sum();
     let mut report = Report {
+        kind,
         setup_s: started.elapsed().as_secs_f64(),
+        connected_per_node: connected as f64 / n as f64,
+        heap_settled_per_node: (counting_alloc::live() - heap_base) as f64 / n as f64,
         ..Report::default()
     };
 
-    let results: Vec<(f64, f64, f64, f64)> = futures::stream::iter(setup.lookups.iter())
-        .map(|(querier, key)| {
-            let node = &nodes[*querier];
-            async move {
-                let truth = true_closest(&setup.ids, *querier, key);
-                let (tx, rx) = oneshot::channel();
-                let start = Instant::now();
-                node.commands.send(Command::Lookup(key.clone(), tx)).ok()?;
-                let found = tokio::time::timeout(Duration::from_secs(120), rx)
-                    .await
-                    .ok()?
-                    .ok()?;
-                let latency = start.elapsed().as_secs_f64() * 1000.0;
-                let hits = found.peers.iter().filter(|p| truth.contains(p)).count();
-                Some((
-                    latency,
-                    hits as f64 / truth.len().max(1) as f64,
-                    found.requests as f64,
-                    found.peers.len() as f64,
-                ))
-            }
+    // Lookups, CONCURRENT at a time; bytes and CPU are the whole network's during the phase.
+    let (bytes_before, cpu_before) = (delay::SENT.load(Ordering::Relaxed), cpu::process_cpu_ns());
+    let lookups: Vec<(f64, f64, f64, f64, f64)> = futures::stream::iter(setup.lookups.iter())
+        .map(|(querier, key)| async move {
+            let truth = setup.true_closest(*querier, key);
+            let start = Instant::now();
+            let found = ask(&nodes[*querier], |tx| Command::Lookup(key.clone(), tx)).await?;
+            let hits = found.peers.iter().filter(|p| truth.contains(p)).count();
+            Some((
+                start.elapsed().as_secs_f64() * 1000.0,
+                hits as f64 / truth.len().max(1) as f64,
+                found.requests as f64,
+                found.peers.len() as f64,
+                found.failures as f64,
+            ))
         })
-        .buffer_unordered(CONCURRENT_LOOKUPS)
+        .buffer_unordered(CONCURRENT)
         .filter_map(|r| async move { r })
         .collect()
         .await;
-    for (latency, recall, requests, returned) in results {
-        report.returned.push(returned);
+    let done = lookups.len().max(1) as f64;
+    report.bytes_per_lookup = (delay::SENT.load(Ordering::Relaxed) - bytes_before) as f64 / done;
+    report.cpu_ms_per_lookup = cpu::process_cpu_ns().saturating_sub(cpu_before) as f64 / 1e6 / done;
+    for (latency, recall, requests, returned, failures) in lookups {
+        report.failures.push(failures);
         report.latency_ms.push(latency);
         report.recall.push(recall);
         report.requests.push(requests);
+        report.returned.push(returned);
     }
-    for node in nodes {
+
+    // Provide, then find the provider from another node.
+    let provided: Vec<Option<f64>> = futures::stream::iter(setup.provides.iter())
+        .map(|(provider, _, key)| async move {
+            let start = Instant::now();
+            let ok = ask(&nodes[*provider], |tx| Command::Provide(key.clone(), tx)).await?;
+            ok.then(|| start.elapsed().as_secs_f64() * 1000.0)
+        })
+        .buffered(CONCURRENT)
+        .collect()
+        .await;
+    tokio::time::sleep(PROVIDE_SETTLE).await;
+    let found: Vec<Option<f64>> = futures::stream::iter(setup.provides.iter())
+        .map(|(provider, finder, key)| async move {
+            let provider = setup.ids[*provider];
+            let took = ask(&nodes[*finder], |reply| Command::FindProvider {
+                key: key.clone(),
+                provider,
+                reply,
+            })
+            .await??;
+            Some(took.as_secs_f64() * 1000.0)
+        })
+        .buffered(CONCURRENT)
+        .collect()
+        .await;
+    report.provides = setup.provides.len();
+    report.provide_ms = provided.into_iter().flatten().collect();
+    report.find_ms = found.into_iter().flatten().collect();
+
+    report.heap_peak_per_node = (counting_alloc::peak() - heap_base) as f64 / n as f64;
+    report.table_removals = drivers::REMOVED.load(Ordering::Relaxed) - removed_before;
+    for node in running {
         node.task.abort();
-    }
-    if kind == Kind::Kadence {
-        eprintln!(
-            "kadence table removals: {removed_at_setup} during setup, {} during lookups",
-            REMOVED.load(Ordering::Relaxed) - removed_at_setup
-        );
+        // Wait until the swarm is dropped, so its memory is not freed during the next run.
+        let _ = node.task.await;
     }
     report
 }
@@ -365,43 +329,15 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
+    counting_alloc::COUNTING.store(true, Ordering::Relaxed);
     let args: Vec<String> = std::env::args().collect();
     let n = arg(&args, "--nodes", 200) as usize;
     let lookups = arg(&args, "--lookups", 300) as usize;
+    let provides = arg(&args, "--provides", 30) as usize;
     let seed = arg(&args, "--seed", 1);
+    let settle = Duration::from_secs(arg(&args, "--settle", 2));
     assert!(n > BOOTSTRAP_PEERS, "--nodes must exceed {BOOTSTRAP_PEERS}");
-
-    let mut rng = Rng(seed);
-    let keys: Vec<Keypair> = (0..n)
-        .map(|_| Keypair::ed25519_from_bytes(rng.bytes()).expect("ed25519 key"))
-        .collect();
-    let ids = keys.iter().map(|k| k.public().to_peer_id()).collect();
-    // Access delays log-uniform between 5 and 150 ms.
-    let delays = (0..n)
-        .map(|_| Duration::from_secs_f64(0.005 * 30f64.powf(rng.unit())))
-        .collect();
-    let boots = (0..n)
-        .map(|i| {
-            let mut b = Vec::new();
-            while b.len() < BOOTSTRAP_PEERS {
-                let j = rng.below(n);
-                if j != i && !b.contains(&j) {
-                    b.push(j);
-                }
-            }
-            b
-        })
-        .collect();
-    let lookups = (0..lookups)
-        .map(|_| (rng.below(n), rng.bytes().to_vec()))
-        .collect();
-    let setup = Setup {
-        keys,
-        ids,
-        delays,
-        boots,
-        lookups,
-    };
+    let setup = Setup::new(n, lookups, provides, seed, settle);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -409,63 +345,41 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let wall = Instant::now();
-    let kinds = [Kind::Kadence, Kind::KadDefault, Kind::KadAlpha10];
+    // `--only kadence|kad|kad10` runs one implementation, for profiling.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    let kinds: Vec<Kind> = [Kind::Kadence, Kind::KadDefault, Kind::KadAlpha10]
+        .into_iter()
+        .filter(|k| only.is_none_or(|o| o == k.flag()))
+        .collect();
     let reports: Vec<Report> = kinds
         .iter()
         .enumerate()
         .map(|(i, &kind)| {
             eprintln!("network bench: running {} ({n} nodes)", kind.name());
-            runtime.block_on(run(kind, &setup, 1_000_000 * (i as u64 + 1)))
+            let report = runtime.block_on(run(kind, &setup, 1_000_000 * (i as u64 + 1)));
+            eprintln!(
+                "network bench: {} done after {:.0} s",
+                kind.name(),
+                wall.elapsed().as_secs_f64()
+            );
+            report
         })
         .collect();
     runtime.shutdown_timeout(Duration::from_secs(1));
 
-    println!(
-        "\n{n} nodes, {} lookups, seed {seed}, wall {:.1} s\n",
-        setup.lookups.len(),
-        wall.elapsed().as_secs_f64()
-    );
-    println!("| implementation | lookups done | latency p50 (ms) | latency p95 (ms) | recall mean | recall p5 | requests p50 | requests p95 | peers returned (mean) | setup (s) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    let mut json = Vec::new();
-    for (kind, r) in kinds.iter().zip(&reports) {
-        let row = serde_json::json!({
-            "implementation": kind.name(),
-            "lookups": r.latency_ms.len(),
-            "latency_ms_p50": percentile(&r.latency_ms, 0.5),
-            "latency_ms_p95": percentile(&r.latency_ms, 0.95),
-            "recall_mean": mean(&r.recall),
-            "recall_p5": percentile(&r.recall, 0.05),
-            "requests_p50": percentile(&r.requests, 0.5),
-            "requests_p95": percentile(&r.requests, 0.95),
-            "returned_mean": mean(&r.returned),
-            "setup_s": r.setup_s,
-        });
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} |",
-            kind.name(),
-            r.latency_ms.len(),
-            percentile(&r.latency_ms, 0.5),
-            percentile(&r.latency_ms, 0.95),
-            mean(&r.recall),
-            percentile(&r.recall, 0.05),
-            percentile(&r.requests, 0.5),
-            percentile(&r.requests, 0.95),
-            mean(&r.returned),
-            r.setup_s,
-        );
-        json.push(row);
-    }
-    let out = serde_json::json!({
-        "nodes": n,
-        "lookups": setup.lookups.len(),
-        "seed": seed,
-        "wall_s": wall.elapsed().as_secs_f64(),
-        "results": json,
-    });
+    let command = format!(
+        "cargo bench --bench network -- --nodes {n} --lookups {lookups} --provides {provides} \
+         --seed {seed} --settle {}",
+        settle.as_secs()
+    ) + &only.map(|o| format!(" --only {o}")).unwrap_or_default();
+    report::print(&command, wall.elapsed(), &reports);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("network-bench.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&out).expect("json")).expect("write json");
+    let json = report::json(&command, n, seed, wall.elapsed(), &reports);
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write json");
     println!("\nwrote {}", path.display());
 }

@@ -9,6 +9,13 @@ struct CountingAlloc;
 
 pub static COUNTING: AtomicBool = AtomicBool::new(false);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+/// Adds `bytes` to the live count and raises the peak to it.
+fn grow(bytes: isize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 // SAFETY: every call is forwarded unchanged to `System`; only counters are updated on the side.
 unsafe impl GlobalAlloc for CountingAlloc {
@@ -16,7 +23,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: same contract as the caller's.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grow(layout.size() as isize);
         }
         ptr
     }
@@ -25,7 +32,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: same contract as the caller's.
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grow(layout.size() as isize);
         }
         ptr
     }
@@ -42,10 +49,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: same contract as the caller's.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
+            grow(new_size as isize - layout.size() as isize);
         }
         new
     }
@@ -57,4 +61,16 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 /// Live heap bytes allocated since counting was switched on (minus those freed since).
 pub fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// The highest live count since the last [`reset_peak`].
+#[allow(dead_code)] // Not every benchmark that shares this file reads the peak.
+pub fn peak() -> isize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+/// Starts a new peak from the current live count.
+#[allow(dead_code)]
+pub fn reset_peak() {
+    PEAK.store(live(), Ordering::Relaxed);
 }
