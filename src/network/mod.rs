@@ -7,6 +7,7 @@
 //! multistream-select round trip a new stream costs.
 
 pub mod codec;
+mod deadline;
 pub(crate) mod dispatch;
 pub mod handler;
 pub mod message;

@@ -11,6 +11,7 @@ use futures_timer::Delay;
 use libp2p::swarm::Stream;
 
 use super::codec::{read_frame, write_frame};
+use super::deadline::Deadline;
 use super::message::{decode_request, decode_response, encode_request, encode_response, Limits};
 use super::message::{Request, Response};
 use super::{InboundError, RequestError};
@@ -66,9 +67,10 @@ pub(crate) async fn serve_inbound(
     settings: InboundSettings,
     mut to_handler: mpsc::Sender<InboundMessage>,
 ) -> Result<InboundEnd, InboundError> {
+    let mut deadline = Deadline::new(settings.idle_timeout.min(settings.response_timeout));
     loop {
         let read = read_frame(&mut stream, settings.max_message_size);
-        let frame = match with_timeout(settings.idle_timeout, read).await {
+        let frame = match deadline.within(settings.idle_timeout, read).await {
             None => {
                 close(stream).await;
                 return Ok(InboundEnd::Idle);
@@ -101,13 +103,14 @@ pub(crate) async fn serve_inbound(
         if to_handler.send(message).await.is_err() {
             return Ok(InboundEnd::HandlerGone);
         }
-        let response = match with_timeout(settings.response_timeout, response).await {
+        let response = match deadline.within(settings.response_timeout, response).await {
             None => return Err(InboundError::ResponseTimeout),
             Some(Err(oneshot::Canceled)) => return Err(InboundError::Refused),
             Some(Ok(response)) => response,
         };
         let bytes = encode_response(&response, &key);
-        match with_timeout(settings.response_timeout, write_frame(&mut stream, &bytes)).await {
+        let write = write_frame(&mut stream, &bytes);
+        match deadline.within(settings.response_timeout, write).await {
             None => return Err(InboundError::WriteTimeout),
             Some(result) => result?,
         }
