@@ -226,7 +226,9 @@ fn get_providers(ctx: &ServerContext<'_>, store: &mut dyn Store, key: &[u8]) -> 
 
 /// An upper bound of a peer entry's encoded size: field tags and length prefixes included.
 fn encoded_len(peer: &PeerRecord) -> usize {
-    let id = peer.id.to_bytes().len() + 3;
+    // The id's length without encoding it: this runs for every entry of every answer.
+    let id: &libp2p::multihash::Multihash<64> = peer.id.as_ref();
+    let id = id.encoded_len() + 3;
     let addrs: usize = peer.addrs.iter().map(|a| a.len() + 4).sum();
     id + addrs + 2 + 6
 }

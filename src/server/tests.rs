@@ -371,3 +371,25 @@ fn time_received_is_formatted_like_go() {
         "2000-02-29T00:00:00.5Z"
     );
 }
+
+/// The answer budget counts an id by its multihash's length instead of encoding it.
+#[test]
+fn an_entry_budget_counts_every_byte_of_the_id() {
+    let ids = [
+        PeerId::random(),
+        libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id(),
+        libp2p::identity::Keypair::generate_secp256k1()
+            .public()
+            .to_peer_id(),
+    ];
+    for id in ids {
+        let peer = PeerRecord {
+            id,
+            addrs: Vec::new(),
+            connection: ConnectionType::NotConnected,
+        };
+        assert!(super::encoded_len(&peer) >= id.to_bytes().len() + 3);
+    }
+}
