@@ -354,7 +354,7 @@ async fn client_loop(
         };
         in_flight -= 1;
         answered += 1;
-        if answered % DECODE_EVERY != 0 {
+        if !answered.is_multiple_of(DECODE_EVERY) {
             tally.ok += 1;
             continue;
         }

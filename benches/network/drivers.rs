@@ -1,5 +1,6 @@
-//! One node of each implementation: its swarm over the delayed memory transport, and a task
-//! that runs the bench's commands on it and answers each when its query ends.
+//! One node of each implementation: its swarm over the delayed memory transport, with identify
+//! beside the DHT as every deployed node runs it, and a task that runs the bench's commands on
+//! it and answers each when its query ends.
 //!
 //! The two drivers have the same shape, but their query ids, events and results are different
 //! types; two plain copies read better than one generic driver.
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::core::Transport;
+use libp2p::identify;
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, Swarm, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
@@ -78,6 +80,25 @@ impl Pending {
     }
 }
 
+/// A kadence node: kadence learns servers and their addresses from identify by itself.
+#[derive(NetworkBehaviour)]
+pub struct KadenceNode {
+    dht: kadence::Behaviour,
+    identify: identify::Behaviour,
+}
+
+/// A libp2p-kad node: the application adds identify's listen addresses of peers that
+/// support the protocol, as libp2p-kad's documentation asks.
+#[derive(NetworkBehaviour)]
+pub struct KadNode {
+    dht: libp2p_kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+}
+
+fn identify(key: &Keypair) -> identify::Behaviour {
+    identify::Behaviour::new(identify::Config::new("/bench/1.0.0".into(), key.public()))
+}
+
 pub struct Node {
     pub commands: mpsc::UnboundedSender<Command>,
     pub task: tokio::task::JoinHandle<()>,
@@ -113,12 +134,15 @@ pub fn kadence_swarm(
     delay: Duration,
     addr: Multiaddr,
     boot: Vec<(PeerId, Multiaddr)>,
-) -> Swarm<kadence::Behaviour> {
+) -> Swarm<KadenceNode> {
     let config = kadence::Config::new(PROTOCOL).with_mode(Some(kadence::Mode::Server));
-    let behaviour = kadence::Behaviour::new(key.public().to_peer_id(), config);
+    let behaviour = KadenceNode {
+        dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
+        identify: identify(key),
+    };
     let mut swarm = listening(swarm(key, delay, behaviour), addr);
     for (peer, a) in boot {
-        swarm.behaviour_mut().add_address(peer, a);
+        swarm.behaviour_mut().dht.add_address(peer, a);
     }
     swarm
 }
@@ -129,7 +153,7 @@ pub fn kad_swarm(
     addr: Multiaddr,
     boot: Vec<(PeerId, Multiaddr)>,
     alpha: Option<usize>,
-) -> Swarm<libp2p_kad::Behaviour<MemoryStore>> {
+) -> Swarm<KadNode> {
     let id = key.public().to_peer_id();
     let mut config = libp2p_kad::Config::new(PROTOCOL);
     if let Some(alpha) = alpha.and_then(std::num::NonZeroUsize::new) {
@@ -137,14 +161,18 @@ pub fn kad_swarm(
     }
     let mut kad = libp2p_kad::Behaviour::with_config(id, MemoryStore::new(id), config);
     kad.set_mode(Some(libp2p_kad::Mode::Server));
-    let mut swarm = listening(swarm(key, delay, kad), addr);
+    let behaviour = KadNode {
+        dht: kad,
+        identify: identify(key),
+    };
+    let mut swarm = listening(swarm(key, delay, behaviour), addr);
     for (peer, a) in boot {
-        swarm.behaviour_mut().add_address(&peer, a);
+        swarm.behaviour_mut().dht.add_address(&peer, a);
     }
     swarm
 }
 
-pub fn spawn_kadence(mut swarm: Swarm<kadence::Behaviour>) -> Node {
+pub fn spawn_kadence(mut swarm: Swarm<KadenceNode>) -> Node {
     use kadence::{Event, QueryProgress, QueryResult};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -152,7 +180,7 @@ pub fn spawn_kadence(mut swarm: Swarm<kadence::Behaviour>) -> Node {
         loop {
             tokio::select! {
                 command = rx.recv() => {
-                    let dht = swarm.behaviour_mut();
+                    let dht = &mut swarm.behaviour_mut().dht;
                     match command {
                         None => return,
                         Some(Command::Bootstrap(reply)) => match dht.bootstrap() {
@@ -177,15 +205,15 @@ pub fn spawn_kadence(mut swarm: Swarm<kadence::Behaviour>) -> Node {
                     }
                 }
                 event = swarm.select_next_some() => match event {
-                    SwarmEvent::Behaviour(Event::PeerRemoved { .. }) => {
+                    SwarmEvent::Behaviour(KadenceNodeEvent::Dht(Event::PeerRemoved { .. })) => {
                         REMOVED.fetch_add(1, Ordering::Relaxed);
                     }
-                    SwarmEvent::Behaviour(Event::QueryProgress { id, progress: QueryProgress::ProvidersFound(found) }) => {
+                    SwarmEvent::Behaviour(KadenceNodeEvent::Dht(Event::QueryProgress { id, progress: QueryProgress::ProvidersFound(found) })) => {
                         if let Some(p) = pending.get_mut(&id) {
                             p.providers_found(found.iter().map(|r| r.id));
                         }
                     }
-                    SwarmEvent::Behaviour(Event::QueryFinished { id, result, stats }) => {
+                    SwarmEvent::Behaviour(KadenceNodeEvent::Dht(Event::QueryFinished { id, result, stats })) => {
                         match (pending.remove(&id), result) {
                             (Some(Pending::Bootstrap(reply)), _) => { let _ = reply.send(()); }
                             (Some(Pending::Lookup(reply)), result) => {
@@ -210,7 +238,7 @@ pub fn spawn_kadence(mut swarm: Swarm<kadence::Behaviour>) -> Node {
     Node { commands: tx, task }
 }
 
-pub fn spawn_kad(mut swarm: Swarm<libp2p_kad::Behaviour<MemoryStore>>) -> Node {
+pub fn spawn_kad(mut swarm: Swarm<KadNode>) -> Node {
     use libp2p_kad::{Event, GetClosestPeersError, GetProvidersOk, QueryResult, RecordKey};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -218,7 +246,7 @@ pub fn spawn_kad(mut swarm: Swarm<libp2p_kad::Behaviour<MemoryStore>>) -> Node {
         loop {
             tokio::select! {
                 command = rx.recv() => {
-                    let dht = swarm.behaviour_mut();
+                    let dht = &mut swarm.behaviour_mut().dht;
                     match command {
                         None => return,
                         Some(Command::Bootstrap(reply)) => match dht.bootstrap() {
@@ -243,8 +271,17 @@ pub fn spawn_kad(mut swarm: Swarm<libp2p_kad::Behaviour<MemoryStore>>) -> Node {
                     }
                 }
                 event = swarm.select_next_some() => {
-                    let SwarmEvent::Behaviour(Event::OutboundQueryProgressed { id, result, stats, step }) = event else {
-                        continue;
+                    let (id, result, stats, step) = match event {
+                        SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed { id, result, stats, step })) => (id, result, stats, step),
+                        SwarmEvent::Behaviour(KadNodeEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                            if info.protocols.contains(&PROTOCOL) {
+                                for addr in info.listen_addrs {
+                                    swarm.behaviour_mut().dht.add_address(&peer_id, addr);
+                                }
+                            }
+                            continue;
+                        }
+                        _ => continue,
                     };
                     if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) = &result {
                         if let Some(p) = pending.get_mut(&id) {
