@@ -17,6 +17,9 @@ use futures::future::{select, Either};
 use futures::FutureExt;
 use futures_timer::Delay;
 
+/// Where absurd timeouts saturate.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pub(crate) struct Deadline {
     /// When the current timeout expires.
     at: Instant,
@@ -28,6 +31,8 @@ pub(crate) struct Deadline {
 
 impl Deadline {
     pub(crate) fn new(shortest: Duration) -> Self {
+        // Never armed for zero: a zero re-arm would spin with the timer thread.
+        let shortest = shortest.clamp(Duration::from_millis(1), CENTURY);
         Self {
             at: Instant::now() + shortest,
             shortest,
@@ -39,10 +44,7 @@ impl Deadline {
     /// itself.
     pub(crate) async fn within<F: Future>(&mut self, after: Duration, fut: F) -> Option<F::Output> {
         let now = Instant::now();
-        // An absurd timeout saturates at about a century.
-        self.at = now
-            .checked_add(after)
-            .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600));
+        self.at = now + after.min(CENTURY);
         if after < self.shortest {
             // Sooner than the timer may be armed for: re-arm now (not the common path).
             self.timer.reset(after);
@@ -116,6 +118,18 @@ mod tests {
                 .await;
             assert_eq!(out, None);
             assert!(start.elapsed() < Duration::from_secs(5));
+        });
+    }
+
+    #[test]
+    fn zero_and_absurd_timeouts_neither_spin_nor_overflow() {
+        block_on(async {
+            let mut deadline = Deadline::new(Duration::ZERO);
+            assert_eq!(deadline.within(Duration::ZERO, pending::<()>()).await, None);
+            let step = Delay::new(Duration::from_millis(20));
+            assert_eq!(deadline.within(Duration::MAX, step).await, Some(()));
+            let mut deadline = Deadline::new(Duration::MAX);
+            assert_eq!(deadline.within(Duration::MAX, async { 1 }).await, Some(1));
         });
     }
 
