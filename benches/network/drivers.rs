@@ -1,13 +1,10 @@
 //! One node of each implementation: its swarm over the delayed memory transport, with identify
 //! beside the DHT as every deployed node runs it, and a task that runs the bench's commands on
-//! it and answers each when its query ends.
-//!
-//! The two drivers have the same shape, but their query ids, events and results are different
-//! types; two plain copies read better than one generic driver.
+//! it and answers each when its query ends. What is common to both lives in `queries.rs`; a
+//! driver only translates its implementation's events.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::core::transport::MemoryTransport;
@@ -18,67 +15,15 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, Swarm, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use libp2p_kad::store::MemoryStore;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::delay::DelayedConn;
+use crate::queries::{Command, Finished, Queries};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
 
 /// kadence routing-table removals (`Event::PeerRemoved`) during the run.
 pub static REMOVED: AtomicUsize = AtomicUsize::new(0);
-
-/// What one lookup returned.
-pub struct Found {
-    pub peers: Vec<PeerId>,
-    pub requests: u32,
-    pub failures: u32,
-}
-
-pub enum Command {
-    Bootstrap(oneshot::Sender<()>),
-    /// How many peers the node has a connection to.
-    ConnectedPeers(oneshot::Sender<usize>),
-    Lookup(Vec<u8>, oneshot::Sender<Found>),
-    /// Announce the key once; answers whether the announcement reached any peer.
-    Provide(Vec<u8>, oneshot::Sender<bool>),
-    /// Look for the key's providers; answers how long it took until `provider` was among
-    /// them, or `None` if the lookup ended without it.
-    FindProvider {
-        key: Vec<u8>,
-        provider: PeerId,
-        reply: oneshot::Sender<Option<Duration>>,
-    },
-}
-
-/// A command waiting for its query to end.
-enum Pending {
-    Bootstrap(oneshot::Sender<()>),
-    Lookup(oneshot::Sender<Found>),
-    Provide(oneshot::Sender<bool>),
-    FindProvider {
-        provider: PeerId,
-        started: Instant,
-        reply: Option<oneshot::Sender<Option<Duration>>>,
-    },
-}
-
-impl Pending {
-    /// Providers arrived: answers a FindProvider the first time its provider is among them.
-    fn providers_found(&mut self, found: impl IntoIterator<Item = PeerId>) {
-        if let Pending::FindProvider {
-            provider,
-            started,
-            reply,
-        } = self
-        {
-            if found.into_iter().any(|p| p == *provider) {
-                if let Some(reply) = reply.take() {
-                    let _ = reply.send(Some(started.elapsed()));
-                }
-            }
-        }
-    }
-}
 
 /// A kadence node: kadence learns servers and their addresses from identify by itself.
 #[derive(NetworkBehaviour)]
@@ -176,62 +121,44 @@ pub fn spawn_kadence(mut swarm: Swarm<KadenceNode>) -> Node {
     use kadence::{Event, QueryProgress, QueryResult};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let mut pending: HashMap<kadence::QueryId, Pending> = HashMap::new();
+        let mut queries = Queries::new();
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 command = rx.recv() => {
-                    let dht = &mut swarm.behaviour_mut().dht;
-                    match command {
-                        None => return,
-                        Some(Command::Bootstrap(reply)) => match dht.bootstrap() {
-                            Ok(id) => { pending.insert(id, Pending::Bootstrap(reply)); }
-                            Err(_) => { let _ = reply.send(()); }
-                        },
-                        Some(Command::ConnectedPeers(reply)) => {
-                            let _ = reply.send(swarm.network_info().num_peers());
-                        }
-                        Some(Command::Lookup(key, reply)) => {
-                            pending.insert(dht.get_closest_peers(key), Pending::Lookup(reply));
-                        }
-                        Some(Command::Provide(key, reply)) => match dht.provide(key) {
-                            Ok(id) => { pending.insert(id, Pending::Provide(reply)); }
-                            Err(_) => { let _ = reply.send(false); }
-                        },
-                        Some(Command::FindProvider { key, provider, reply }) => {
-                            let started = Instant::now();
-                            let id = dht.find_providers(key, None);
-                            pending.insert(id, Pending::FindProvider { provider, started, reply: Some(reply) });
-                        }
-                    }
+                    let Some(command) = command else { return };
+                    let connected = swarm.network_info().num_peers();
+                    queries.start(&mut swarm.behaviour_mut().dht, command, connected);
+                    continue;
                 }
-                event = swarm.select_next_some() => match event {
-                    SwarmEvent::Behaviour(KadenceNodeEvent::Dht(Event::PeerRemoved { .. })) => {
-                        REMOVED.fetch_add(1, Ordering::Relaxed);
-                    }
-                    SwarmEvent::Behaviour(KadenceNodeEvent::Dht(Event::QueryProgress { id, progress: QueryProgress::ProvidersFound(found) })) => {
-                        if let Some(p) = pending.get_mut(&id) {
-                            p.providers_found(found.iter().map(|r| r.id));
-                        }
-                    }
-                    SwarmEvent::Behaviour(KadenceNodeEvent::Dht(Event::QueryFinished { id, result, stats })) => {
-                        match (pending.remove(&id), result) {
-                            (Some(Pending::Bootstrap(reply)), _) => { let _ = reply.send(()); }
-                            (Some(Pending::Lookup(reply)), result) => {
-                                let peers = match result {
-                                    QueryResult::ClosestPeers(Ok(peers)) => peers.iter().map(|p| p.id).collect(),
-                                    _ => Vec::new(),
-                                };
-                                let _ = reply.send(Found { peers, requests: stats.requests, failures: stats.failures });
-                            }
-                            (Some(Pending::Provide(reply)), result) => {
-                                let _ = reply.send(matches!(result, QueryResult::Provide(Ok(n)) if n > 0));
-                            }
-                            (Some(Pending::FindProvider { reply: Some(reply), .. }), _) => { let _ = reply.send(None); }
-                            _ => {}
-                        }
-                    }
-                    _ => {}
+                event = swarm.select_next_some() => event,
+            };
+            let SwarmEvent::Behaviour(KadenceNodeEvent::Dht(event)) = event else {
+                continue;
+            };
+            match event {
+                Event::PeerRemoved { .. } => {
+                    REMOVED.fetch_add(1, Ordering::Relaxed);
                 }
+                Event::QueryProgress {
+                    id,
+                    progress: QueryProgress::ProvidersFound(found),
+                } => queries.providers_found(&id, found.iter().map(|r| r.id)),
+                Event::QueryFinished { id, result, stats } => {
+                    let mut finished = Finished {
+                        requests: stats.requests,
+                        failures: stats.failures,
+                        ..Finished::default()
+                    };
+                    match result {
+                        QueryResult::ClosestPeers(Ok(peers)) => {
+                            finished.peers = peers.iter().map(|p| p.id).collect();
+                        }
+                        QueryResult::Provide(Ok(n)) => finished.provided = n > 0,
+                        _ => {}
+                    }
+                    queries.finished(&id, finished);
+                }
+                _ => {}
             }
         }
     });
@@ -239,76 +166,66 @@ pub fn spawn_kadence(mut swarm: Swarm<KadenceNode>) -> Node {
 }
 
 pub fn spawn_kad(mut swarm: Swarm<KadNode>) -> Node {
-    use libp2p_kad::{Event, GetClosestPeersError, GetProvidersOk, QueryResult, RecordKey};
+    use libp2p_kad::{Event, GetClosestPeersError, GetProvidersOk, QueryResult};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let mut pending: HashMap<libp2p_kad::QueryId, Pending> = HashMap::new();
+        let mut queries = Queries::new();
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 command = rx.recv() => {
-                    let dht = &mut swarm.behaviour_mut().dht;
-                    match command {
-                        None => return,
-                        Some(Command::Bootstrap(reply)) => match dht.bootstrap() {
-                            Ok(id) => { pending.insert(id, Pending::Bootstrap(reply)); }
-                            Err(_) => { let _ = reply.send(()); }
-                        },
-                        Some(Command::ConnectedPeers(reply)) => {
-                            let _ = reply.send(swarm.network_info().num_peers());
-                        }
-                        Some(Command::Lookup(key, reply)) => {
-                            pending.insert(dht.get_closest_peers(key), Pending::Lookup(reply));
-                        }
-                        Some(Command::Provide(key, reply)) => match dht.start_providing(RecordKey::new(&key)) {
-                            Ok(id) => { pending.insert(id, Pending::Provide(reply)); }
-                            Err(_) => { let _ = reply.send(false); }
-                        },
-                        Some(Command::FindProvider { key, provider, reply }) => {
-                            let started = Instant::now();
-                            let id = dht.get_providers(RecordKey::new(&key));
-                            pending.insert(id, Pending::FindProvider { provider, started, reply: Some(reply) });
-                        }
-                    }
+                    let Some(command) = command else { return };
+                    let connected = swarm.network_info().num_peers();
+                    queries.start(&mut swarm.behaviour_mut().dht, command, connected);
+                    continue;
                 }
-                event = swarm.select_next_some() => {
-                    let (id, result, stats, step) = match event {
-                        SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed { id, result, stats, step })) => (id, result, stats, step),
-                        SwarmEvent::Behaviour(KadNodeEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                            if info.protocols.contains(&PROTOCOL) {
-                                for addr in info.listen_addrs {
-                                    swarm.behaviour_mut().dht.add_address(&peer_id, addr);
-                                }
-                            }
-                            continue;
-                        }
-                        _ => continue,
-                    };
-                    if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) = &result {
-                        if let Some(p) = pending.get_mut(&id) {
-                            p.providers_found(providers.iter().copied());
+                event = swarm.select_next_some() => event,
+            };
+            let (id, result, stats, step) = match event {
+                SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed {
+                    id,
+                    result,
+                    stats,
+                    step,
+                })) => (id, result, stats, step),
+                SwarmEvent::Behaviour(KadNodeEvent::Identify(identify::Event::Received {
+                    peer_id,
+                    info,
+                    ..
+                })) => {
+                    if info.protocols.contains(&PROTOCOL) {
+                        for addr in info.listen_addrs {
+                            swarm.behaviour_mut().dht.add_address(&peer_id, addr);
                         }
                     }
-                    if !step.last {
-                        continue;
-                    }
-                    match (pending.remove(&id), result) {
-                        (Some(Pending::Bootstrap(reply)), _) => { let _ = reply.send(()); }
-                        (Some(Pending::Lookup(reply)), result) => {
-                            let peers = match result {
-                                QueryResult::GetClosestPeers(Ok(ok)) => ok.peers.iter().map(|p| p.peer_id).collect(),
-                                QueryResult::GetClosestPeers(Err(GetClosestPeersError::Timeout { peers, .. })) => peers.iter().map(|p| p.peer_id).collect(),
-                                _ => Vec::new(),
-                            };
-                            let _ = reply.send(Found { peers, requests: stats.num_requests(), failures: stats.num_failures() });
-                        }
-                        (Some(Pending::Provide(reply)), result) => {
-                            let _ = reply.send(matches!(result, QueryResult::StartProviding(Ok(_))));
-                        }
-                        (Some(Pending::FindProvider { reply: Some(reply), .. }), _) => { let _ = reply.send(None); }
-                        _ => {}
-                    }
+                    continue;
                 }
+                _ => continue,
+            };
+            if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
+                providers, ..
+            })) = &result
+            {
+                queries.providers_found(&id, providers.iter().copied());
             }
+            if !step.last {
+                continue;
+            }
+            let mut finished = Finished {
+                requests: stats.num_requests(),
+                failures: stats.num_failures(),
+                ..Finished::default()
+            };
+            match result {
+                QueryResult::GetClosestPeers(Ok(ok)) => {
+                    finished.peers = ok.peers.iter().map(|p| p.peer_id).collect();
+                }
+                QueryResult::GetClosestPeers(Err(GetClosestPeersError::Timeout {
+                    peers, ..
+                })) => finished.peers = peers.iter().map(|p| p.peer_id).collect(),
+                QueryResult::StartProviding(result) => finished.provided = result.is_ok(),
+                _ => {}
+            }
+            queries.finished(&id, finished);
         }
     });
     Node { commands: tx, task }

@@ -11,6 +11,7 @@
 
 mod delay;
 mod drivers;
+mod queries;
 mod report;
 
 #[path = "../support/counting_alloc.rs"]
@@ -27,7 +28,8 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
-use drivers::{Command, Node};
+use drivers::Node;
+use queries::Command;
 use report::Report;
 
 const K: usize = 20;

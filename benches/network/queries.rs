@@ -1,0 +1,194 @@
+//! The bench's commands, and the queries they wait on, for either implementation: each DHT
+//! starts its queries through [`Dht`], and its driver turns the DHT's own events into
+//! [`Queries::providers_found`] and [`Queries::finished`].
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p_kad::store::MemoryStore;
+use libp2p_kad::RecordKey;
+use tokio::sync::oneshot;
+
+/// What one lookup returned.
+pub struct Found {
+    pub peers: Vec<PeerId>,
+    pub requests: u32,
+    pub failures: u32,
+}
+
+pub enum Command {
+    Bootstrap(oneshot::Sender<()>),
+    /// How many peers the node has a connection to.
+    ConnectedPeers(oneshot::Sender<usize>),
+    Lookup(Vec<u8>, oneshot::Sender<Found>),
+    /// Announce the key once; answers whether the announcement reached any peer.
+    Provide(Vec<u8>, oneshot::Sender<bool>),
+    /// Look for the key's providers; answers how long it took until `provider` was among
+    /// them, or `None` if the lookup ended without it.
+    FindProvider {
+        key: Vec<u8>,
+        provider: PeerId,
+        reply: oneshot::Sender<Option<Duration>>,
+    },
+}
+
+/// The queries a command can start, in each implementation's own API.
+pub trait Dht {
+    type Id: Eq + Hash;
+    /// `None` when it cannot start (no known peers).
+    fn bootstrap(&mut self) -> Option<Self::Id>;
+    fn lookup(&mut self, key: Vec<u8>) -> Self::Id;
+    /// `None` when it cannot start.
+    fn provide(&mut self, key: Vec<u8>) -> Option<Self::Id>;
+    fn find_providers(&mut self, key: Vec<u8>) -> Self::Id;
+}
+
+impl Dht for kadence::Behaviour {
+    type Id = kadence::QueryId;
+    fn bootstrap(&mut self) -> Option<Self::Id> {
+        kadence::Behaviour::bootstrap(self).ok()
+    }
+    fn lookup(&mut self, key: Vec<u8>) -> Self::Id {
+        self.get_closest_peers(key)
+    }
+    fn provide(&mut self, key: Vec<u8>) -> Option<Self::Id> {
+        kadence::Behaviour::provide(self, key).ok()
+    }
+    fn find_providers(&mut self, key: Vec<u8>) -> Self::Id {
+        kadence::Behaviour::find_providers(self, key, None)
+    }
+}
+
+impl Dht for libp2p_kad::Behaviour<MemoryStore> {
+    type Id = libp2p_kad::QueryId;
+    fn bootstrap(&mut self) -> Option<Self::Id> {
+        libp2p_kad::Behaviour::bootstrap(self).ok()
+    }
+    fn lookup(&mut self, key: Vec<u8>) -> Self::Id {
+        self.get_closest_peers(key)
+    }
+    fn provide(&mut self, key: Vec<u8>) -> Option<Self::Id> {
+        self.start_providing(RecordKey::new(&key)).ok()
+    }
+    fn find_providers(&mut self, key: Vec<u8>) -> Self::Id {
+        self.get_providers(RecordKey::new(&key))
+    }
+}
+
+/// What a finished query reported, in the bench's terms.
+#[derive(Default)]
+pub struct Finished {
+    /// The closest peers, for a lookup.
+    pub peers: Vec<PeerId>,
+    pub requests: u32,
+    pub failures: u32,
+    /// Whether a provide succeeded.
+    pub provided: bool,
+}
+
+/// A command waiting for its query to end.
+enum Pending {
+    Bootstrap(oneshot::Sender<()>),
+    Lookup(oneshot::Sender<Found>),
+    Provide(oneshot::Sender<bool>),
+    FindProvider {
+        provider: PeerId,
+        started: Instant,
+        reply: Option<oneshot::Sender<Option<Duration>>>,
+    },
+}
+
+/// The commands under way on one node, by query.
+pub struct Queries<Id> {
+    pending: HashMap<Id, Pending>,
+}
+
+impl<Id: Eq + Hash> Queries<Id> {
+    pub fn new() -> Self {
+        Self {
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Starts what `command` asks on `dht`; `connected` answers a ConnectedPeers.
+    pub fn start<D: Dht<Id = Id>>(&mut self, dht: &mut D, command: Command, connected: usize) {
+        let (id, pending) = match command {
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(connected);
+                return;
+            }
+            Command::Bootstrap(reply) => match dht.bootstrap() {
+                Some(id) => (id, Pending::Bootstrap(reply)),
+                None => {
+                    let _ = reply.send(());
+                    return;
+                }
+            },
+            Command::Lookup(key, reply) => (dht.lookup(key), Pending::Lookup(reply)),
+            Command::Provide(key, reply) => match dht.provide(key) {
+                Some(id) => (id, Pending::Provide(reply)),
+                None => {
+                    let _ = reply.send(false);
+                    return;
+                }
+            },
+            Command::FindProvider {
+                key,
+                provider,
+                reply,
+            } => {
+                let started = Instant::now();
+                let pending = Pending::FindProvider {
+                    provider,
+                    started,
+                    reply: Some(reply),
+                };
+                (dht.find_providers(key), pending)
+            }
+        };
+        self.pending.insert(id, pending);
+    }
+
+    /// Providers arrived: answers a FindProvider the first time its provider is among them.
+    pub fn providers_found(&mut self, id: &Id, found: impl IntoIterator<Item = PeerId>) {
+        if let Some(Pending::FindProvider {
+            provider,
+            started,
+            reply,
+        }) = self.pending.get_mut(id)
+        {
+            if found.into_iter().any(|p| p == *provider) {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Some(started.elapsed()));
+                }
+            }
+        }
+    }
+
+    /// The query ended: answers its command.
+    pub fn finished(&mut self, id: &Id, finished: Finished) {
+        match self.pending.remove(id) {
+            Some(Pending::Bootstrap(reply)) => {
+                let _ = reply.send(());
+            }
+            Some(Pending::Lookup(reply)) => {
+                let _ = reply.send(Found {
+                    peers: finished.peers,
+                    requests: finished.requests,
+                    failures: finished.failures,
+                });
+            }
+            Some(Pending::Provide(reply)) => {
+                let _ = reply.send(finished.provided);
+            }
+            Some(Pending::FindProvider {
+                reply: Some(reply), ..
+            }) => {
+                let _ = reply.send(None);
+            }
+            Some(Pending::FindProvider { reply: None, .. }) | None => {}
+        }
+    }
+}
