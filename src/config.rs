@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 use crate::mode::Mode;
 use crate::network::message::Limits;
 use crate::provider::ReprovideConfig;
+use crate::routing::lookup::LookupFinish;
 use crate::routing_table::{DiversityConfig, KBucketConfig};
 use crate::server::{Validator, Validators};
 use crate::store::{Lifetimes, MemoryStoreConfig};
@@ -45,6 +46,7 @@ pub struct Config {
     pub(crate) max_dials: usize,
     pub(crate) alpha: usize,
     pub(crate) beta: usize,
+    pub(crate) lookup_finish: LookupFinish,
     pub(crate) query_timeout: Duration,
     pub(crate) refresh_interval: Option<Duration>,
     pub(crate) refresh_query_timeout: Duration,
@@ -80,6 +82,7 @@ impl Config {
             max_dials: 32,
             alpha: 10,
             beta: 3,
+            lookup_finish: LookupFinish::KClosestAnswered,
             query_timeout: Duration::from_secs(60),
             refresh_interval: Some(Duration::from_secs(600)),
             refresh_query_timeout: Duration::from_secs(10),
@@ -302,6 +305,17 @@ impl Config {
     /// Closest peers that must answer before a lookup stops widening. Default 3.
     pub fn with_beta(mut self, beta: usize) -> Self {
         self.beta = beta.max(1);
+        self
+    }
+
+    /// When a lookup that converged is finished. Default [`LookupFinish::KClosestAnswered`]:
+    /// once the `k` closest answered, so results hold only peers that did, at the pace of the
+    /// slowest of them. [`LookupFinish::BetaAnswered`] is go's rule: once the `beta` closest
+    /// answered, with the `k` closest known peers as the result, some not asked yet (about
+    /// half the lookup time where peers are alive; dead peers in results where they are not).
+    /// The reprovide sweep's region lookups always wait for their peers.
+    pub fn with_lookup_finish(mut self, finish: LookupFinish) -> Self {
+        self.lookup_finish = finish;
         self
     }
 

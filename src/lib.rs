@@ -65,6 +65,7 @@ pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
 pub use provider::{ReprovideConfig, SweepReport};
+pub use routing::lookup::LookupFinish;
 pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats};
 pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
 pub use server::{

@@ -18,7 +18,7 @@ use libp2p_kad::store::MemoryStore;
 use tokio::sync::mpsc;
 
 use crate::delay::DelayedConn;
-use crate::queries::{Command, Finished, Queries};
+use crate::queries::{swarm_command, Command, Finished, Queries};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
 
@@ -79,8 +79,11 @@ pub fn kadence_swarm(
     delay: Duration,
     addr: Multiaddr,
     boot: Vec<(PeerId, Multiaddr)>,
+    finish: kadence::LookupFinish,
 ) -> Swarm<KadenceNode> {
-    let config = kadence::Config::new(PROTOCOL).with_mode(Some(kadence::Mode::Server));
+    let config = kadence::Config::new(PROTOCOL)
+        .with_mode(Some(kadence::Mode::Server))
+        .with_lookup_finish(finish);
     let behaviour = KadenceNode {
         dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
         identify: identify(key),
@@ -126,8 +129,9 @@ pub fn spawn_kadence(mut swarm: Swarm<KadenceNode>) -> Node {
             let event = tokio::select! {
                 command = rx.recv() => {
                     let Some(command) = command else { return };
-                    let connected = swarm.network_info().num_peers();
-                    queries.start(&mut swarm.behaviour_mut().dht, command, connected);
+                    if let Some(command) = swarm_command(&mut swarm, command) {
+                        queries.start(&mut swarm.behaviour_mut().dht, command);
+                    }
                     continue;
                 }
                 event = swarm.select_next_some() => event,
@@ -174,8 +178,9 @@ pub fn spawn_kad(mut swarm: Swarm<KadNode>) -> Node {
             let event = tokio::select! {
                 command = rx.recv() => {
                     let Some(command) = command else { return };
-                    let connected = swarm.network_info().num_peers();
-                    queries.start(&mut swarm.behaviour_mut().dht, command, connected);
+                    if let Some(command) = swarm_command(&mut swarm, command) {
+                        queries.start(&mut swarm.behaviour_mut().dht, command);
+                    }
                     continue;
                 }
                 event = swarm.select_next_some() => event,

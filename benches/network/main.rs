@@ -1,11 +1,16 @@
 //! Lookup latency, recall and cost, and provide -> find-providers, of kadence and libp2p-kad
 //! (its defaults, and alpha = 10 like the Go peers) in a network of N nodes over the memory
-//! transport with per-node access delays.
+//! transport with per-node access delays. A fourth network runs kadence with go's rule for
+//! ending a lookup (`LookupFinish::BetaAnswered`), the trade-off its docs describe.
 //!
 //! `cargo bench --bench network -- [--nodes N] [--lookups L] [--provides P] [--seed S]
-//! [--settle SECONDS] [--only kadence|kad|kad10]`
+//! [--settle SECONDS] [--cold] [--only kadence|kad|kad10|kadence-beta]`
 //!
-//! The three networks are built one after the other from the same seed: the same node keys,
+//! `--cold` closes every connection once the tables settled, so that every implementation's
+//! lookups start from the same state: no connection, as in a network much larger than a
+//! node's connection count.
+//!
+//! The networks are built one after the other from the same seed: the same node keys,
 //! bootstrap peers and delays, the same lookup keys from the same nodes. The table is printed,
 //! and written as JSON to `target/network-bench.json`.
 
@@ -41,6 +46,8 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Between the provides and the finds: libp2p-kad reports a provide before its ADD_PROVIDER
 /// frames are written, so give them time to land.
 const PROVIDE_SETTLE: Duration = Duration::from_secs(1);
+/// After `--cold` closed every connection: time for the closes to be seen on both ends.
+const COLD_SETTLE: Duration = Duration::from_millis(500);
 
 /// SplitMix64: a small seeded generator.
 struct Rng(u64);
@@ -80,6 +87,8 @@ pub enum Kind {
     Kadence,
     KadDefault,
     KadAlpha10,
+    /// kadence with `LookupFinish::BetaAnswered`, the rule go-libp2p-kad-dht ends lookups by.
+    KadenceBetaFinish,
 }
 
 impl Kind {
@@ -88,6 +97,7 @@ impl Kind {
             Kind::Kadence => "kadence",
             Kind::KadDefault => "libp2p-kad (defaults)",
             Kind::KadAlpha10 => "libp2p-kad (alpha = 10)",
+            Kind::KadenceBetaFinish => "kadence (go's finish rule)",
         }
     }
 
@@ -96,6 +106,7 @@ impl Kind {
             Kind::Kadence => "kadence",
             Kind::KadDefault => "kad",
             Kind::KadAlpha10 => "kad10",
+            Kind::KadenceBetaFinish => "kadence-beta",
         }
     }
 }
@@ -110,6 +121,8 @@ struct Setup {
     /// (providing node, finding node, key) per provide -> find-providers pair.
     provides: Vec<(usize, usize, Vec<u8>)>,
     settle: Duration,
+    /// Close every connection before the lookups.
+    cold: bool,
 }
 
 impl Setup {
@@ -155,6 +168,7 @@ impl Setup {
             lookups,
             provides,
             settle,
+            cold: false,
         }
     }
 
@@ -192,11 +206,15 @@ fn start(kind: Kind, setup: &Setup, port_base: u64) -> Vec<Node> {
     let n = setup.keys.len();
     let node = |i: usize| (&setup.keys[i], setup.delays[i], addr(i), boot(i));
     match kind {
-        Kind::Kadence => {
+        Kind::Kadence | Kind::KadenceBetaFinish => {
+            let finish = match kind {
+                Kind::KadenceBetaFinish => kadence::LookupFinish::BetaAnswered,
+                _ => kadence::LookupFinish::default(),
+            };
             let swarms: Vec<_> = (0..n)
                 .map(|i| {
                     let (key, delay, a, b) = node(i);
-                    drivers::kadence_swarm(key, delay, a, b)
+                    drivers::kadence_swarm(key, delay, a, b, finish)
                 })
                 .collect();
             swarms.into_iter().map(drivers::spawn_kadence).collect()
@@ -230,6 +248,16 @@ async fn run(kind: Kind, setup: &Setup, port_base: u64) -> Report {
         })
         .await;
     tokio::time::sleep(setup.settle).await;
+    if setup.cold {
+        // Every lookup starts without connections, as in a network far larger than a node's
+        // connection count.
+        futures::stream::iter(nodes.iter())
+            .for_each_concurrent(None, |node| async move {
+                ask(node, Command::DisconnectAll).await;
+            })
+            .await;
+        tokio::time::sleep(COLD_SETTLE).await;
+    }
     let connected: usize = futures::stream::iter(nodes.iter())
         .then(|node| ask(node, Command::ConnectedPeers))
         .map(Option::unwrap_or_default)
@@ -339,7 +367,8 @@ fn main() {
     let seed = arg(&args, "--seed", 1);
     let settle = Duration::from_secs(arg(&args, "--settle", 2));
     assert!(n > BOOTSTRAP_PEERS, "--nodes must exceed {BOOTSTRAP_PEERS}");
-    let setup = Setup::new(n, lookups, provides, seed, settle);
+    let mut setup = Setup::new(n, lookups, provides, seed, settle);
+    setup.cold = args.iter().any(|a| a == "--cold");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -347,15 +376,20 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let wall = Instant::now();
-    // `--only kadence|kad|kad10` runs one implementation, for profiling.
+    // `--only kadence|kad|kad10|kadence-beta` runs one implementation, for profiling.
     let only = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1));
-    let kinds: Vec<Kind> = [Kind::Kadence, Kind::KadDefault, Kind::KadAlpha10]
-        .into_iter()
-        .filter(|k| only.is_none_or(|o| o == k.flag()))
-        .collect();
+    let kinds: Vec<Kind> = [
+        Kind::Kadence,
+        Kind::KadDefault,
+        Kind::KadAlpha10,
+        Kind::KadenceBetaFinish,
+    ]
+    .into_iter()
+    .filter(|k| only.is_none_or(|o| o == k.flag()))
+    .collect();
     let reports: Vec<Report> = kinds
         .iter()
         .enumerate()
@@ -376,7 +410,8 @@ fn main() {
         "cargo bench --bench network -- --nodes {n} --lookups {lookups} --provides {provides} \
          --seed {seed} --settle {}",
         settle.as_secs()
-    ) + &only.map(|o| format!(" --only {o}")).unwrap_or_default();
+    ) + &only.map(|o| format!(" --only {o}")).unwrap_or_default()
+        + if setup.cold { " --cold" } else { "" };
     report::print(&command, wall.elapsed(), &reports);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let _ = std::fs::create_dir_all(&dir);

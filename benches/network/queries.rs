@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use libp2p::swarm::{NetworkBehaviour, Swarm};
 use libp2p::PeerId;
 use libp2p_kad::store::MemoryStore;
 use libp2p_kad::RecordKey;
@@ -22,6 +23,8 @@ pub enum Command {
     Bootstrap(oneshot::Sender<()>),
     /// How many peers the node has a connection to.
     ConnectedPeers(oneshot::Sender<usize>),
+    /// Close every connection of the node.
+    DisconnectAll(oneshot::Sender<()>),
     Lookup(Vec<u8>, oneshot::Sender<Found>),
     /// Announce the key once; answers whether the announcement reached any peer.
     Provide(Vec<u8>, oneshot::Sender<bool>),
@@ -112,13 +115,11 @@ impl<Id: Eq + Hash> Queries<Id> {
         }
     }
 
-    /// Starts what `command` asks on `dht`; `connected` answers a ConnectedPeers.
-    pub fn start<D: Dht<Id = Id>>(&mut self, dht: &mut D, command: Command, connected: usize) {
+    /// Starts what `command` asks on `dht`. The swarm's own commands are answered by the
+    /// driver ([`swarm_command`]) before they get here.
+    pub fn start<D: Dht<Id = Id>>(&mut self, dht: &mut D, command: Command) {
         let (id, pending) = match command {
-            Command::ConnectedPeers(reply) => {
-                let _ = reply.send(connected);
-                return;
-            }
+            Command::ConnectedPeers(_) | Command::DisconnectAll(_) => return,
             Command::Bootstrap(reply) => match dht.bootstrap() {
                 Some(id) => (id, Pending::Bootstrap(reply)),
                 None => {
@@ -191,4 +192,25 @@ impl<Id: Eq + Hash> Queries<Id> {
             Some(Pending::FindProvider { reply: None, .. }) | None => {}
         }
     }
+}
+
+/// Answers the commands about the swarm itself; hands back the ones for the DHT.
+pub fn swarm_command<B: NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+    command: Command,
+) -> Option<Command> {
+    match command {
+        Command::ConnectedPeers(reply) => {
+            let _ = reply.send(swarm.network_info().num_peers());
+        }
+        Command::DisconnectAll(reply) => {
+            let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+            for peer in peers {
+                let _ = swarm.disconnect_peer_id(peer);
+            }
+            let _ = reply.send(());
+        }
+        other => return Some(other),
+    }
+    None
 }

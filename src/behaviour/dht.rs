@@ -64,6 +64,7 @@ impl Behaviour {
             slot_timeout: self.config.request_timeout,
             max_closer_per_response: 2 * k,
             max_candidates: 4 * k,
+            finish: self.config.lookup_finish,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
 use crate::provider::{Provider, ProviderAction};
-use crate::routing::lookup::Lookup;
+use crate::routing::lookup::{Lookup, LookupFinish};
 use crate::routing::query::QueryKind;
 use crate::routing::{QueryId, QueryResult};
 use crate::store::{ProvidedKey, StoreError};
@@ -166,6 +166,8 @@ impl Behaviour {
                         .local_closest_peers(&Key::new(&target), 3 * k);
                     let mut config = self.lookup_config();
                     config.k = 3 * k;
+                    // Every key goes to its k closest among these: each must be confirmed.
+                    config.finish = LookupFinish::KClosestAnswered;
                     let lookup = Lookup::new(Key::new(&target), self.local, seeds, config);
                     let id = self.queries.start(
                         target,

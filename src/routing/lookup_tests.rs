@@ -166,7 +166,10 @@ fn random_peer(rng: &mut StdRng) -> PeerId {
 }
 
 fn recall(network: &Network, lookups: usize, rng: &mut StdRng) -> f64 {
-    let config = LookupConfig::default();
+    recall_with(network, lookups, LookupConfig::default(), rng)
+}
+
+fn recall_with(network: &Network, lookups: usize, config: LookupConfig, rng: &mut StdRng) -> f64 {
     let mut total = 0.0;
     for _ in 0..lookups {
         let from = loop {
@@ -346,4 +349,65 @@ fn a_peer_pushed_out_and_learned_again_is_not_asked_twice() {
         lookup.on_success(&peer, vec![record(far)]);
     }
     assert!(!asked.contains(&far));
+}
+
+#[test]
+fn go_s_rule_finds_the_true_closest_where_peers_are_alive() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let network = Network::new(1000, 20, &mut rng);
+    let config = LookupConfig {
+        finish: LookupFinish::BetaAnswered,
+        ..LookupConfig::default()
+    };
+    let r = recall_with(&network, 40, config, &mut rng);
+    eprintln!("recall in 1k nodes, finished once beta answered: {r:.4}");
+    assert!(r >= 0.99, "recall {r} in 1k nodes");
+}
+
+#[test]
+fn go_s_rule_finishes_once_the_beta_closest_answered() {
+    let now = Instant::now();
+    let target = Key::from_peer(&PeerId::random());
+    let mut peers: Vec<PeerId> = (0..30).map(|_| PeerId::random()).collect();
+    peers.sort_by_key(|p| Key::from_peer(p).distance(&target));
+    let config = LookupConfig {
+        alpha: 3,
+        beta: 3,
+        k: 20,
+        finish: LookupFinish::BetaAnswered,
+        ..LookupConfig::default()
+    };
+    let seeds = peers.iter().map(|p| record(*p));
+    let mut lookup = Lookup::new(target, PeerId::random(), seeds, config);
+    let mut asked = Vec::new();
+    while let LookupStep::Ask { peer, .. } = lookup.step(now) {
+        asked.push(peer);
+    }
+    assert_eq!(
+        asked,
+        peers[..3],
+        "the three closest first, alpha at a time"
+    );
+    for peer in &asked {
+        lookup.on_success(peer, Vec::new());
+    }
+    // The three closest answered and nothing closer is pending: done, without asking the
+    // other 17 of the 20 closest, which are in the result as heard of.
+    assert_eq!(lookup.step(now), LookupStep::Finished);
+    let result: Vec<PeerId> = lookup.result().into_iter().map(|p| p.id).collect();
+    assert_eq!(result, peers[..20]);
+    // The default rule would still be asking them.
+    let seeds = peers.iter().map(|p| record(*p));
+    let config = LookupConfig {
+        finish: LookupFinish::KClosestAnswered,
+        ..config
+    };
+    let mut lookup = Lookup::new(target, PeerId::random(), seeds, config);
+    for _ in 0..3 {
+        let LookupStep::Ask { peer, .. } = lookup.step(now) else {
+            panic!("asks the three closest");
+        };
+        lookup.on_success(&peer, Vec::new());
+    }
+    assert!(matches!(lookup.step(now), LookupStep::Ask { .. }));
 }
