@@ -11,7 +11,7 @@ use common::net::providers_in;
 use common::net::{network, node_config, TestNode};
 use common::pk_record;
 use kadence::key::Key;
-use kadence::{QueryResult, Record, Validator};
+use kadence::{LookupFinish, QueryResult, Record, Validator};
 use libp2p::PeerId;
 
 /// Values are a decimal sequence number; the higher one wins.
@@ -36,7 +36,18 @@ impl Validator for Sequence {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_works_in_a_25_node_network() {
-    let nodes = network(25, node_config).await;
+    every_operation_works(node_config).await;
+}
+
+/// Lookups that end as go's do return peers not asked yet; the operations built on them (the
+/// PUT_VALUE and ADD_PROVIDER fan-outs to "the k closest") must still reach their peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_works_with_go_s_finish_rule() {
+    every_operation_works(|| node_config().with_lookup_finish(LookupFinish::BetaAnswered)).await;
+}
+
+async fn every_operation_works(config: impl Fn() -> kadence::Config) {
+    let nodes = network(25, config).await;
 
     // FindClosestPeers: the result holds (almost all of) the true closest.
     let key = b"some key".to_vec();
