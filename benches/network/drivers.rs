@@ -18,7 +18,7 @@ use libp2p_kad::store::MemoryStore;
 use tokio::sync::mpsc;
 
 use crate::delay::DelayedConn;
-use crate::queries::{swarm_command, Command, Finished, Queries};
+use crate::queries::{swarm_command, Command, Dht, Finished, Queries};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
 
@@ -120,21 +120,53 @@ pub fn kad_swarm(
     swarm
 }
 
+/// A node's behaviour: the DHT under test beside identify.
+pub trait WithDht: NetworkBehaviour {
+    type Dht: Dht;
+    fn dht(&mut self) -> &mut Self::Dht;
+}
+
+impl WithDht for KadenceNode {
+    type Dht = kadence::Behaviour;
+    fn dht(&mut self) -> &mut Self::Dht {
+        &mut self.dht
+    }
+}
+
+impl WithDht for KadNode {
+    type Dht = libp2p_kad::Behaviour<MemoryStore>;
+    fn dht(&mut self) -> &mut Self::Dht {
+        &mut self.dht
+    }
+}
+
+/// The node's next swarm event, running the bench's commands that arrive meanwhile; `None`
+/// once the bench let go of the node.
+async fn next_event<N: WithDht>(
+    swarm: &mut Swarm<N>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    queries: &mut Queries<<N::Dht as Dht>::Id>,
+) -> Option<SwarmEvent<N::ToSwarm>> {
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                if let Some(command) = swarm_command(swarm, command?) {
+                    queries.start(swarm.behaviour_mut().dht(), command);
+                }
+            }
+            event = swarm.select_next_some() => return Some(event),
+        }
+    }
+}
+
 pub fn spawn_kadence(mut swarm: Swarm<KadenceNode>) -> Node {
     use kadence::{Event, QueryProgress, QueryResult};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         let mut queries = Queries::new();
         loop {
-            let event = tokio::select! {
-                command = rx.recv() => {
-                    let Some(command) = command else { return };
-                    if let Some(command) = swarm_command(&mut swarm, command) {
-                        queries.start(&mut swarm.behaviour_mut().dht, command);
-                    }
-                    continue;
-                }
-                event = swarm.select_next_some() => event,
+            let Some(event) = next_event(&mut swarm, &mut rx, &mut queries).await else {
+                return;
             };
             let SwarmEvent::Behaviour(KadenceNodeEvent::Dht(event)) = event else {
                 continue;
@@ -175,15 +207,8 @@ pub fn spawn_kad(mut swarm: Swarm<KadNode>) -> Node {
     let task = tokio::spawn(async move {
         let mut queries = Queries::new();
         loop {
-            let event = tokio::select! {
-                command = rx.recv() => {
-                    let Some(command) = command else { return };
-                    if let Some(command) = swarm_command(&mut swarm, command) {
-                        queries.start(&mut swarm.behaviour_mut().dht, command);
-                    }
-                    continue;
-                }
-                event = swarm.select_next_some() => event,
+            let Some(event) = next_event(&mut swarm, &mut rx, &mut queries).await else {
+                return;
             };
             let (id, result, stats, step) = match event {
                 SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed {
