@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::net::providers_in;
 use common::net::{node_config, TestNode};
 use common::{pk_record, within, TEST_PROTOCOL};
+use futures::StreamExt;
 use kadence::QueryResult;
 use libp2p::swarm::{NetworkBehaviour, Swarm};
 use libp2p::{identify, Multiaddr, PeerId};
@@ -67,7 +68,8 @@ impl Kad {
                         let id = op(&mut swarm.behaviour_mut().kad);
                         pending.push((id, reply, Vec::new()));
                     }
-                    event = swarm.next_swarm_event() => {
+                    // Not `next_swarm_event`, which panics after 10 idle seconds.
+                    event = swarm.select_next_some() => {
                         if let libp2p::swarm::SwarmEvent::Behaviour(KadNodeEvent::Kad(
                             libp2p_kad::Event::OutboundQueryProgressed { id, result, step, .. },
                         )) = event

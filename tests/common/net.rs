@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kadence::{Event, QueryId, QueryProgress, QueryResult};
 use libp2p::swarm::{NetworkBehaviour, Swarm};
 use libp2p::{identify, Multiaddr, PeerId};
@@ -142,6 +143,22 @@ impl TestNode {
             .expect("node running")
     }
 
+    /// Whether the node's own store holds a provider record for `key`.
+    pub async fn holds_providers_of(&self, key: &[u8]) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let key = key.to_vec();
+        self.run(move |dht| {
+            let held = dht
+                .store_mut()
+                .providers(&key, std::time::SystemTime::now())
+                .is_ok_and(|p| !p.is_empty());
+            let _ = tx.send(held);
+            None
+        })
+        .await;
+        rx.await.expect("answered")
+    }
+
     /// Stops the node, as if its process went away.
     pub fn stop(self) {
         self.task.abort();
@@ -164,7 +181,9 @@ async fn drive(
                     }
                 }
             }
-            event = swarm.next_swarm_event() => {
+            // Not `next_swarm_event`: it panics after 10 s without an event, and a node of a
+            // long test may rightly sit idle that long on a loaded machine.
+            event = swarm.select_next_some() => {
                 let libp2p::swarm::SwarmEvent::Behaviour(DhtNodeEvent::Dht(event)) = event else {
                     continue;
                 };
