@@ -475,3 +475,52 @@ fn trailing_own_peer_id_is_stripped_and_foreign_one_dropped() {
     };
     assert_eq!(closer_peers[0].addrs, vec![plain, relayed]);
 }
+
+proptest! {
+    /// The decoder's shortcuts (a byte scan for `/p2p/`, linear de-duplication of the first
+    /// few addresses) keep exactly what the plain rule keeps: every address once, in order,
+    /// with the entry's own `/p2p/` suffix stripped and addresses naming another peer dropped.
+    #[test]
+    fn entry_addresses_are_cleaned_as_the_plain_rule_says(
+        picks in prop::collection::vec((0..12usize, 0..3u8), 0..40),
+    ) {
+        let id = PeerId::random();
+        let other = PeerId::random();
+        // A small pool, so duplicates are common and entries cross the linear limit.
+        let pool: Vec<Multiaddr> = (0..12u16)
+            .map(|i| format!("/ip4/10.0.0.{i}/tcp/{}", 4000 + i).parse().unwrap())
+            .collect();
+        let sent: Vec<Multiaddr> = picks
+            .iter()
+            .map(|&(i, suffix)| match suffix {
+                0 => pool[i].clone(),
+                1 => pool[i].clone().with(libp2p::multiaddr::Protocol::P2p(id)),
+                _ => pool[i].clone().with(libp2p::multiaddr::Protocol::P2p(other)),
+            })
+            .collect();
+        let mut expected: Vec<Multiaddr> = Vec::new();
+        for addr in &sent {
+            let mut addr = addr.clone();
+            match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(p)) if p == other => continue,
+                Some(libp2p::multiaddr::Protocol::P2p(_)) => { addr.pop(); }
+                _ => {}
+            }
+            if !expected.contains(&addr) {
+                expected.push(addr);
+            }
+        }
+        let bytes = encode_response(
+            &Response::FindNode {
+                closer_peers: vec![PeerRecord { id, addrs: sent, connection: ConnectionType::Connected }],
+            },
+            b"k",
+        );
+        let Response::FindNode { closer_peers } =
+            decode_response(&bytes, MessageType::FindNode, &limits()).unwrap()
+        else {
+            panic!("wrong variant")
+        };
+        prop_assert_eq!(&closer_peers[0].addrs, &expected);
+    }
+}
