@@ -232,8 +232,29 @@ pub fn json(
         "command": command,
         "nodes": nodes,
         "seed": seed,
+        "revision": revision(),
+        "unix_time_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "wall_s": wall.as_secs_f64(),
         "results": results,
     })
+}
+
+/// The commit measured, with `-dirty` when the tree had changes, so tracked results can be tied
+/// to code; `null` outside a git checkout.
+fn revision() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}-dirty") } else { head })
 }
