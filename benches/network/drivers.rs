@@ -80,10 +80,12 @@ pub fn kadence_swarm(
     addr: Multiaddr,
     boot: Vec<(PeerId, Multiaddr)>,
     finish: kadence::LookupFinish,
+    alpha: usize,
 ) -> Swarm<KadenceNode> {
     let config = kadence::Config::new(PROTOCOL)
         .with_mode(Some(kadence::Mode::Server))
-        .with_lookup_finish(finish);
+        .with_lookup_finish(finish)
+        .with_alpha(alpha);
     let behaviour = KadenceNode {
         dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
         identify: identify(key),

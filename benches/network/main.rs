@@ -4,11 +4,12 @@
 //! ending a lookup (`LookupFinish::BetaAnswered`), the trade-off its docs describe.
 //!
 //! `cargo bench --bench network -- [--nodes N] [--lookups L] [--provides P] [--seed S]
-//! [--settle SECONDS] [--cold] [--only kadence|kad|kad10|kadence-beta]`
+//! [--settle SECONDS] [--cold] [--alpha A] [--only kadence|kad|kad10|kadence-beta]`
 //!
 //! `--cold` closes every connection once the tables settled, so that every implementation's
 //! lookups start from the same state: no connection, as in a network much larger than a
-//! node's connection count.
+//! node's connection count. `--alpha` sets kadence's requests in flight per lookup (default 10,
+//! go's), to measure that trade-off of latency against requests.
 //!
 //! The networks are built one after the other from the same seed: the same node keys,
 //! bootstrap peers and delays, the same lookup keys from the same nodes. The table is printed,
@@ -123,6 +124,8 @@ struct Setup {
     settle: Duration,
     /// Close every connection before the lookups.
     cold: bool,
+    /// kadence's requests in flight per lookup.
+    kadence_alpha: usize,
 }
 
 impl Setup {
@@ -169,6 +172,7 @@ impl Setup {
             provides,
             settle,
             cold: false,
+            kadence_alpha: 10,
         }
     }
 
@@ -214,7 +218,7 @@ fn start(kind: Kind, setup: &Setup, port_base: u64) -> Vec<Node> {
             let swarms: Vec<_> = (0..n)
                 .map(|i| {
                     let (key, delay, a, b) = node(i);
-                    drivers::kadence_swarm(key, delay, a, b, finish)
+                    drivers::kadence_swarm(key, delay, a, b, finish, setup.kadence_alpha)
                 })
                 .collect();
             swarms.into_iter().map(drivers::spawn_kadence).collect()
@@ -369,6 +373,7 @@ fn main() {
     assert!(n > BOOTSTRAP_PEERS, "--nodes must exceed {BOOTSTRAP_PEERS}");
     let mut setup = Setup::new(n, lookups, provides, seed, settle);
     setup.cold = args.iter().any(|a| a == "--cold");
+    setup.kadence_alpha = arg(&args, "--alpha", 10) as usize;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -411,7 +416,12 @@ fn main() {
          --seed {seed} --settle {}",
         settle.as_secs()
     ) + &only.map(|o| format!(" --only {o}")).unwrap_or_default()
-        + if setup.cold { " --cold" } else { "" };
+        + if setup.cold { " --cold" } else { "" }
+        + &if setup.kadence_alpha == 10 {
+            String::new()
+        } else {
+            format!(" --alpha {}", setup.kadence_alpha)
+        };
     report::print(&command, wall.elapsed(), &reports);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let _ = std::fs::create_dir_all(&dir);

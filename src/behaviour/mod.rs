@@ -266,6 +266,9 @@ impl Behaviour {
         id: OutboundRequestId,
         result: Result<Option<Response>, RequestError>,
     ) {
+        if let Err(error) = &result {
+            tracing::debug!(%peer, %error, "request failed");
+        }
         let (internal, change) =
             self.maintenance
                 .on_request_finished(id, peer, &result, Instant::now());
