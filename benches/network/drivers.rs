@@ -161,104 +161,110 @@ async fn next_event<N: WithDht>(
     }
 }
 
-pub fn spawn_kadence(mut swarm: Swarm<KadenceNode>) -> Node {
-    use kadence::{Event, QueryProgress, QueryResult};
+/// Runs a node in its own task: the bench's commands, and each swarm event handed to
+/// `on_event` with the node's query bookkeeping.
+fn spawn<N>(
+    mut swarm: Swarm<N>,
+    mut on_event: impl FnMut(&mut Swarm<N>, SwarmEvent<N::ToSwarm>, &mut Queries<<N::Dht as Dht>::Id>)
+        + Send
+        + 'static,
+) -> Node
+where
+    N: WithDht + Send + 'static,
+    N::ToSwarm: Send,
+    <N::Dht as Dht>::Id: Send,
+{
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         let mut queries = Queries::new();
-        loop {
-            let Some(event) = next_event(&mut swarm, &mut rx, &mut queries).await else {
-                return;
-            };
-            let SwarmEvent::Behaviour(KadenceNodeEvent::Dht(event)) = event else {
-                continue;
-            };
-            match event {
-                Event::PeerRemoved { .. } => {
-                    REMOVED.fetch_add(1, Ordering::Relaxed);
-                }
-                Event::QueryProgress {
-                    id,
-                    progress: QueryProgress::ProvidersFound(found),
-                } => queries.providers_found(&id, found.iter().map(|r| r.id)),
-                Event::QueryFinished { id, result, stats } => {
-                    let mut finished = Finished {
-                        requests: stats.requests,
-                        failures: stats.failures,
-                        ..Finished::default()
-                    };
-                    match result {
-                        QueryResult::ClosestPeers(Ok(peers)) => {
-                            finished.peers = peers.iter().map(|p| p.id).collect();
-                        }
-                        QueryResult::Provide(Ok(n)) => finished.provided = n > 0,
-                        _ => {}
-                    }
-                    queries.finished(&id, finished);
-                }
-                _ => {}
-            }
+        while let Some(event) = next_event(&mut swarm, &mut rx, &mut queries).await {
+            on_event(&mut swarm, event, &mut queries);
         }
     });
     Node { commands: tx, task }
 }
 
-pub fn spawn_kad(mut swarm: Swarm<KadNode>) -> Node {
-    use libp2p_kad::{Event, GetClosestPeersError, GetProvidersOk, QueryResult};
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        let mut queries = Queries::new();
-        loop {
-            let Some(event) = next_event(&mut swarm, &mut rx, &mut queries).await else {
-                return;
-            };
-            let (id, result, stats, step) = match event {
-                SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed {
-                    id,
-                    result,
-                    stats,
-                    step,
-                })) => (id, result, stats, step),
-                SwarmEvent::Behaviour(KadNodeEvent::Identify(identify::Event::Received {
-                    peer_id,
-                    info,
-                    ..
-                })) => {
-                    if info.protocols.contains(&PROTOCOL) {
-                        for addr in info.listen_addrs {
-                            swarm.behaviour_mut().dht.add_address(&peer_id, addr);
-                        }
+pub fn spawn_kadence(swarm: Swarm<KadenceNode>) -> Node {
+    use kadence::{Event, QueryProgress, QueryResult};
+    spawn(swarm, |_, event, queries| {
+        let SwarmEvent::Behaviour(KadenceNodeEvent::Dht(event)) = event else {
+            return;
+        };
+        match event {
+            Event::PeerRemoved { .. } => {
+                REMOVED.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::QueryProgress {
+                id,
+                progress: QueryProgress::ProvidersFound(found),
+            } => queries.providers_found(&id, found.iter().map(|r| r.id)),
+            Event::QueryFinished { id, result, stats } => {
+                let mut finished = Finished {
+                    requests: stats.requests,
+                    failures: stats.failures,
+                    ..Finished::default()
+                };
+                match result {
+                    QueryResult::ClosestPeers(Ok(peers)) => {
+                        finished.peers = peers.iter().map(|p| p.id).collect();
                     }
-                    continue;
+                    QueryResult::Provide(Ok(n)) => finished.provided = n > 0,
+                    _ => {}
                 }
-                _ => continue,
-            };
-            if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
-                providers, ..
-            })) = &result
-            {
-                queries.providers_found(&id, providers.iter().copied());
+                queries.finished(&id, finished);
             }
-            if !step.last {
-                continue;
-            }
-            let mut finished = Finished {
-                requests: stats.num_requests(),
-                failures: stats.num_failures(),
-                ..Finished::default()
-            };
-            match result {
-                QueryResult::GetClosestPeers(Ok(ok)) => {
-                    finished.peers = ok.peers.iter().map(|p| p.peer_id).collect();
-                }
-                QueryResult::GetClosestPeers(Err(GetClosestPeersError::Timeout {
-                    peers, ..
-                })) => finished.peers = peers.iter().map(|p| p.peer_id).collect(),
-                QueryResult::StartProviding(result) => finished.provided = result.is_ok(),
-                _ => {}
-            }
-            queries.finished(&id, finished);
+            _ => {}
         }
-    });
-    Node { commands: tx, task }
+    })
+}
+
+pub fn spawn_kad(swarm: Swarm<KadNode>) -> Node {
+    use libp2p_kad::{Event, GetClosestPeersError, GetProvidersOk, QueryResult};
+    spawn(swarm, |swarm, event, queries| {
+        let (id, result, stats, step) = match event {
+            SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed {
+                id,
+                result,
+                stats,
+                step,
+            })) => (id, result, stats, step),
+            SwarmEvent::Behaviour(KadNodeEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocols.contains(&PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        swarm.behaviour_mut().dht.add_address(&peer_id, addr);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) =
+            &result
+        {
+            queries.providers_found(&id, providers.iter().copied());
+        }
+        if !step.last {
+            return;
+        }
+        let mut finished = Finished {
+            requests: stats.num_requests(),
+            failures: stats.num_failures(),
+            ..Finished::default()
+        };
+        match result {
+            QueryResult::GetClosestPeers(Ok(ok)) => {
+                finished.peers = ok.peers.iter().map(|p| p.peer_id).collect();
+            }
+            QueryResult::GetClosestPeers(Err(GetClosestPeersError::Timeout { peers, .. })) => {
+                finished.peers = peers.iter().map(|p| p.peer_id).collect()
+            }
+            QueryResult::StartProviding(result) => finished.provided = result.is_ok(),
+            _ => {}
+        }
+        queries.finished(&id, finished);
+    })
 }
