@@ -245,8 +245,9 @@ impl Config {
         self
     }
 
-    /// Registers the validator of a record namespace (`"ipns"` for `/ipns/...` keys). `/pk` is
-    /// built in; records of a namespace without a validator are refused.
+    /// Registers (or replaces) the validator of a record namespace (`"app"` for `/app/...`
+    /// keys). `/pk` and `/ipns` are built in; records of a namespace without a validator are
+    /// refused.
     pub fn with_validator(mut self, namespace: &str, validator: impl Validator) -> Self {
         self.validators.register(namespace, validator);
         self
@@ -457,7 +458,9 @@ mod tests {
         );
         assert_eq!(c.lifetimes().provider_addrs, Duration::from_secs(24 * 3600));
         assert_eq!(c.lifetimes().value_max_age, Duration::from_secs(48 * 3600));
-        assert_eq!(c.validators().namespaces().collect::<Vec<_>>(), vec!["pk"]);
+        let mut namespaces: Vec<_> = c.validators().namespaces().collect();
+        namespaces.sort();
+        assert_eq!(namespaces, vec!["ipns", "pk"]);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! you compose into your swarm. Its modules follow the DHT design: the Network (the wire,
 //! [`network`]), the Routing Table ([`routing_table`]), Routing (lookups, [`routing`]; the
 //! operations are methods of [`Behaviour`]), the Server ([`server`]) and the stores
-//! ([`store`]) and the Provider ([`provider`], the reprovide sweep).
+//! ([`store`]) and the Provider ([`provider`], the reprovide sweep). [`ipns`] creates, reads and
+//! validates IPNS records, which the Amino DHT stores under `/ipns/<name>`.
 //!
 //! ## Quick start
 //!
@@ -46,6 +47,7 @@ struct ReadmeDoctests;
 mod behaviour;
 mod config;
 mod event;
+pub mod ipns;
 pub mod key;
 mod mode;
 pub mod network;
@@ -69,7 +71,8 @@ pub use routing::lookup::LookupFinish;
 pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats};
 pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
 pub use server::{
-    DecisionId, InboundOutcome, InboundRejection, StoreRequest, Validator, Validators,
+    DecisionId, InboundOutcome, InboundRejection, StoreRequest, ValidationError, Validator,
+    Validators,
 };
 pub use store::{
     MemoryStore, MemoryStoreConfig, PersistentStore, PersistentStoreConfig, ProviderStore,

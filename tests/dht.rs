@@ -11,19 +11,19 @@ use common::net::providers_in;
 use common::net::{network, node_config, TestNode};
 use common::{pk_record, within};
 use kadence::key::Key;
-use kadence::{LookupFinish, QueryResult, Record, Validator};
+use kadence::{LookupFinish, QueryResult, Record, ValidationError, Validator};
 use libp2p::PeerId;
 
 /// Values are a decimal sequence number; the higher one wins.
 struct Sequence;
 
 impl Validator for Sequence {
-    fn validate(&self, _: &[u8], value: &[u8]) -> Result<(), String> {
+    fn validate(&self, _: &[u8], value: &[u8]) -> Result<(), ValidationError> {
         std::str::from_utf8(value)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(|_| ())
-            .ok_or_else(|| "not a sequence number".into())
+            .ok_or_else(|| ValidationError::invalid("seq", "not a sequence number"))
     }
 
     fn select(&self, _: &[u8], values: &[&[u8]]) -> usize {

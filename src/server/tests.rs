@@ -219,7 +219,7 @@ fn put_value_refuses_invalid_unknown_and_outdated_records() {
         ))
     ));
     let unknown = Record {
-        key: b"/ipns/whatever".to_vec(),
+        key: b"/app/whatever".to_vec(),
         value: b"v".to_vec(),
         time_received: String::new(),
     };
@@ -233,7 +233,7 @@ fn put_value_refuses_invalid_unknown_and_outdated_records() {
     // A namespace whose select prefers the stored record.
     struct KeepFirst;
     impl Validator for KeepFirst {
-        fn validate(&self, _: &[u8], _: &[u8]) -> Result<(), String> {
+        fn validate(&self, _: &[u8], _: &[u8]) -> Result<(), crate::server::ValidationError> {
             Ok(())
         }
         fn select(&self, _: &[u8], values: &[&[u8]]) -> usize {
@@ -251,6 +251,55 @@ fn put_value_refuses_invalid_unknown_and_outdated_records() {
     assert!(f.handle(put(b"5")).is_ok());
     assert_eq!(f.handle(put(b"3")), Err(InboundRejection::OutdatedRecord));
     assert!(f.handle(put(b"7")).is_ok());
+}
+
+#[test]
+fn put_value_keeps_the_best_ipns_record() {
+    use crate::ipns::{IpnsError, IpnsRecord};
+    let mut f = Fixture::new(0);
+    let keypair = Keypair::generate_ed25519();
+    let name = keypair.public().to_peer_id();
+    let put = |sequence: u64, lifetime: Duration| Request::PutValue {
+        record: IpnsRecord::builder("/ipfs/bafkqaaa")
+            .sequence(sequence)
+            .valid_until(SystemTime::now() + lifetime)
+            .sign(&keypair)
+            .unwrap()
+            .to_dht_record(&name),
+    };
+    let hour = Duration::from_secs(3600);
+    let first = put(5, hour);
+    // Stored and echoed, as go's client expects.
+    let Request::PutValue { record: sent } = &first else {
+        unreachable!()
+    };
+    match f.handle(first.clone()) {
+        Ok(Some(Response::PutValue { record })) => {
+            assert_eq!((&record.key, &record.value), (&sent.key, &sent.value))
+        }
+        other => panic!("not an echo: {other:?}"),
+    }
+    // The same record again is accepted, as go accepts it.
+    assert!(f.handle(first).is_ok());
+    assert_eq!(
+        f.handle(put(4, 2 * hour)),
+        Err(InboundRejection::OutdatedRecord)
+    );
+    assert!(f.handle(put(6, hour)).is_ok());
+    let expired = Request::PutValue {
+        record: IpnsRecord::builder("/ipfs/bafkqaaa")
+            .sequence(9)
+            .valid_until(SystemTime::now() - Duration::from_secs(1))
+            .sign(&keypair)
+            .unwrap()
+            .to_dht_record(&name),
+    };
+    assert_eq!(
+        f.handle(expired),
+        Err(InboundRejection::InvalidRecord(ValidationError::Ipns(
+            IpnsError::Expired
+        )))
+    );
 }
 
 #[test]

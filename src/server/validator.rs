@@ -9,6 +9,8 @@ use std::sync::Arc;
 use libp2p::identity::PublicKey;
 use libp2p::PeerId;
 
+use crate::ipns::{IpnsError, IpnsValidator};
+
 /// Why a record is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -26,12 +28,26 @@ pub enum ValidationError {
         /// What is wrong.
         reason: String,
     },
+    /// The `/ipns` validator refused the record; the variant says why, as go would.
+    #[error("invalid ipns record: {0}")]
+    Ipns(#[from] IpnsError),
+}
+
+impl ValidationError {
+    /// A refusal by the validator of `namespace`, for what `reason` says.
+    pub fn invalid(namespace: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            namespace: namespace.to_string(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Validates records of one namespace and selects the best among valid ones.
 pub trait Validator: Send + Sync + 'static {
-    /// Whether `value` is a valid record under `key` (the whole key, namespace included).
-    fn validate(&self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// Whether `value` is a valid record under `key` (the whole key, namespace included); the
+    /// error says why not (usually [`ValidationError::invalid`]).
+    fn validate(&self, key: &[u8], value: &[u8]) -> Result<(), ValidationError>;
     /// The index of the best of `values`, all valid under `key`. Never called with none.
     fn select(&self, key: &[u8], values: &[&[u8]]) -> usize;
 }
@@ -42,15 +58,17 @@ pub trait Validator: Send + Sync + 'static {
 pub struct PublicKeyValidator;
 
 impl Validator for PublicKeyValidator {
-    fn validate(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
+    fn validate(&self, key: &[u8], value: &[u8]) -> Result<(), ValidationError> {
+        let invalid = |reason: String| ValidationError::invalid("pk", reason);
         let hash = key
             .strip_prefix(b"/pk/")
-            .ok_or_else(|| "key does not start with /pk/".to_string())?;
-        let expected = PeerId::from_bytes(hash).map_err(|e| format!("key is no peer id: {e}"))?;
-        let public_key =
-            PublicKey::try_decode_protobuf(value).map_err(|e| format!("bad public key: {e}"))?;
+            .ok_or_else(|| invalid("key does not start with /pk/".into()))?;
+        let expected =
+            PeerId::from_bytes(hash).map_err(|e| invalid(format!("key is no peer id: {e}")))?;
+        let public_key = PublicKey::try_decode_protobuf(value)
+            .map_err(|e| invalid(format!("bad public key: {e}")))?;
         if public_key.to_peer_id() != expected {
-            return Err("public key does not match the key".into());
+            return Err(invalid("public key does not match the key".into()));
         }
         Ok(())
     }
@@ -77,10 +95,12 @@ impl std::fmt::Debug for Validators {
 }
 
 impl Default for Validators {
-    /// The validators every node runs: `/pk`.
+    /// The validators of the Amino DHT, which every go and kadence server runs: `/pk` and
+    /// `/ipns`.
     fn default() -> Self {
         let mut validators = Self::empty();
         validators.register("pk", PublicKeyValidator);
+        validators.register("ipns", IpnsValidator);
         validators
     }
 }
@@ -115,13 +135,8 @@ impl Validators {
 
     /// Validates a record.
     pub fn validate(&self, key: &[u8], value: &[u8]) -> Result<(), ValidationError> {
-        let (namespace, validator) = self.validator_for(key)?;
-        validator
-            .validate(key, value)
-            .map_err(|reason| ValidationError::Invalid {
-                namespace: namespace.to_string(),
-                reason,
-            })
+        let (_, validator) = self.validator_for(key)?;
+        validator.validate(key, value)
     }
 
     /// The index of the best of `values` (all already validated) for `key`.
@@ -195,8 +210,8 @@ mod tests {
     fn unknown_or_missing_namespaces_are_refused() {
         let validators = Validators::default();
         assert_eq!(
-            validators.validate(b"/ipns/abc", b"v"),
-            Err(ValidationError::UnknownNamespace("ipns".into()))
+            validators.validate(b"/app/abc", b"v"),
+            Err(ValidationError::UnknownNamespace("app".into()))
         );
         for key in [&b"plain"[..], b"/", b"//x", b"/pk", b"/pk/", b"/\xff\xfe/x"] {
             assert_eq!(
@@ -211,8 +226,10 @@ mod tests {
     fn user_namespaces_can_be_registered() {
         struct Longest;
         impl Validator for Longest {
-            fn validate(&self, _: &[u8], value: &[u8]) -> Result<(), String> {
-                (!value.is_empty()).then_some(()).ok_or("empty".into())
+            fn validate(&self, _: &[u8], value: &[u8]) -> Result<(), ValidationError> {
+                (!value.is_empty())
+                    .then_some(())
+                    .ok_or(ValidationError::invalid("app", "empty"))
             }
             fn select(&self, _: &[u8], values: &[&[u8]]) -> usize {
                 (0..values.len())
