@@ -141,12 +141,20 @@ impl Behaviour {
             without: Vec::new(),
         };
         let id = self.start_query(key.clone(), kind, false);
+        // A stored record may have become invalid since it was stored (an IPNS record past
+        // its validity): it is not an answer.
         let local = self
             .server
             .store_mut()
             .get(&key, SystemTime::now())
             .ok()
-            .flatten();
+            .flatten()
+            .filter(|stored| {
+                self.server
+                    .validators()
+                    .validate(&stored.key, &stored.value)
+                    .is_ok()
+            });
         if let Some(stored) = local {
             let record = Record {
                 key: stored.key,
