@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::net::providers_in;
 use common::net::{node_config, TestNode};
-use common::{pk_record, within, TEST_PROTOCOL};
+use common::{ipns_record, pk_record, within, TEST_PROTOCOL};
 use futures::StreamExt;
 use kadence::QueryResult;
 use libp2p::swarm::{NetworkBehaviour, Swarm};
@@ -171,48 +171,51 @@ async fn every_operation_works_from_either_kind_of_node() {
         "libp2p-kad found the kadence node"
     );
 
-    // Put from kadence, get from libp2p-kad; put from libp2p-kad, get from kadence.
-    let record = pk_record();
-    let outcome = kadence[1]
-        .run({
-            let record = record.clone();
-            move |dht| dht.put_value(record, None).ok()
-        })
-        .await;
-    assert!(
-        matches!(outcome.result, Some(QueryResult::PutValue(Ok(_)))),
-        "{outcome:?}"
-    );
-    let key = RecordKey::new(&record.key);
-    let results = kads[5].run(move |k| k.get_record(key)).await;
-    let found = results.iter().find_map(|r| match r {
-        libp2p_kad::QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(f))) => Some(f),
-        _ => None,
-    });
-    assert_eq!(found.expect("libp2p-kad got it").record.value, record.value);
+    // Put from kadence, get from libp2p-kad; put from libp2p-kad, get from kadence; for a
+    // `/pk` and an `/ipns` record (libp2p-kad stores them unchecked, kadence validates).
+    for make_record in [pk_record as fn() -> kadence::Record, ipns_record] {
+        let record = make_record();
+        let outcome = kadence[1]
+            .run({
+                let record = record.clone();
+                move |dht| dht.put_value(record, None).ok()
+            })
+            .await;
+        assert!(
+            matches!(outcome.result, Some(QueryResult::PutValue(Ok(_)))),
+            "{outcome:?}"
+        );
+        let key = RecordKey::new(&record.key);
+        let results = kads[5].run(move |k| k.get_record(key)).await;
+        let found = results.iter().find_map(|r| match r {
+            libp2p_kad::QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(f))) => Some(f),
+            _ => None,
+        });
+        assert_eq!(found.expect("libp2p-kad got it").record.value, record.value);
 
-    let record = pk_record();
-    let put = libp2p_kad::Record::new(RecordKey::new(&record.key), record.value.clone());
-    let results = kads[6]
-        .run(move |k| k.put_record(put, Quorum::One).unwrap())
-        .await;
-    assert!(
-        matches!(
-            results.last(),
-            Some(libp2p_kad::QueryResult::PutRecord(Ok(_)))
-        ),
-        "{results:?}"
-    );
-    let outcome = kadence[9]
-        .run({
-            let key = record.key.clone();
-            move |dht| Some(dht.get_value(key, None))
-        })
-        .await;
-    let Some(QueryResult::GetValue(Ok(got))) = outcome.result else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!(got.value, record.value);
+        let record = make_record();
+        let put = libp2p_kad::Record::new(RecordKey::new(&record.key), record.value.clone());
+        let results = kads[6]
+            .run(move |k| k.put_record(put, Quorum::One).unwrap())
+            .await;
+        assert!(
+            matches!(
+                results.last(),
+                Some(libp2p_kad::QueryResult::PutRecord(Ok(_)))
+            ),
+            "{results:?}"
+        );
+        let outcome = kadence[9]
+            .run({
+                let key = record.key.clone();
+                move |dht| Some(dht.get_value(key, None))
+            })
+            .await;
+        let Some(QueryResult::GetValue(Ok(got))) = outcome.result else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(got.value, record.value);
+    }
 
     // Provide from kadence, find from libp2p-kad; provide from libp2p-kad, find from kadence.
     let cid = vec![0x12, 0x20, 1, 2, 3, 9];

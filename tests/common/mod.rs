@@ -103,6 +103,16 @@ pub fn pk_record() -> Record {
     Record::public_key(&libp2p::identity::Keypair::generate_ed25519().public())
 }
 
+/// A valid `/ipns/` record: a fresh name pointing at a path, signed by the name's key.
+pub fn ipns_record() -> Record {
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    kadence::ipns::IpnsRecord::builder("/ipfs/bafkqaaa")
+        .sequence(1)
+        .sign(&keypair)
+        .expect("signed")
+        .to_dht_record(&keypair.public().to_peer_id())
+}
+
 /// Waits for `fut` at most `secs` seconds; a test that hangs fails instead.
 pub async fn within<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), fut)
