@@ -272,3 +272,49 @@ fn routing_keys_name_peer_ids() {
         );
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever a remote sends, decoding and verifying answers without panicking.
+        #[test]
+        fn decoding_anything_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let name = PeerId::random();
+            if let Ok(record) = IpnsRecord::decode(&bytes) {
+                let _ = record.verify(&name, SystemTime::now());
+            }
+        }
+
+        /// What is signed reads back the same and verifies, whatever the value, sequence and
+        /// TTL, with and without the V1 fields.
+        #[test]
+        fn signed_records_read_back(
+            value in proptest::collection::vec(any::<u8>(), 0..300),
+            sequence in any::<u64>(),
+            ttl_nanos in any::<u64>(),
+            v1 in any::<bool>(),
+        ) {
+            let keypair = Keypair::generate_ed25519();
+            let name = keypair.public().to_peer_id();
+            let end = UNIX_EPOCH + Duration::new(1_900_000_000, 123_456_789);
+            let record = IpnsRecord::builder(value.clone())
+                .sequence(sequence)
+                .valid_until(end)
+                .ttl(Duration::from_nanos(ttl_nanos))
+                .v1_compatible(v1)
+                .sign(&keypair)
+                .unwrap();
+            let read = IpnsRecord::decode(record.as_bytes()).unwrap();
+            prop_assert_eq!(read.verify(&name, end), Ok(()));
+            prop_assert_eq!(read.value(), &value[..]);
+            prop_assert_eq!(read.sequence(), sequence);
+            prop_assert_eq!(read.validity(), end);
+            prop_assert_eq!(read.ttl(), Duration::from_nanos(ttl_nanos.min(i64::MAX as u64)));
+        }
+    }
+}
