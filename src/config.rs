@@ -35,6 +35,7 @@ pub struct Config {
     pub(crate) limits: Limits,
     pub(crate) kbuckets: KBucketConfig,
     pub(crate) max_liveness_checks: usize,
+    pub(crate) address_book_size: usize,
     pub(crate) store: MemoryStoreConfig,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) validators: Validators,
@@ -71,6 +72,7 @@ impl Config {
             limits: Limits::default(),
             kbuckets: KBucketConfig::default(),
             max_liveness_checks: 4,
+            address_book_size: 1024,
             store: MemoryStoreConfig::default(),
             lifetimes: Lifetimes::default(),
             validators: Validators::default(),
@@ -218,6 +220,20 @@ impl Config {
     /// Liveness checks in flight at once. Default 4: checks are paced, never a burst.
     pub fn with_max_liveness_checks(mut self, checks: usize) -> Self {
         self.max_liveness_checks = checks;
+        self
+    }
+
+    /// Peers whose addresses are remembered after they disconnect, least recently seen
+    /// forgotten first (each with up to [`with_max_addresses_per_peer`] addresses). A peer that
+    /// comes back, say as a server after it started as a client, enters the routing table with
+    /// them: identify reports an address only once, so nothing would tell us again. Default
+    /// 1,024: ten times identify's own cache (100 peers), so a peer identify stays silent
+    /// about is still here; under 2 MiB with 16 addresses each, well under 1 MiB with the few
+    /// a peer usually has. At least 1.
+    ///
+    /// [`with_max_addresses_per_peer`]: Config::with_max_addresses_per_peer
+    pub fn with_address_book_size(mut self, peers: usize) -> Self {
+        self.address_book_size = peers.max(1);
         self
     }
 
@@ -425,6 +441,11 @@ impl Config {
         &self.kbuckets
     }
 
+    /// See [`Config::with_address_book_size`].
+    pub fn address_book_size(&self) -> usize {
+        self.address_book_size
+    }
+
     /// The record lifetimes.
     pub fn lifetimes(&self) -> Lifetimes {
         self.lifetimes
@@ -452,6 +473,7 @@ mod tests {
         assert_eq!(c.max_provider_key_len(), 80);
         assert_eq!(c.max_peer_entry_size(), 8192);
         assert_eq!(c.kbuckets().k, 20);
+        assert_eq!(c.address_book_size(), 1024);
         assert_eq!(
             c.lifetimes().provider_validity,
             Duration::from_secs(48 * 3600)

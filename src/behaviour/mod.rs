@@ -110,6 +110,7 @@ impl Behaviour {
             maintenance: Maintenance::new(
                 Box::new(table),
                 config.kbuckets.max_addresses_per_peer,
+                config.address_book_size,
                 config.max_liveness_checks,
             ),
             server: Server::new(settings, Box::new(store), validators),
@@ -525,6 +526,14 @@ impl NetworkBehaviour for Behaviour {
                 ..
             }) => {
                 tracing::debug!(%peer, %error, "dial failed");
+                // A peer coming back is offered to the table only with addresses not known bad.
+                if let DialError::Transport(failed) = error {
+                    let addrs: Vec<Multiaddr> = failed
+                        .iter()
+                        .filter_map(|(addr, _)| without_own_peer_id(addr.clone(), &peer))
+                        .collect();
+                    self.maintenance.on_dial_failed(&peer, &addrs);
+                }
                 let actions = self.outbound.on_dial_failure(peer, error.to_string());
                 self.apply_failed_together(peer, actions);
             }

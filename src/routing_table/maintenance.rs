@@ -1,22 +1,25 @@
 //! Keeps the routing table fed and healthy from what the network reports: which connected peers
 //! serve the protocol (identify), where they listen, how our requests to them went, and which
 //! peers are due for a liveness check. Sans-IO: it returns what to send and what to report.
+//!
+//! A connected peer is offered to the table whenever it says it serves the protocol, with the
+//! addresses the [`AddressBook`] holds for it: those survive disconnects, because identify
+//! reports an address only once and a peer often comes back (as a server, after starting as a
+//! client) on an address it reported before.
 
 use std::time::Instant;
 
 use fnv::FnvHashMap;
 use libp2p::{Multiaddr, PeerId};
-use smallvec::SmallVec;
 
+use super::address_book::AddressBook;
 use super::{Admission, Eviction, RoutingTable};
 use crate::network::message::Request;
 use crate::network::{OutboundRequestId, RequestError};
 
-/// What a connected peer told us.
+/// What a connected peer told us (its addresses are in the address book).
 #[derive(Debug, Default)]
 struct ConnectedPeer {
-    /// Listen addresses (identify) and the address we dialled, newest first, bounded.
-    addrs: SmallVec<[Multiaddr; 4]>,
     /// The remote address of the first connection: what the diversity filter counts.
     observed: Option<Multiaddr>,
     /// It advertises the protocol: a DHT server.
@@ -36,22 +39,26 @@ pub(crate) enum TableChange {
 pub(crate) struct Maintenance {
     table: Box<dyn RoutingTable>,
     connected: FnvHashMap<PeerId, ConnectedPeer>,
-    max_addresses: usize,
+    /// Listen addresses (identify) and the addresses we dialled, of connected peers and of
+    /// peers seen before.
+    book: AddressBook,
     /// Liveness checks under way, by request.
     checks: FnvHashMap<OutboundRequestId, PeerId>,
     max_checks: usize,
 }
 
 impl Maintenance {
+    /// `max_addresses` per peer and `book_peers` peers in the address book.
     pub(crate) fn new(
         table: Box<dyn RoutingTable>,
         max_addresses: usize,
+        book_peers: usize,
         max_checks: usize,
     ) -> Self {
         Self {
             table,
             connected: FnvHashMap::default(),
-            max_addresses,
+            book: AddressBook::new(book_peers, max_addresses),
             checks: FnvHashMap::default(),
             max_checks,
         }
@@ -77,25 +84,16 @@ impl Maintenance {
         (outcome, change)
     }
 
-    /// Addresses a connected peer gave us, for peers that are not in the table.
+    /// The addresses of a connected peer, for peers that are not in the table.
     pub(crate) fn connected_addresses(&self, peer: &PeerId) -> Option<Vec<Multiaddr>> {
-        self.connected.get(peer).map(|p| p.addrs.to_vec())
-    }
-
-    fn add_address(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
-        let entry = self.connected.entry(peer).or_default();
-        if entry.addrs.contains(&addr) {
-            return false;
-        }
-        entry.addrs.insert(0, addr);
-        entry.addrs.truncate(self.max_addresses);
-        true
+        self.connected
+            .contains_key(peer)
+            .then(|| self.book.addresses(peer).to_vec())
     }
 
     fn admit(&mut self, peer: PeerId, now: Instant, succeeded: bool) -> Option<TableChange> {
-        let known = self.connected.get(&peer);
-        let addrs = known.map(|p| p.addrs.to_vec()).unwrap_or_default();
-        let observed = known.and_then(|p| p.observed.clone());
+        let addrs = self.book.addresses(&peer).to_vec();
+        let observed = self.connected.get(&peer).and_then(|p| p.observed.clone());
         let outcome = if succeeded {
             self.table
                 .on_request_succeeded(peer, &addrs, observed.as_ref(), now)
@@ -107,7 +105,8 @@ impl Maintenance {
     }
 
     /// A connection opened from `observed` (the remote address); `dialed` is the address we
-    /// reached the peer at, if we dialled.
+    /// reached the peer at, if we dialled. The peer is not offered to the table yet: only
+    /// once the connection says it serves the protocol.
     pub(crate) fn on_connected(
         &mut self,
         peer: PeerId,
@@ -116,32 +115,49 @@ impl Maintenance {
     ) {
         let entry = self.connected.entry(peer).or_default();
         entry.observed.get_or_insert(observed);
-        if let Some(addr) = dialed {
-            self.add_address(peer, addr);
+        match dialed {
+            Some(addr) => {
+                self.book.add(peer, addr);
+            }
+            None => self.book.touch(&peer),
         }
     }
 
-    /// The last connection to the peer closed.
+    /// The last connection to the peer closed. Its addresses stay in the book: it may come
+    /// back, and identify will not report them again.
     pub(crate) fn on_disconnected(&mut self, peer: &PeerId, now: Instant) {
         self.connected.remove(peer);
         self.table.on_connection_closed(peer, now);
     }
 
-    /// Identify reported a listen address of a connected peer.
+    /// A dial to the peer failed at these addresses: they are forgotten (identify forgets
+    /// them too, so it reports them again if the peer announces them later).
+    pub(crate) fn on_dial_failed(&mut self, peer: &PeerId, addrs: &[Multiaddr]) {
+        for addr in addrs {
+            self.book.remove(peer, addr);
+        }
+    }
+
+    /// A listen address of the peer was reported (identify, or another behaviour). The peer is
+    /// offered to the table if it is connected and serves the protocol; otherwise the address
+    /// waits in the book until it does.
     pub(crate) fn on_peer_address(
         &mut self,
         peer: PeerId,
         addr: Multiaddr,
         now: Instant,
     ) -> Option<TableChange> {
-        let server = self.connected.get(&peer)?.server;
-        if self.add_address(peer, addr) && server {
+        let new = self.book.add(peer, addr);
+        let server = self.connected.get(&peer).is_some_and(|p| p.server);
+        if new && server {
             return self.admit(peer, now, false);
         }
         None
     }
 
-    /// A connection reported whether the peer serves the protocol.
+    /// A connection reported whether the peer serves the protocol. A server is offered to the
+    /// table with every address the book holds for it, however it was met before; a client
+    /// leaves the table.
     pub(crate) fn on_protocol_support(
         &mut self,
         peer: PeerId,
@@ -229,7 +245,7 @@ mod tests {
 
     fn maintenance() -> Maintenance {
         let table = KBucketTable::new(PeerId::random(), KBucketConfig::default());
-        Maintenance::new(Box::new(table), 8, 4)
+        Maintenance::new(Box::new(table), 8, 64, 4)
     }
 
     fn addr(port: u16) -> Multiaddr {
@@ -257,6 +273,86 @@ mod tests {
             m.on_protocol_support(server, false, now),
             Some(TableChange::Removed(_))
         ));
+    }
+
+    #[test]
+    fn a_client_that_comes_back_as_a_server_enters() {
+        let mut m = maintenance();
+        let now = Instant::now();
+        let peer = PeerId::random();
+        // Met inbound as a client: identify reports its listen address, once.
+        m.on_connected(peer, addr(40000), None);
+        assert_eq!(m.on_protocol_support(peer, false, now), None);
+        assert_eq!(m.on_peer_address(peer, addr(1), now), None);
+        m.on_disconnected(&peer, now);
+        assert!(!m.table().contains(&peer));
+        // Back inbound as a server; identify stays silent about the address it reported.
+        m.on_connected(peer, addr(40001), None);
+        assert_eq!(
+            m.on_protocol_support(peer, true, now),
+            Some(TableChange::Added(peer))
+        );
+        assert_eq!(m.table().addresses(&peer), Some(&[addr(1)][..]));
+    }
+
+    #[test]
+    fn a_dialled_address_is_enough_after_a_reconnect() {
+        let mut m = maintenance();
+        let now = Instant::now();
+        let peer = PeerId::random();
+        m.on_connected(peer, addr(1), Some(addr(1)));
+        assert_eq!(m.on_protocol_support(peer, false, now), None);
+        m.on_disconnected(&peer, now);
+        m.on_connected(peer, addr(40000), None);
+        assert_eq!(
+            m.on_protocol_support(peer, true, now),
+            Some(TableChange::Added(peer))
+        );
+        assert_eq!(m.table().addresses(&peer), Some(&[addr(1)][..]));
+    }
+
+    #[test]
+    fn known_addresses_never_admit_a_client() {
+        let mut m = maintenance();
+        let now = Instant::now();
+        let peer = PeerId::random();
+        // Addresses learned before any connection, and while connected as a client.
+        assert_eq!(m.on_peer_address(peer, addr(1), now), None);
+        m.on_connected(peer, addr(40000), Some(addr(2)));
+        assert_eq!(m.on_protocol_support(peer, false, now), None);
+        assert_eq!(m.on_peer_address(peer, addr(3), now), None);
+        assert!(!m.table().contains(&peer));
+        assert_eq!(
+            m.connected_addresses(&peer),
+            Some(vec![addr(3), addr(2), addr(1)])
+        );
+        // A server that turns client on a later connection leaves the table.
+        m.on_disconnected(&peer, now);
+        assert_eq!(m.connected_addresses(&peer), None);
+        m.on_connected(peer, addr(40001), None);
+        assert!(m.on_protocol_support(peer, true, now).is_some());
+        m.on_disconnected(&peer, now);
+        m.on_connected(peer, addr(40002), None);
+        assert!(matches!(
+            m.on_protocol_support(peer, false, now),
+            Some(TableChange::Removed(_))
+        ));
+        assert!(!m.table().contains(&peer));
+    }
+
+    #[test]
+    fn failed_dial_addresses_are_not_offered() {
+        let mut m = maintenance();
+        let now = Instant::now();
+        let peer = PeerId::random();
+        m.on_connected(peer, addr(40000), None);
+        m.on_peer_address(peer, addr(1), now);
+        m.on_peer_address(peer, addr(2), now);
+        m.on_disconnected(&peer, now);
+        m.on_dial_failed(&peer, &[addr(2)]);
+        m.on_connected(peer, addr(40001), None);
+        assert!(m.on_protocol_support(peer, true, now).is_some());
+        assert_eq!(m.table().addresses(&peer), Some(&[addr(1)][..]));
     }
 
     #[test]

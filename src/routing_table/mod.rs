@@ -5,6 +5,7 @@
 //! The table is sans-IO: time is an argument, and it never sends anything itself. It hands out
 //! what should be sent ("check this peer", "refresh this bucket") and hears back how it went.
 
+mod address_book;
 mod diversity;
 mod kbuckets;
 pub(crate) mod maintenance;

@@ -19,7 +19,7 @@ fn peer_dir() -> PathBuf {
 pub fn binary() -> Option<PathBuf> {
     let dir = peer_dir();
     let binary = dir.join("go-peer");
-    if binary.exists() {
+    if !is_stale(&binary, &dir) {
         return Some(binary);
     }
     let built = std::process::Command::new("go")
@@ -39,6 +39,18 @@ pub fn binary() -> Option<PathBuf> {
     }
 }
 
+/// Whether the binary is missing or older than a source it is built from (a binary left from
+/// an older main.go would lack its commands and flags).
+fn is_stale(binary: &Path, dir: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(binary) else {
+        return true;
+    };
+    ["main.go", "go.mod", "go.sum"]
+        .iter()
+        .any(|source| modified(&dir.join(source)).is_some_and(|t| t > built))
+}
+
 /// A running Go peer.
 pub struct GoPeer {
     child: Child,
@@ -50,7 +62,13 @@ pub struct GoPeer {
 
 impl GoPeer {
     pub async fn start(binary: &Path) -> GoPeer {
+        Self::start_with(binary, &[]).await
+    }
+
+    /// Starts the peer with command-line flags (`-mode`, `-key`, `-port`: see its main.go).
+    pub async fn start_with(binary: &Path, args: &[&str]) -> GoPeer {
         let mut child = Command::new(binary)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -3,6 +3,7 @@
 
 pub mod go;
 pub mod net;
+pub mod watch;
 
 use std::time::Duration;
 

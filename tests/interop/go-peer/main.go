@@ -2,6 +2,13 @@
 // one JSON line per answer on stdout. It listens on 127.0.0.1 TCP only, with noise, yamux and
 // identify, and runs the DHT in server mode on /ipfs/kad/1.0.0 with its stock validators.
 //
+// Flags, so that a test can restart the same peer in another mode:
+//
+//	-mode client|server   DHT mode (default server; a client does not advertise the protocol)
+//	-key <hex>            the identity: a private key as crypto.MarshalPrivateKey writes it
+//	                      (libp2p's protobuf encoding); a new ed25519 key when absent
+//	-port <n>             TCP port on 127.0.0.1 (default 0: any free port)
+//
 // Commands (keys and values are hex; peers are base58 peer ids):
 //
 //	info                  -> {"id": ..., "addrs": [...]}
@@ -24,6 +31,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -32,6 +40,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
@@ -59,19 +68,44 @@ func fail(err error) {
 }
 
 func main() {
-	ctx := context.Background()
-	h, err := libp2p.New(
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+	// A start-up error is the first answer, and the peer stops.
+	exitOn := func(err error) {
+		if err != nil {
+			fail(err)
+			os.Exit(1)
+		}
+	}
+	modeFlag := flag.String("mode", "server", "DHT mode: client or server")
+	keyFlag := flag.String("key", "", "hex of a marshalled private key (default: a new ed25519 key)")
+	portFlag := flag.Int("port", 0, "TCP port on 127.0.0.1 (0: any)")
+	flag.Parse()
+	mode := dht.ModeServer
+	switch *modeFlag {
+	case "server":
+	case "client":
+		mode = dht.ModeClient
+	default:
+		exitOn(fmt.Errorf("-mode must be client or server, not %q", *modeFlag))
+	}
+	options := []libp2p.Option{
+		libp2p.ListenAddrStrings(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", *portFlag)),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-	)
-	if err != nil {
-		fail(err)
-		os.Exit(1)
 	}
+	if *keyFlag != "" {
+		raw, err := hex.DecodeString(*keyFlag)
+		exitOn(err)
+		key, err := crypto.UnmarshalPrivateKey(raw)
+		exitOn(err)
+		options = append(options, libp2p.Identity(key))
+	}
+
+	ctx := context.Background()
+	h, err := libp2p.New(options...)
+	exitOn(err)
 	kad, err := dht.New(h,
-		dht.Mode(dht.ModeServer),
+		dht.Mode(mode),
 		// Loopback peers only in these tests: admit and query them.
 		dht.RoutingTableFilter(func(_ any, _ peer.ID) bool { return true }),
 		dht.QueryFilter(func(_ any, _ peer.AddrInfo) bool { return true }),
