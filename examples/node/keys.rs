@@ -72,6 +72,13 @@ pub fn peer_name(text: &str) -> Result<PeerId, String> {
     PeerId::from_bytes(&mh).map_err(|_| bad())
 }
 
+/// The CIDv1 form of a name, as Kubo prints it: libp2p-key codec, base36 (`k51...`).
+pub fn name_cid(peer: &PeerId) -> String {
+    let mut bytes = vec![1, LIBP2P_KEY as u8];
+    bytes.extend(peer.to_bytes());
+    multibase::encode(Base::Base36Lower, bytes)
+}
+
 /// A record key: `/pk/<name>` and `/ipns/<name>` become the namespace + the peer id's bytes
 /// (the form on the wire); other keys are taken as written.
 pub fn record_key(text: &str) -> Result<Vec<u8>, String> {
@@ -168,6 +175,12 @@ mod tests {
         assert_eq!(&key[..6], b"/ipns/");
         assert_eq!(&key[6..8], &[0x00, 0x24]);
         assert_eq!(key.len(), 6 + 2 + 36);
+    }
+
+    #[test]
+    fn names_print_as_kubo_prints_them() {
+        assert_eq!(name_cid(&ED25519_ID.parse().unwrap()), ED25519_K51);
+        assert_eq!(name_cid(&RSA_ID.parse().unwrap()), RSA_K);
     }
 
     #[test]
