@@ -1,10 +1,11 @@
-//! The example node as a user runs it: five `serve` processes on loopback, and the one-shot
-//! commands finding each other's provider records and values; bad input gives one line.
+//! The example node as a user runs it: `serve` processes on loopback, and the one-shot
+//! commands finding each other's provider records, values and IPNS names; bad input gives one
+//! line.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 
@@ -24,6 +25,13 @@ fn node_binary() -> PathBuf {
 struct Server {
     child: Child,
     addr: String,
+}
+
+impl Server {
+    /// The server's peer id, the end of its `/p2p/` address.
+    fn id(&self) -> &str {
+        self.addr.rsplit('/').next().unwrap()
+    }
 }
 
 impl Drop for Server {
@@ -154,4 +162,153 @@ fn five_servers_and_the_one_shot_commands() {
     let stderr = String::from_utf8_lossy(&unwritable.stderr);
     assert!(stderr.starts_with("error: cannot use data dir"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// Runs a one-shot command that must succeed and print one JSON object.
+fn json_of(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let out = one_shot(bootstrap, &[&["--json"], args].concat());
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"))
+}
+
+/// Waits until a lookup through `via` finds every one of `servers`, so that records are
+/// stored at, and read from, the whole network.
+fn wait_until_joined(via: &str, servers: &[&Server]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ids: Vec<&str> = servers.iter().map(|s| s.id()).collect();
+    loop {
+        let out = one_shot(via, &["--json", "closest", "kadence-node-ipns-test"]);
+        let found: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|j| j["peers"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["id"].as_str().map(String::from))
+            .collect();
+        if ids.iter().all(|id| found.iter().any(|f| f == id)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the servers never all met: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Seconds from now until an RFC 3339 time.
+fn seconds_until(rfc3339: &str) -> i64 {
+    let format = time::format_description::well_known::Rfc3339;
+    let when = time::OffsetDateTime::parse(rfc3339, &format).unwrap();
+    (when - time::OffsetDateTime::now_utc()).whole_seconds()
+}
+
+#[test]
+fn publish_and_resolve_an_ipns_name() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = serve(dirs[0].path(), None);
+    let others: Vec<Server> = dirs[1..]
+        .iter()
+        .map(|d| serve(d.path(), Some(&first.addr)))
+        .collect();
+    let all: Vec<&Server> = std::iter::once(&first).chain(&others).collect();
+    wait_until_joined(&others[2].addr, &all);
+    let addr = |i: usize| all[i].addr.as_str();
+
+    // The first server's own name, from its data directory, published through another server.
+    let name = first.id();
+    let v1 = "/ipfs/bafkreifqjjl5idwkcoeat4jzu5vrebcdgpbxia4rzg7rz2oy4inhsiil7u";
+    let dir = dirs[0].path().to_str().unwrap();
+    let published = json_of(addr(1), &["publish", v1, "--data-dir", dir]);
+    assert_eq!(published["name"], name, "{published}");
+    assert_eq!(published["value"], v1, "{published}");
+    assert_eq!(published["sequence"], 0, "{published}");
+    assert!(published["stored"].as_u64().unwrap() >= 1, "{published}");
+    let cid = published["name_cid"].as_str().unwrap().to_string();
+    assert!(cid.starts_with("k51"), "{published}");
+
+    // Resolved through a third server, in the human form.
+    let resolved = one_shot(addr(2), &["resolve", name]);
+    assert!(resolved.status.success(), "{resolved:?}");
+    let text = String::from_utf8_lossy(&resolved.stdout);
+    assert!(text.contains(&format!("value:    {v1}\n")), "{text}");
+    assert!(text.contains("sequence: 0\n"), "{text}");
+
+    // A second publish goes one above the record it finds; a bare CID becomes /ipfs/<cid>.
+    let v2 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+    let published = json_of(addr(3), &["publish", v2, "--data-dir", dir]);
+    assert_eq!(published["sequence"], 1, "{published}");
+    let resolved = json_of(addr(0), &["resolve", &cid]);
+    assert_eq!(resolved["name"], name, "{resolved}");
+    assert_eq!(resolved["value"], format!("/ipfs/{v2}"), "{resolved}");
+    assert_eq!(resolved["sequence"], 1, "{resolved}");
+    assert_eq!(resolved["ttl_seconds"], 3600.0, "{resolved}");
+    // Valid for the default 48 hours, give or take a slow machine.
+    let left = seconds_until(resolved["validity"].as_str().unwrap());
+    assert!((47 * 3600..=48 * 3600).contains(&left), "{resolved}");
+
+    // `/ipns/<k51 CID>` and `/ipns/<peer id>` are one key: `get` finds the same record.
+    let by_id = json_of(addr(1), &["get", &format!("/ipns/{name}")]);
+    let by_cid = json_of(addr(2), &["get", &format!("/ipns/{cid}")]);
+    assert_eq!(by_id, resolved);
+    assert_eq!(by_cid, resolved);
+    let text = one_shot(addr(3), &["get", &format!("/ipns/{cid}")]);
+    assert!(text.status.success(), "{text:?}");
+    assert!(String::from_utf8_lossy(&text.stdout).contains("sequence: 1\n"));
+
+    // A key file, with a lifetime and a TTL.
+    let key = Keypair::generate_ed25519();
+    let key_file = dirs[1].path().join("name.key");
+    std::fs::write(&key_file, key.to_protobuf_encoding().unwrap()).unwrap();
+    let key_path = key_file.to_str().unwrap();
+    let options = ["--key-file", key_path, "--lifetime", "2h", "--ttl", "5m"];
+    let published = json_of(addr(2), &[&["publish", v1][..], &options].concat());
+    let other = key.public().to_peer_id().to_string();
+    assert_eq!(published["name"], other, "{published}");
+    assert_eq!(published["sequence"], 0, "{published}");
+    let resolved = json_of(addr(3), &["resolve", &format!("/ipns/{other}")]);
+    assert_eq!(resolved["value"], v1, "{resolved}");
+    assert_eq!(resolved["ttl_seconds"], 300.0, "{resolved}");
+    let left = seconds_until(resolved["validity"].as_str().unwrap());
+    assert!((3600..=2 * 3600).contains(&left), "{resolved}");
+
+    // Bad input: one line on stderr, a non-zero exit.
+    let never = Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
+    for (args, says) in [
+        (
+            vec![
+                "resolve",
+                "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi",
+            ],
+            "libp2p-key",
+        ),
+        (vec!["resolve", &never], "no record"),
+        (
+            vec!["publish", v1, "--key-file", key_path, "--lifetime", "10"],
+            "units",
+        ),
+        (
+            vec!["publish", v1, "--key-file", key_path, "--lifetime", "0s"],
+            "expired",
+        ),
+        (vec!["publish", v1, "--key-file", dir], "cannot read"),
+        (
+            vec!["publish", "not a path", "--key-file", key_path],
+            "path",
+        ),
+        (vec!["get", "/ipns/example.com"], "peer"),
+        (vec!["get", "/pk/x", "--ttl", "1h"], "options of publish"),
+    ] {
+        let out = one_shot(addr(0), &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
 }

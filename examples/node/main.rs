@@ -8,15 +8,23 @@
 //! - One-shot commands against bootstrap peers (default: the public Amino bootstrap peers,
 //!   `--bootstrap <multiaddr>` to use others), human-readable or `--json`:
 //!   `closest <key>`, `provide <cid>`, `provide --file <keys.txt>`, `find-providers <cid>`,
-//!   `find-peer <peer-id>`, `get <key>`, `put <key> <value-file>`.
+//!   `find-peer <peer-id>`, `get <key>`, `put <key> <value-file>`. Record keys `/ipns/<name>`
+//!   and `/pk/<name>` take a peer id or a libp2p-key CID (`k51...`); `get` prints an IPNS
+//!   record decoded.
+//! - IPNS: `publish <value-path> [--key-file <path>] [--lifetime 48h] [--ttl 1h]` signs the
+//!   node's name (the key file, else the `--data-dir` identity `serve` uses) one sequence above
+//!   the best record on the DHT and stores it; `resolve <name>` prints the name's value,
+//!   sequence, validity and TTL.
 //!
 //! Bad input gives one line on stderr and a non-zero exit.
 
 mod driver;
+mod ipns;
 mod keys;
 mod oneshot;
 mod serve;
 mod testnet;
+mod units;
 
 use std::path::PathBuf;
 
@@ -47,7 +55,11 @@ pub fn split_p2p(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), Fail> {
 const USAGE: &str = "usage: node testnet [--nodes N]
        node serve [--listen <multiaddr>]... [--data-dir <path>] [--bootstrap <multiaddr>]...
        node [--bootstrap <multiaddr>]... [--json] closest <key> | provide <cid> | provide --file <keys.txt>
-            | find-providers <cid> | find-peer <peer-id> | get <key> | put <key> <value-file>";
+            | find-providers <cid> | find-peer <peer-id> | get <key> | put <key> <value-file>
+       node [--bootstrap <multiaddr>]... [--json] publish <value-path> [--key-file <path> | --data-dir <path>]
+            [--lifetime <duration, e.g. 48h>] [--ttl <duration, e.g. 1h>]
+       node [--bootstrap <multiaddr>]... [--json] resolve <name>
+record keys: /ipns/<name>, /pk/<name> (a peer id or a libp2p-key CID, k51...), or /<namespace>/<text>";
 
 fn multiaddr(text: &str) -> Result<Multiaddr, Fail> {
     text.parse()
@@ -60,6 +72,9 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
     let mut data_dir: Option<PathBuf> = None;
     let mut json = false;
     let mut nodes = 30usize;
+    let mut key_file: Option<PathBuf> = None;
+    let mut lifetime = None;
+    let mut ttl = None;
     let mut rest = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -72,6 +87,22 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
             "--listen" => listen.push(multiaddr(&value("--listen")?)?),
             "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
             "--json" => json = true,
+            "--key-file" => key_file = Some(PathBuf::from(value("--key-file")?)),
+            "--lifetime" => {
+                let d = units::parse_duration(&value("--lifetime")?)
+                    .map_err(|e| Fail::new(format!("--lifetime: {e}")))?;
+                if d.is_zero() {
+                    return Err(Fail::new(
+                        "--lifetime: a record valid for 0s is already expired",
+                    ));
+                }
+                lifetime = Some(d);
+            }
+            "--ttl" => {
+                let d = units::parse_duration(&value("--ttl")?)
+                    .map_err(|e| Fail::new(format!("--ttl: {e}")))?;
+                ttl = Some(d);
+            }
             "--nodes" => {
                 let n = value("--nodes")?;
                 nodes = n.parse().ok().filter(|n| *n >= 6).ok_or_else(|| {
@@ -89,7 +120,17 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
             b
         }
     };
+    let publishing = matches!(rest[..], ["publish", _]);
+    if !publishing && (key_file.is_some() || lifetime.is_some() || ttl.is_some()) {
+        return Err(Fail::new(
+            "--key-file, --lifetime and --ttl are options of publish",
+        ));
+    }
     let command = match rest[..] {
+        ["--help"] | ["-h"] | ["help"] => {
+            println!("{USAGE}");
+            return Ok(true);
+        }
         ["testnet"] => {
             let ok = testnet::testnet(nodes)
                 .await
@@ -128,6 +169,31 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
             let value =
                 std::fs::read(file).map_err(|e| Fail::new(format!("cannot read {file}: {e}")))?;
             oneshot::OneShot::Put(keys::record_key(key).map_err(Fail::new)?, value)
+        }
+        ["publish", value] => {
+            let key = match (key_file, data_dir) {
+                (Some(_), Some(_)) => {
+                    return Err(Fail::new(
+                        "publish takes --key-file or --data-dir, not both",
+                    ))
+                }
+                (Some(path), None) => serve::read_key(&path)?,
+                (None, dir) => serve::identity(&dir.unwrap_or_else(serve::default_data_dir))?,
+            };
+            let options = ipns::PublishOptions {
+                value: ipns::value_path(value)?,
+                key,
+                lifetime,
+                ttl,
+            };
+            ipns::publish(options, bootstrap_or_amino(bootstrap), json).await?;
+            return Ok(true);
+        }
+        ["resolve", name] => {
+            let name =
+                keys::peer_name(name.strip_prefix("/ipns/").unwrap_or(name)).map_err(Fail::new)?;
+            ipns::resolve(name, bootstrap_or_amino(bootstrap), json).await?;
+            return Ok(true);
         }
         _ => return Err(Fail::new(USAGE)),
     };

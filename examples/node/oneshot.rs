@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kadence::{QueryProgress, QueryResult, Record};
+use kadence::{QueryError, QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -48,7 +48,7 @@ fn print_peers(peers: &[kadence::PeerRecord]) {
     }
 }
 
-async fn join(bootstrap: &[Multiaddr], listen_on: Option<Multiaddr>) -> Result<Handle, Fail> {
+pub async fn join(bootstrap: &[Multiaddr], listen_on: Option<Multiaddr>) -> Result<Handle, Fail> {
     if bootstrap.is_empty() {
         return Err(Fail::new("no bootstrap peer"));
     }
@@ -182,16 +182,12 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
             }
         }
         OneShot::Get(key) => {
-            let o = finish(
-                node.run(TIMEOUT, move |s| {
-                    Some(s.behaviour_mut().dht.get_value(key, None))
-                })
-                .await,
-            )?;
-            let QueryResult::GetValue(Ok(record)) = o.result else {
-                return Err(Fail::new(format!("no record: {:?}", o.result)));
-            };
-            if json {
+            let record = get_record(&node, key.clone())
+                .await?
+                .ok_or_else(|| Fail::new("no record: not found"))?;
+            if key.starts_with(b"/ipns/") {
+                crate::ipns::print_record(&key, &record.value, json)?;
+            } else if json {
                 let hex: String = record.value.iter().map(|b| format!("{b:02x}")).collect();
                 println!("{}", json!({"value_hex": hex}));
             } else {
@@ -206,26 +202,7 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
                 value,
                 time_received: String::new(),
             };
-            let refused = Arc::new(Mutex::new(None));
-            let error = refused.clone();
-            let o = node
-                .run(TIMEOUT, move |s| {
-                    match s.behaviour_mut().dht.put_value(record, None) {
-                        Ok(id) => Some(id),
-                        Err(e) => {
-                            *error.lock().unwrap() = Some(e.to_string());
-                            None
-                        }
-                    }
-                })
-                .await;
-            if let Some(e) = refused.lock().unwrap().take() {
-                return Err(Fail::new(format!("record refused: {e}")));
-            }
-            let o = finish(o)?;
-            let QueryResult::PutValue(Ok(peers)) = o.result else {
-                return Err(Fail::new(format!("put failed: {:?}", o.result)));
-            };
+            let peers = put_record(&node, record).await?;
             if json {
                 println!("{}", json!({"stored": peers}));
             } else {
@@ -234,6 +211,45 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
         }
     }
     Ok(())
+}
+
+/// The best valid record under `key` on the DHT; `None` when no peer has one.
+pub async fn get_record(node: &Handle, key: Vec<u8>) -> Result<Option<Record>, Fail> {
+    let o = finish(
+        node.run(TIMEOUT, move |s| {
+            Some(s.behaviour_mut().dht.get_value(key, None))
+        })
+        .await,
+    )?;
+    match o.result {
+        QueryResult::GetValue(Ok(record)) => Ok(Some(record)),
+        QueryResult::GetValue(Err(QueryError::NotFound)) => Ok(None),
+        other => Err(Fail::new(format!("get failed: {other:?}"))),
+    }
+}
+
+/// Stores `record` at the closest peers; how many stored it.
+pub async fn put_record(node: &Handle, record: Record) -> Result<usize, Fail> {
+    let refused = Arc::new(Mutex::new(None));
+    let error = refused.clone();
+    let o = node
+        .run(TIMEOUT, move |s| {
+            match s.behaviour_mut().dht.put_value(record, None) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    *error.lock().unwrap() = Some(e.to_string());
+                    None
+                }
+            }
+        })
+        .await;
+    if let Some(e) = refused.lock().unwrap().take() {
+        return Err(Fail::new(format!("record refused: {e}")));
+    }
+    match finish(o)?.result {
+        QueryResult::PutValue(Ok(peers)) => Ok(peers),
+        other => Err(Fail::new(format!("put failed: {other:?}"))),
+    }
 }
 
 /// Announces many keys with the sweep, showing progress.

@@ -28,12 +28,23 @@ pub fn default_data_dir() -> PathBuf {
         .join("kadence")
 }
 
-/// The node's identity, kept in the data directory so its peer id survives restarts.
-fn identity(dir: &Path) -> Result<Keypair, Fail> {
+/// A private key in libp2p's protobuf encoding: the data directory's `identity.key`, or the
+/// file `ipfs key export` writes.
+pub fn read_key(path: &Path) -> Result<Keypair, Fail> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Fail::new(format!("cannot read {}: {e}", path.display())))?;
+    Keypair::from_protobuf_encoding(&bytes)
+        .map_err(|e| Fail::new(format!("{} is not a private key: {e}", path.display())))
+}
+
+/// The node's identity, kept in the data directory so its peer id (and IPNS name) survives
+/// restarts; made on first use.
+pub fn identity(dir: &Path) -> Result<Keypair, Fail> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fail::new(format!("cannot use data dir {}: {e}", dir.display())))?;
     let path = dir.join("identity.key");
-    if let Ok(bytes) = std::fs::read(&path) {
-        return Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| Fail::new(format!("{} is not an identity key: {e}", path.display())));
+    if path.exists() {
+        return read_key(&path);
     }
     let key = Keypair::generate_ed25519();
     let bytes = key
@@ -64,8 +75,6 @@ fn refuse_taken_port(addr: &Multiaddr) -> Result<(), Fail> {
 
 pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
     let dir = &options.data_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Fail::new(format!("cannot use data dir {}: {e}", dir.display())))?;
     let key = identity(dir)?;
     let local = key.public().to_peer_id();
     let store = PersistentStore::open(dir.join("store.redb"), PersistentStoreConfig::default())
