@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
@@ -22,6 +22,8 @@ const IDENTITY_MULTIHASH: u64 = 0;
 const VALIDITY_EOL: i64 = 0;
 /// How long a record is valid when the builder is not told (go's and Kubo's default).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+/// 9999-12-31T23:59:59.999999999Z, the latest time RFC 3339 can write, after the epoch.
+const LATEST_VALIDITY: Duration = Duration::new(253_402_300_799, 999_999_999);
 /// The caching hint a record carries when the builder is not told (Kubo's default).
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
@@ -289,6 +291,10 @@ impl IpnsRecordBuilder {
                 .checked_add(lifetime)
                 .ok_or_else(|| IpnsError::Signing("validity out of range".into()))?,
         };
+        // RFC 3339 has four-digit years.
+        if end > UNIX_EPOCH + LATEST_VALIDITY {
+            return Err(IpnsError::Signing("validity past the year 9999".into()));
+        }
         let validity = crate::server::rfc3339(end).into_bytes();
         // go writes these as signed 64-bit integers; a TTL past 292 years is clamped.
         let ttl = i64::try_from(self.ttl.as_nanos()).unwrap_or(i64::MAX);

@@ -251,6 +251,23 @@ fn validity_is_read_as_go_writes_and_parses_it() {
 }
 
 #[test]
+fn a_validity_rfc_3339_cannot_write_is_not_signed() {
+    let keypair = Keypair::generate_ed25519();
+    let latest = UNIX_EPOCH + Duration::new(253_402_300_799, 999_999_999);
+    let record = IpnsRecord::builder("/ipfs/x")
+        .valid_until(latest)
+        .sign(&keypair)
+        .unwrap();
+    assert_eq!(record.validity(), latest);
+    assert_eq!(
+        IpnsRecord::builder("/ipfs/x")
+            .valid_until(latest + Duration::from_nanos(1))
+            .sign(&keypair),
+        Err(IpnsError::Signing("validity past the year 9999".into()))
+    );
+}
+
+#[test]
 fn a_record_too_large_is_not_signed() {
     let too_long = vec![b'a'; MAX_RECORD_SIZE];
     assert!(matches!(
