@@ -93,6 +93,9 @@ pub enum IpnsError {
     /// The record's validity (end of life) has passed.
     #[error("record expired")]
     Expired,
+    /// The TTL is negative (the spec makes it a non-negative cache hint; go refuses it).
+    #[error("negative TTL")]
+    NegativeTtl,
     /// The key is not `/ipns/` + a binary peer id.
     #[error("key is not /ipns/ followed by a peer id")]
     BadName,

@@ -30,14 +30,16 @@ const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// The DAG-CBOR map under `data`. The fields are declared in DAG-CBOR's canonical key order
 /// (shorter keys first, then bytewise), so the encoding is canonical as written. Integers are
 /// signed 64-bit as go reads and writes them; unknown keys are ignored, as go ignores them.
+/// go's validator needs only `Validity` and `ValidityType`; the others may be missing (it
+/// looks at them only to compare them with V1 fields, or to select).
 #[derive(Debug, Serialize, Deserialize)]
 struct Data {
-    #[serde(rename = "TTL")]
-    ttl: i64,
-    #[serde(rename = "Value")]
-    value: ByteBuf,
-    #[serde(rename = "Sequence")]
-    sequence: i64,
+    #[serde(rename = "TTL", default, skip_serializing_if = "Option::is_none")]
+    ttl: Option<i64>,
+    #[serde(rename = "Value", default, skip_serializing_if = "Option::is_none")]
+    value: Option<ByteBuf>,
+    #[serde(rename = "Sequence", default, skip_serializing_if = "Option::is_none")]
+    sequence: Option<i64>,
     #[serde(rename = "Validity")]
     validity: ByteBuf,
     #[serde(rename = "ValidityType")]
@@ -68,11 +70,12 @@ pub struct IpnsRecord {
     signature_v2: Vec<u8>,
     public_key: Vec<u8>,
     v1: Option<V1Fields>,
-    value: Vec<u8>,
+    // The data's fields as written: `None` where the key is missing.
+    value: Option<Vec<u8>>,
+    sequence: Option<i64>,
+    ttl: Option<i64>,
     validity_text: Vec<u8>,
     validity: SystemTime,
-    sequence: u64,
-    ttl: Duration,
 }
 
 impl IpnsRecord {
@@ -118,11 +121,10 @@ impl IpnsRecord {
             signature_v2: owned(&entry.signatureV2),
             public_key: owned(&entry.pubKey),
             v1,
-            // go converts the signed 64-bit integers to unsigned ones; so do we.
-            sequence: fields.sequence as u64,
-            ttl: Duration::from_nanos(fields.ttl as u64),
+            value: fields.value.map(ByteBuf::into_vec),
+            sequence: fields.sequence,
+            ttl: fields.ttl,
             validity,
-            value: fields.value.into_vec(),
             validity_text: fields.validity.into_vec(),
         })
     }
@@ -137,14 +139,15 @@ impl IpnsRecord {
         &self.bytes
     }
 
-    /// The value the name points to, e.g. `/ipfs/bafy...`.
+    /// The value the name points to, e.g. `/ipfs/bafy...` (empty when the record has none).
     pub fn value(&self) -> &[u8] {
-        &self.value
+        self.value.as_deref().unwrap_or_default()
     }
 
-    /// The sequence number: a higher one replaces a lower one.
+    /// The sequence number: a higher one replaces a lower one (0 when the record has none).
     pub fn sequence(&self) -> u64 {
-        self.sequence
+        // go reads a signed 64-bit integer and converts it; so do we.
+        self.sequence.unwrap_or(0) as u64
     }
 
     /// The end of validity: after it, the record is refused.
@@ -152,9 +155,10 @@ impl IpnsRecord {
         self.validity
     }
 
-    /// How long a resolver may cache the value.
+    /// How long a resolver may cache the value (0 when the record says nothing; a negative
+    /// one fails [`verify`](Self::verify)).
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        Duration::from_nanos(self.ttl.unwrap_or(0).max(0) as u64)
     }
 
     /// The DHT record that publishes this record for `name` (the key pair that signed it), as
@@ -188,16 +192,30 @@ impl IpnsRecord {
         if now > self.validity {
             return Err(IpnsError::Expired);
         }
+        if self.ttl.is_some_and(|ttl| ttl < 0) {
+            return Err(IpnsError::NegativeTtl);
+        }
         Ok(())
     }
 
     /// Orders two valid records of one name as go does: a V2 signature beats none, then the
-    /// higher sequence, then the later validity; `Equal` when none of these decides.
-    pub(crate) fn compare(&self, other: &Self) -> Ordering {
-        (!self.signature_v2.is_empty())
-            .cmp(&!other.signature_v2.is_empty())
-            .then(self.sequence.cmp(&other.sequence))
-            .then(self.validity.cmp(&other.validity))
+    /// higher sequence, then the later validity; `Equal` when none of these decides. `None`
+    /// when either has no sequence: go cannot order them either.
+    pub(crate) fn compare(&self, other: &Self) -> Option<Ordering> {
+        let (Some(_), Some(_)) = (self.sequence, other.sequence) else {
+            return None;
+        };
+        Some(
+            (!self.signature_v2.is_empty())
+                .cmp(&!other.signature_v2.is_empty())
+                .then(self.sequence().cmp(&other.sequence()))
+                .then(self.validity.cmp(&other.validity)),
+        )
+    }
+
+    /// Whether the data carries a sequence number, which selecting needs.
+    pub(crate) fn has_sequence(&self) -> bool {
+        self.sequence.is_some()
     }
 
     fn public_key_of(&self, name: &PeerId) -> Result<PublicKey, IpnsError> {
@@ -216,13 +234,17 @@ impl IpnsRecord {
         PublicKey::try_decode_protobuf(hash.digest()).map_err(|_| IpnsError::BadPublicKey)
     }
 
+    /// go compares each V1 field with the data's; a key missing from the data fails too.
     fn check_v1(&self, v1: &V1Fields) -> Result<(), IpnsError> {
         let checks = [
-            ("Value", v1.value == self.value),
+            ("Value", self.value.as_ref() == Some(&v1.value)),
             ("Validity", v1.validity == self.validity_text),
             ("ValidityType", v1.validity_type as i64 == VALIDITY_EOL),
-            ("Sequence", v1.sequence == self.sequence),
-            ("TTL", Duration::from_nanos(v1.ttl) == self.ttl),
+            (
+                "Sequence",
+                self.sequence.map(|s| s as u64) == Some(v1.sequence),
+            ),
+            ("TTL", self.ttl.map(|t| t as u64) == Some(v1.ttl)),
         ];
         match checks.iter().find(|(_, agrees)| !agrees) {
             Some((field, _)) => Err(IpnsError::FieldMismatch(field)),
@@ -300,9 +322,9 @@ impl IpnsRecordBuilder {
         let ttl = i64::try_from(self.ttl.as_nanos()).unwrap_or(i64::MAX);
         let sequence = self.sequence as i64;
         let data = serde_ipld_dagcbor::to_vec(&Data {
-            ttl,
-            value: ByteBuf::from(self.value.clone()),
-            sequence,
+            ttl: Some(ttl),
+            value: Some(ByteBuf::from(self.value.clone())),
+            sequence: Some(sequence),
             validity: ByteBuf::from(validity.clone()),
             validity_type: VALIDITY_EOL,
         })
@@ -364,13 +386,73 @@ fn owned(field: &Option<Cow<'_, [u8]>>) -> Vec<u8> {
     field.as_deref().unwrap_or_default().to_vec()
 }
 
-/// Parses an RFC 3339 time (any offset, any number of fraction digits), as go's
-/// `time.Parse(time.RFC3339Nano, ...)` does.
+/// Parses an RFC 3339 time exactly as go's `time.Parse(time.RFC3339Nano, ...)` does:
+/// `YYYY-MM-DDTHH:MM:SS`, then optionally `.` or `,` and any number of fraction digits (past
+/// nine ignored), then `Z` or `+hh:mm` / `-hh:mm` (any two-digit hours and minutes, as go
+/// takes them). Upper-case `T` and `Z` only, dates and times in range, no leap second.
 fn parse_rfc3339(text: &[u8]) -> Result<SystemTime, IpnsError> {
-    let text = std::str::from_utf8(text).map_err(|_| IpnsError::BadValidity)?;
-    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| IpnsError::BadValidity)?;
-    Ok(time.into())
+    let bad = || IpnsError::BadValidity;
+    let number = |range: std::ops::Range<usize>| -> Result<u32, IpnsError> {
+        let part = text.get(range).ok_or_else(bad)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        Ok(part.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators.iter().any(|(at, c)| text.get(*at) != Some(c)) {
+        return Err(bad());
+    }
+    let month = time::Month::try_from(number(5..7)? as u8).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(number(0..4)? as i32, month, number(8..10)? as u8)
+        .map_err(|_| bad())?;
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let mut rest = &text[19..];
+    let mut nanos = 0;
+    if let [b'.' | b',', fraction @ ..] = rest {
+        let count = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if count == 0 {
+            return Err(bad());
+        }
+        nanos = fraction[..count.min(9)]
+            .iter()
+            .fold(0, |n, d| n * 10 + u32::from(d - b'0'))
+            * 10u32.pow(9 - count.min(9) as u32);
+        rest = &fraction[count..];
+    }
+    let offset_secs: i64 = match rest {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [h1, h2, m1, m2];
+            if !digits.iter().all(|d| d.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let [h1, h2, m1, m2] = digits.map(|d| i64::from(d - b'0'));
+            let secs = (h1 * 10 + h2) * 3600 + (m1 * 10 + m2) * 60;
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return Err(bad()),
+    };
+    let clock = time::Time::from_hms_nano(hour as u8, minute as u8, second as u8, nanos)
+        .map_err(|_| bad())?;
+    // The instant, in seconds and nanoseconds from the epoch (the offset is east of UTC).
+    let since_epoch = time::PrimitiveDateTime::new(date, clock).assume_utc()
+        - time::OffsetDateTime::UNIX_EPOCH
+        - time::Duration::seconds(offset_secs);
+    let magnitude = Duration::new(
+        since_epoch.whole_seconds().unsigned_abs(),
+        since_epoch.subsec_nanoseconds().unsigned_abs(),
+    );
+    let instant = if since_epoch.is_negative() {
+        UNIX_EPOCH.checked_sub(magnitude)
+    } else {
+        UNIX_EPOCH.checked_add(magnitude)
+    };
+    instant.ok_or_else(bad)
 }
 
 #[cfg(test)]

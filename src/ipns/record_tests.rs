@@ -49,9 +49,9 @@ fn with_data(keypair: &Keypair, data: &Data) -> Vec<u8> {
 
 fn data(validity: &str, validity_type: i64) -> Data {
     Data {
-        ttl: 0,
-        value: ByteBuf::from(b"/ipfs/bafkqaaa".to_vec()),
-        sequence: 3,
+        ttl: Some(0),
+        value: Some(ByteBuf::from(b"/ipfs/bafkqaaa".to_vec())),
+        sequence: Some(3),
         validity: ByteBuf::from(validity.as_bytes().to_vec()),
         validity_type,
     }
@@ -235,14 +235,90 @@ fn malformed_records_are_refused_with_their_reason() {
 }
 
 #[test]
+fn only_validity_and_its_type_are_required_as_in_go() {
+    let keypair = Keypair::generate_ed25519();
+    let name = keypair.public().to_peer_id();
+    let now = SystemTime::now();
+    let sparse = Data {
+        ttl: None,
+        value: None,
+        sequence: None,
+        ..data("2099-01-01T00:00:00Z", 0)
+    };
+    let record = IpnsRecord::decode(&with_data(&keypair, &sparse)).unwrap();
+    assert_eq!(record.verify(&name, now), Ok(()));
+    assert_eq!(
+        (record.value(), record.sequence(), record.ttl()),
+        (&b""[..], 0, Duration::ZERO)
+    );
+    assert!(!record.has_sequence());
+    // With V1 fields, a key missing from the data fails go's comparison of the two.
+    let with_v1 = edit_entry(&record, |e| {
+        e.value = Some(Cow::Borrowed(b""));
+        e.signatureV1 = Some(Cow::Borrowed(b"sig"));
+    });
+    assert_eq!(
+        IpnsRecord::decode(&with_v1).unwrap().verify(&name, now),
+        Err(IpnsError::FieldMismatch("Value"))
+    );
+}
+
+#[test]
+fn a_negative_ttl_is_refused() {
+    let keypair = Keypair::generate_ed25519();
+    let negative = Data {
+        ttl: Some(-1),
+        ..data("2099-01-01T00:00:00Z", 0)
+    };
+    let record = IpnsRecord::decode(&with_data(&keypair, &negative)).unwrap();
+    assert_eq!(record.ttl(), Duration::ZERO);
+    assert_eq!(
+        record.verify(&keypair.public().to_peer_id(), SystemTime::now()),
+        Err(IpnsError::NegativeTtl)
+    );
+}
+
+#[test]
+fn validity_texts_go_refuses_are_refused() {
+    let keypair = Keypair::generate_ed25519();
+    for text in [
+        "2099-01-02t03:04:05z",
+        "2099-01-02T03:04:05z",
+        "2099-01-02 03:04:05Z",
+        "2098-12-31T23:59:60Z",
+        "2099-01-02T03:04Z",
+        "2099-01-02T03:04:05.Z",
+        "2099-01-02T03:04:05",
+        "2099-01-02T03:04:05+0200",
+        "2099-01-02T03:04:05+2:00",
+        "+2099-01-02T03:04:05Z",
+        "2099-1-02T03:04:05Z",
+        "2099-02-30T03:04:05Z",
+        "2099-01-02T24:00:00Z",
+    ] {
+        assert_eq!(
+            IpnsRecord::decode(&with_data(&keypair, &data(text, 0))),
+            Err(IpnsError::BadValidity),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn validity_is_read_as_go_writes_and_parses_it() {
     let keypair = Keypair::generate_ed25519();
     let name = keypair.public().to_peer_id();
     let expect = UNIX_EPOCH + Duration::new(1_900_000_000, 500_000_000);
     for text in [
         "2030-03-17T17:46:40.5Z",
+        "2030-03-17T17:46:40,5Z",
         "2030-03-17T17:46:40.500000000Z",
+        "2030-03-17T17:46:40.5000000009999Z",
         "2030-03-17T18:46:40.5+01:00",
+        "2030-03-17T16:46:40.5-01:00",
+        // go takes any two-digit offset.
+        "2030-03-18T17:46:40.5+24:00",
+        "2030-03-17T18:46:40.5+00:60",
     ] {
         let record = IpnsRecord::decode(&with_data(&keypair, &data(text, 0))).unwrap();
         assert_eq!(record.validity(), expect, "{text}");

@@ -27,16 +27,22 @@ impl Validator for IpnsValidator {
     }
 
     fn select(&self, _key: &[u8], values: &[&[u8]]) -> usize {
-        // Values reach here validated; one that no longer decodes is never the best.
+        // Values reach here validated; one that no longer decodes is never the best, nor one
+        // without a sequence (go cannot order it: its select fails).
         let records: Vec<Option<IpnsRecord>> = values
             .iter()
-            .map(|value| IpnsRecord::decode(value).ok())
+            .map(|value| {
+                IpnsRecord::decode(value)
+                    .ok()
+                    .filter(IpnsRecord::has_sequence)
+            })
             .collect();
         let mut best = 0;
         for candidate in 1..records.len() {
             let order = match (&records[best], &records[candidate]) {
                 (Some(a), Some(b)) => a
                     .compare(b)
+                    .unwrap_or(Ordering::Equal)
                     .then_with(|| values[best].cmp(values[candidate])),
                 (None, Some(_)) => Ordering::Less,
                 (_, None) => Ordering::Greater,

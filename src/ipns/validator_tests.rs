@@ -98,3 +98,31 @@ fn a_value_that_does_not_decode_is_never_selected() {
     assert_eq!(validators.select(&key, &[b"junk", &good]), Ok(1));
     assert_eq!(validators.select(&key, &[&good, b"junk"]), Ok(0));
 }
+
+#[test]
+fn a_record_without_a_sequence_is_never_selected() {
+    use std::borrow::Cow;
+
+    use quick_protobuf::{MessageWrite, Writer};
+
+    use crate::proto::ipns_pb::IpnsEntry;
+
+    let validators = Validators::default();
+    let keypair = Keypair::generate_ed25519();
+    let key = routing_key(&keypair.public().to_peer_id());
+    // A V2-only record whose data has no Sequence: valid for go, but go cannot select it.
+    let data = b"\xa2\x68Validity\x542099-01-01T00:00:00Z\x6cValidityType\x00".to_vec();
+    let mut signed = b"ipns-signature:".to_vec();
+    signed.extend_from_slice(&data);
+    let entry = IpnsEntry {
+        signatureV2: Some(Cow::Owned(keypair.sign(&signed).unwrap())),
+        data: Some(Cow::Borrowed(&data)),
+        ..IpnsEntry::default()
+    };
+    let mut sparse = Vec::new();
+    entry.write_message(&mut Writer::new(&mut sparse)).unwrap();
+    assert_eq!(validators.validate(&key, &sparse), Ok(()));
+    let good = record(&keypair, 0, 3600);
+    assert_eq!(validators.select(&key, &[&sparse, &good]), Ok(1));
+    assert_eq!(validators.select(&key, &[&good, &sparse]), Ok(0));
+}
