@@ -174,21 +174,22 @@ func ipnsCommand(ctx context.Context, h host.Host, kad *dht.IpfsDHT, fields []st
 		}
 		reply(map[string]string{"id": id.String(), "key": hex.EncodeToString(encoded)})
 	case "ipns-record", "ipns-publish":
-		name, key, record, err := makeRecord(h, fields[1:])
+		made, err := makeRecord(h, fields[1:])
 		if err != nil {
 			fail(err)
 			return
 		}
 		if fields[0] == "ipns-publish" {
-			if err := kad.PutValue(ctx, string(key), record); err != nil {
+			if err := kad.PutValue(ctx, string(made.key), made.record); err != nil {
 				fail(err)
 				return
 			}
 		}
-		reply(map[string]string{
-			"name":   name.String(),
-			"key":    hex.EncodeToString(key),
-			"record": hex.EncodeToString(record),
+		reply(map[string]any{
+			"name":          made.name.String(),
+			"key":           hex.EncodeToString(made.key),
+			"record":        hex.EncodeToString(made.record),
+			"validity_unix": made.eol.Unix(),
 		})
 	case "ipns-resolve":
 		resolve(ctx, kad, fields)
@@ -230,23 +231,30 @@ func generateKey(kind string) (crypto.PrivKey, error) {
 	return sk, err
 }
 
-// makeRecord signs a record from `<value-path> <seq> <lifetime-secs> [option...]` and returns
-// the name (the signer's peer id), its routing key and the encoded record.
-func makeRecord(h host.Host, args []string) (peer.ID, []byte, []byte, error) {
+// madeRecord is a record made by makeRecord.
+type madeRecord struct {
+	name   peer.ID // the signer's peer id
+	key    []byte  // the routing key of the name
+	record []byte  // the encoded record
+	eol    time.Time
+}
+
+// makeRecord signs a record from `<value-path> <seq> <lifetime-secs> [option...]`.
+func makeRecord(h host.Host, args []string) (madeRecord, error) {
 	if len(args) < 3 {
-		return "", nil, nil, errors.New("needs a value path, a sequence and a lifetime")
+		return madeRecord{}, errors.New("needs a value path, a sequence and a lifetime")
 	}
 	value, err := path.NewPath(args[0])
 	if err != nil {
-		return "", nil, nil, err
+		return madeRecord{}, err
 	}
 	seq, err := strconv.ParseUint(args[1], 10, 64)
 	if err != nil {
-		return "", nil, nil, err
+		return madeRecord{}, err
 	}
 	secs, err := strconv.ParseInt(args[2], 10, 64)
 	if err != nil {
-		return "", nil, nil, err
+		return madeRecord{}, err
 	}
 	lifetime := time.Duration(secs) * time.Second
 	sk := h.Peerstore().PrivKey(h.ID())
@@ -264,40 +272,40 @@ func makeRecord(h host.Host, args []string) (peer.ID, []byte, []byte, error) {
 		case strings.HasPrefix(option, "key="):
 			raw, err := hex.DecodeString(strings.TrimPrefix(option, "key="))
 			if err != nil {
-				return "", nil, nil, err
+				return madeRecord{}, err
 			}
 			if sk, err = crypto.UnmarshalPrivateKey(raw); err != nil {
-				return "", nil, nil, err
+				return madeRecord{}, err
 			}
 		default:
-			return "", nil, nil, fmt.Errorf("unknown option %q", option)
+			return madeRecord{}, fmt.Errorf("unknown option %q", option)
 		}
 	}
 	id, err := peer.IDFromPrivateKey(sk)
 	if err != nil {
-		return "", nil, nil, err
+		return madeRecord{}, err
 	}
 	rec, err := ipns.NewRecord(sk, value, seq, eol, recordTTL, opts...)
 	if err != nil {
-		return "", nil, nil, err
+		return madeRecord{}, err
 	}
 	encoded, err := ipns.MarshalRecord(rec)
 	if err != nil {
-		return "", nil, nil, err
+		return madeRecord{}, err
 	}
 	if badSig {
 		// Through the protobuf type, as the signature has no setter: the record stays
 		// well-formed and only its signature is wrong.
 		var entry ipnspb.IpnsRecord
 		if err := proto.Unmarshal(encoded, &entry); err != nil {
-			return "", nil, nil, err
+			return madeRecord{}, err
 		}
 		entry.SignatureV2[len(entry.SignatureV2)/2] ^= 0x01
 		if encoded, err = proto.Marshal(&entry); err != nil {
-			return "", nil, nil, err
+			return madeRecord{}, err
 		}
 	}
-	return id, ipns.NameFromPeer(id).RoutingKey(), encoded, nil
+	return madeRecord{name: id, key: ipns.NameFromPeer(id).RoutingKey(), record: encoded, eol: eol}, nil
 }
 
 // resolve runs ipns-resolve: GetValue, then the stock validator on what it returned.
@@ -341,10 +349,11 @@ func resolve(ctx context.Context, kad *dht.IpfsDHT, fields []string) {
 		return
 	}
 	reply(map[string]any{
-		"value":    target.String(),
-		"sequence": seq,
-		"validity": validity.UTC().Format(time.RFC3339Nano),
-		"ttl_secs": uint64(ttl / time.Second),
-		"record":   hex.EncodeToString(value),
+		"value":         target.String(),
+		"sequence":      seq,
+		"validity":      validity.UTC().Format(time.RFC3339Nano),
+		"validity_unix": validity.Unix(),
+		"ttl_secs":      uint64(ttl / time.Second),
+		"record":        hex.EncodeToString(value),
 	})
 }

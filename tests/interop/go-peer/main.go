@@ -30,10 +30,12 @@
 //	genkey <ed25519|secp256k1|ecdsa|rsa>
 //	                      -> {"id": ..., "key": <hex>} (a protobuf-encoded private key)
 //	ipns-record <value-path> <seq> <lifetime-secs> [option...]
-//	                      -> {"name": <peer id>, "key": <hex routing key>, "record": <hex>}
+//	                      -> {"name": <peer id>, "key": <hex routing key>, "record": <hex>,
+//	                          "validity_unix": <EOL in seconds>}
 //	ipns-publish <value-path> <seq> <lifetime-secs> [option...]
 //	                      -> like ipns-record, and PutValue the record under its key
-//	ipns-resolve <name>   -> {"value": ..., "sequence": n, "validity": <RFC3339>, "ttl_secs": n}
+//	ipns-resolve <name>   -> {"value": ..., "sequence": n, "validity": <RFC3339>,
+//	                          "validity_unix": n, "ttl_secs": n, "record": <hex>}
 //	ipns-validate <hex key> <hex record>
 //	                      -> {"ok": true}           (the DHT's stock validator)
 //	quit
