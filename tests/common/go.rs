@@ -120,9 +120,50 @@ impl GoPeer {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// What `peer` (at `addr`) answers to one GET_VALUE for `key`, asked by this Go peer
+    /// directly, without a lookup: the record that peer itself stores.
+    pub async fn stored_at(
+        &mut self,
+        peer: PeerId,
+        addr: &Multiaddr,
+        key: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.ok(&format!("connect {addr}/p2p/{peer}")).await;
+        let answer = self.ok(&format!("get-from {peer} {}", hex(key))).await;
+        answer["value"].as_str().map(unhex)
+    }
+
+    /// Waits until this Go peer's routing table holds `peer` (it admits peers asynchronously,
+    /// after identify and its own FIND_NODE check).
+    pub async fn wait_in_table(&mut self, peer: PeerId) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let table = self.ok("table").await;
+            let listed = table["peers"]
+                .as_array()
+                .is_some_and(|peers| peers.iter().any(|p| p.as_str() == Some(&peer.to_string())));
+            if listed {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "go never admitted {peer}: {table}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// Hex of bytes, as the Go peer's commands take keys and values.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of the Go peer's hex.
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex from the Go peer"))
+        .collect()
 }

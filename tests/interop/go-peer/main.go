@@ -21,9 +21,29 @@
 //	findprovs <hex mh>    -> {"providers": [{"id": ..., "addrs": [...]}]}
 //	put <hex key> <hex v> -> {"ok": true}
 //	get <hex key>         -> {"value": <hex>}
+//	put-to <peer id> <hex key> <hex v>
+//	                      -> {"ok": true}           (one PUT_VALUE to that peer, no lookup)
+//	get-from <peer id> <hex key>
+//	                      -> {"value": <hex> or null} (one GET_VALUE to that peer, no lookup)
+//	select <hex key> <hex v>...
+//	                      -> {"index": i}           (the stock validator's choice)
+//	genkey <ed25519|secp256k1|ecdsa|rsa>
+//	                      -> {"id": ..., "key": <hex>} (a protobuf-encoded private key)
+//	ipns-record <value-path> <seq> <lifetime-secs> [option...]
+//	                      -> {"name": <peer id>, "key": <hex routing key>, "record": <hex>,
+//	                          "validity_unix": <EOL in seconds>}
+//	ipns-publish <value-path> <seq> <lifetime-secs> [option...]
+//	                      -> like ipns-record, and PutValue the record under its key
+//	ipns-resolve <name>   -> {"value": ..., "sequence": n, "validity": <RFC3339>,
+//	                          "validity_unix": n, "ttl_secs": n, "record": <hex>}
+//	ipns-validate <hex key> <hex record>
+//	                      -> {"ok": true}           (the DHT's stock validator)
 //	quit
 //
-// Every failure is {"error": "..."}.
+// ipns-record and ipns-publish sign with boxo's ipns package, by default with this peer's host
+// key; their options: key=<hex> signs with that private key (from genkey), v2only leaves out
+// the V1 fields, expired puts the EOL lifetime-secs in the past, badsig flips a byte of
+// signatureV2. A name is a peer id. Every failure is {"error": "..."}.
 package main
 
 import (
@@ -255,6 +275,10 @@ func run(ctx context.Context, h host.Host, kad *dht.IpfsDHT, fields []string) {
 			return
 		}
 		reply(map[string]string{"value": hex.EncodeToString(value)})
+	case "put-to", "get-from":
+		ipnsDirect(ctx, h, fields)
+	case "select", "genkey", "ipns-record", "ipns-publish", "ipns-resolve", "ipns-validate":
+		ipnsCommand(ctx, h, kad, fields)
 	case "quit":
 		os.Exit(0)
 	default:
