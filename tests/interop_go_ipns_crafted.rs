@@ -116,6 +116,26 @@ async fn hand_made_records_are_judged_as_go_judges_them() {
             with(&|d| d.validity = bytes("2099-01-02T03:04Z")),
         ),
         (
+            "a comma before the fraction",
+            with(&|d| d.validity = bytes("2099-01-02T03:04:05,5Z")),
+        ),
+        (
+            "an offset of 24 hours",
+            with(&|d| d.validity = bytes("2099-01-02T03:04:05+24:00")),
+        ),
+        (
+            "an offset of 60 minutes",
+            with(&|d| d.validity = bytes("2099-01-02T03:04:05-00:60")),
+        ),
+        (
+            "an offset without a colon",
+            with(&|d| d.validity = bytes("2099-01-02T03:04:05+0200")),
+        ),
+        (
+            "a fraction of 13 digits",
+            with(&|d| d.validity = bytes("2099-01-02T03:04:05.1234567891234Z")),
+        ),
+        (
             "a Validity of year 0",
             with(&|d| d.validity = bytes("0000-01-02T03:04:05Z")),
         ),
