@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kadence::ipns::{self, IpnsRecord};
 use kadence::{QueryId, QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
 use libp2p::StreamProtocol;
@@ -89,7 +90,7 @@ async fn provide_batch(node: &Handle, keys: usize) -> Row {
 }
 
 /// The operations the testnet runs, for the progress line.
-const OPERATIONS: usize = 7;
+const OPERATIONS: usize = 9;
 
 /// Keeps a row and redraws the progress line on stderr (stdout keeps the table).
 fn keep(rows: &mut Vec<Row>, row: Row) {
@@ -214,6 +215,47 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
             move |dht| Some(dht.get_value(record.key, NonZeroUsize::new(2))),
             move |o| match &o.result {
                 QueryResult::GetValue(Ok(r)) if r.value == expected => Ok("the record".into()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    // IPNS: a node publishes its name; another resolves it and reads the signed value.
+    let name = handles[6 % nodes].id;
+    let ipns = IpnsRecord::builder("/ipfs/bafkqaaa")
+        .sequence(1)
+        .sign(&handles[6 % nodes].key)?;
+    keep(
+        &mut rows,
+        measured(
+            &handles[6 % nodes],
+            "publish name",
+            {
+                let record = ipns.to_dht_record(&name);
+                move |dht| dht.put_value(record, None).ok()
+            },
+            |o| match &o.result {
+                QueryResult::PutValue(Ok(n)) => Ok(format!("stored at {n} peers")),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await,
+    );
+    keep(
+        &mut rows,
+        measured(
+            &handles[last - 3],
+            "resolve name",
+            move |dht| Some(dht.get_value(ipns::routing_key(&name), NonZeroUsize::new(2))),
+            |o| match &o.result {
+                QueryResult::GetValue(Ok(r)) => match IpnsRecord::decode(&r.value) {
+                    Ok(found) => Ok(format!(
+                        "{} (sequence {})",
+                        String::from_utf8_lossy(found.value()),
+                        found.sequence()
+                    )),
+                    Err(e) => Err(e.to_string()),
+                },
                 other => Err(format!("{other:?}")),
             },
         )
