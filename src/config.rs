@@ -53,6 +53,9 @@ pub struct Config {
     pub(crate) refresh_query_timeout: Duration,
     pub(crate) max_providers_per_query: usize,
     pub(crate) reprovide: ReprovideConfig,
+    // Dial amplification (issue 14): addresses per peer and dials per lookup.
+    pub(crate) max_dial_addresses_per_peer: usize,
+    pub(crate) max_dials_per_lookup: usize,
 }
 
 impl Config {
@@ -90,6 +93,8 @@ impl Config {
             refresh_query_timeout: Duration::from_secs(10),
             max_providers_per_query: 1000,
             reprovide: ReprovideConfig::default(),
+            max_dial_addresses_per_peer: 4,
+            max_dials_per_lookup: 256,
         }
     }
 
@@ -381,6 +386,42 @@ impl Config {
         self
     }
 
+    /// Most addresses dialled per peer, for the DHT's own dials: the addresses a lookup keeps
+    /// per candidate, and those a dial is given (the DHT does not let the swarm's other
+    /// behaviours add more to a dial it has addresses for). Addresses learned from other peers
+    /// are first filtered: none the node could not dial (`/unix`, `/memory` without the memory
+    /// transport in use, `/p2p-circuit` without a relay in use, malformed), and, from a peer
+    /// whose connection comes from a public address, no loopback or private ones (see
+    /// `routing::addresses`). The rest are ranked (direct before relayed, transports in use
+    /// first) and the first ones kept.
+    ///
+    /// Default 4. go-libp2p ranks a peer's addresses and dials them one group after another,
+    /// 250 ms apart: the best QUIC address (IPv6, then IPv4), then TCP the same way, and the
+    /// rest only if those fail; four addresses are one per transport and IP version, what go
+    /// tries first. js-libp2p dialled 4 addresses per peer at once (`maxDialsPerPeer`). With
+    /// the cap, one FIND_NODE answer of 20 peers makes the node open at most 80 connections,
+    /// not one per address the answer lists. At least 1.
+    pub fn with_max_dial_addresses_per_peer(mut self, addrs: usize) -> Self {
+        self.max_dial_addresses_per_peer = addrs.max(1);
+        self
+    }
+
+    /// Most peers one lookup may ask that the node is not connected to (each one a dial);
+    /// once spent, candidates that would need a new connection count as failed and the lookup
+    /// ends with the peers it can reach. With [`with_max_dial_addresses_per_peer`], it bounds
+    /// the connections one lookup can be made to open, whatever the answers say.
+    ///
+    /// Default 256: four times the 95th percentile of requests per lookup measured for go and
+    /// kadence (63-65 and 51, `benches/network` in BENCHMARKS.md) and of the ~60 requests of a
+    /// reprovide sweep's region lookup, so that an honest lookup among many dead peers is not
+    /// cut short. go has no such bound. At least 1.
+    ///
+    /// [`with_max_dial_addresses_per_peer`]: Config::with_max_dial_addresses_per_peer
+    pub fn with_max_dials_per_lookup(mut self, dials: usize) -> Self {
+        self.max_dials_per_lookup = dials.max(1);
+        self
+    }
+
     /// The protocols accepted inbound; the first is used outbound.
     pub fn protocols(&self) -> &[StreamProtocol] {
         &self.protocols
@@ -454,6 +495,16 @@ impl Config {
     /// The record validators.
     pub fn validators(&self) -> &Validators {
         &self.validators
+    }
+
+    /// See [`Config::with_max_dial_addresses_per_peer`].
+    pub fn max_dial_addresses_per_peer(&self) -> usize {
+        self.max_dial_addresses_per_peer
+    }
+
+    /// See [`Config::with_max_dials_per_lookup`].
+    pub fn max_dials_per_lookup(&self) -> usize {
+        self.max_dials_per_lookup
     }
 }
 

@@ -13,6 +13,7 @@ use crate::event::Event;
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Record, Response};
 use crate::network::{OutboundRequestId, RequestError};
+use crate::routing::addresses::scope_of_connection;
 use crate::routing::lookup::{Lookup, LookupConfig};
 use crate::routing::query::{PoolAction, QueryKind};
 use crate::routing::{QueryId, QueryProgress, QueryResult};
@@ -64,6 +65,8 @@ impl Behaviour {
             slot_timeout: self.config.request_timeout,
             max_closer_per_response: 2 * k,
             max_candidates: 4 * k,
+            max_addresses_per_peer: self.config.max_dial_addresses_per_peer,
+            max_dials: self.config.max_dials_per_lookup,
             finish: self.config.lookup_finish,
         }
     }
@@ -337,16 +340,24 @@ impl Behaviour {
         self.refresh_buckets();
     }
 
-    /// Routes a request outcome to its query; gives it back when no query owns it.
+    /// Routes the outcome of a request to `peer` to its query; gives it back when no query
+    /// owns it. The addresses the answer gives pass the address rules, with the scope of the
+    /// address `peer`'s connection came from.
     pub(super) fn route_to_query(
         &mut self,
+        peer: PeerId,
         id: OutboundRequestId,
         result: Result<Option<Response>, RequestError>,
     ) -> Option<Result<Option<Response>, RequestError>> {
         if !self.queries.owns(&id) {
             return Some(result);
         }
-        let actions = self.queries.on_result(id, result, self.server.validators());
+        let informant = scope_of_connection(self.maintenance.observed_address(&peer));
+        let policy = &self.addresses;
+        let learned = |p: &PeerId, addrs: Vec<Multiaddr>| policy.learned(p, addrs, informant);
+        let actions = self
+            .queries
+            .on_result(id, result, self.server.validators(), &learned);
         self.apply_pool(actions);
         None
     }
@@ -357,7 +368,9 @@ impl Behaviour {
             return;
         }
         let now = Instant::now();
-        let actions = self.queries.poll(now, self.server.validators());
+        let outbound = &self.outbound;
+        let connected = |p: &PeerId| outbound.is_connected(p);
+        let actions = self.queries.poll(now, self.server.validators(), &connected);
         self.apply_pool(actions);
         if let Some(deadline) = self.queries.next_deadline() {
             self.query_timer

@@ -27,6 +27,7 @@ use crate::network::handler::{Handler, HandlerEvent, HandlerIn};
 use crate::network::message::{without_own_peer_id, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
 use crate::provider::Provider;
+use crate::routing::addresses::{scope_of_connection, AddressPolicy, Scope};
 use crate::routing::query::QueryPool;
 use crate::routing::QueryId;
 use crate::routing_table::maintenance::{Maintenance, TableChange};
@@ -49,6 +50,8 @@ pub struct Behaviour {
     listen_addrs: Vec<Multiaddr>,
     local_addrs: Vec<Multiaddr>,
     outbound: OutboundRequests,
+    /// Which addresses the DHT dials, and how many per peer.
+    addresses: AddressPolicy,
     maintenance: Maintenance,
     server: Server,
     liveness_tick: Delay,
@@ -106,7 +109,12 @@ impl Behaviour {
             mode: ModeState::new(config.mode),
             listen_addrs: Vec::new(),
             local_addrs: Vec::new(),
-            outbound: OutboundRequests::new(config.max_pending_requests, config.max_dials),
+            outbound: OutboundRequests::new(
+                config.max_pending_requests,
+                config.max_dials,
+                config.max_dial_addresses_per_peer,
+            ),
+            addresses: AddressPolicy::new(config.max_dial_addresses_per_peer),
             maintenance: Maintenance::new(
                 Box::new(table),
                 config.kbuckets.max_addresses_per_peer,
@@ -167,8 +175,10 @@ impl Behaviour {
     }
 
     /// Sends one request to `peer` and reports the outcome as
-    /// [`Event::OutboundRequestFinished`]. Dials the peer if no connection is open, with the
-    /// routing table's addresses and those of the swarm's other behaviours.
+    /// [`Event::OutboundRequestFinished`]. Dials the peer if no connection is open: at the
+    /// routing table's addresses (at most
+    /// [`Config::with_max_dial_addresses_per_peer`](crate::Config::with_max_dial_addresses_per_peer)),
+    /// or, for a peer the table does not hold, at those of the swarm's other behaviours.
     ///
     /// This is the raw protocol; the DHT operations are built on it.
     pub fn send_request(&mut self, peer: PeerId, request: Request) -> OutboundRequestId {
@@ -201,9 +211,36 @@ impl Behaviour {
     }
 
     fn send(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, request: Request) -> OutboundRequestId {
+        let addrs = self.or_known_addresses(&peer, addrs);
         let (id, actions) = self.outbound.send(peer, addrs, request);
         self.apply_all(actions);
         id
+    }
+
+    /// `addrs`, or when there are none the routing table's addresses of `peer`: a dial is
+    /// given the DHT's own addresses, capped, never left to grow through other behaviours.
+    fn or_known_addresses(&self, peer: &PeerId, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        if !addrs.is_empty() {
+            return addrs;
+        }
+        self.maintenance
+            .table()
+            .addresses(peer)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Whether an address `peer` says it has (identify) is worth keeping for dials: of a kind
+    /// the node can dial and, while the peer is connected, of a scope its connection allows
+    /// (a peer connected from a public address does not get its loopback or private addresses
+    /// dialled, as go's identify drops them). An address another behaviour reports for a peer
+    /// not connected (mDNS, the application) is the swarm's own knowledge: no scope applies.
+    fn usable_own_address(&self, peer: &PeerId, addr: Multiaddr) -> bool {
+        let scope = self
+            .maintenance
+            .observed_address(peer)
+            .map_or(Scope::Loopback, |a| scope_of_connection(Some(a)));
+        !self.addresses.learned(peer, vec![addr], scope).is_empty()
     }
 
     /// External addresses if the swarm has confirmed any, else the listen addresses.
@@ -244,13 +281,22 @@ impl Behaviour {
                 handler: NotifyHandler::One(connection),
                 event: HandlerIn::Request { id, request },
             },
-            OutboundAction::Dial { peer, addrs } => ToSwarm::Dial {
-                opts: DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .extend_addresses_through_behaviour()
+            OutboundAction::Dial { peer, addrs } => {
+                // Usable kinds only, ranked, at most the cap. The swarm's other behaviours add
+                // their addresses only when the DHT knows none (a peer the application names):
+                // otherwise a dial would grow past the cap.
+                let addrs = self.addresses.to_dial(&peer, addrs);
+                let unknown = addrs.is_empty();
+                let opts = DialOpts::peer_id(peer)
                     .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build(),
-            },
+                    .addresses(addrs);
+                let opts = if unknown {
+                    opts.extend_addresses_through_behaviour()
+                } else {
+                    opts
+                };
+                ToSwarm::Dial { opts: opts.build() }
+            }
             OutboundAction::Fail { peer, id, error } => {
                 self.finish(peer, id, Err(error));
                 return;
@@ -280,7 +326,7 @@ impl Behaviour {
         let Some(result) = self.route_to_sweep(id, result) else {
             return;
         };
-        if let Some(result) = self.route_to_query(id, result) {
+        if let Some(result) = self.route_to_query(peer, id, result) {
             self.report(Event::OutboundRequestFinished { peer, id, result });
         }
     }
@@ -434,7 +480,8 @@ impl Behaviour {
         for (peer, request) in self.maintenance.due_checks(self.local, Instant::now()) {
             // Registered before the dispatcher's actions run: a dial refused at once must
             // still count as the check's failure.
-            let (id, actions) = self.outbound.send(peer, Vec::new(), request);
+            let addrs = self.or_known_addresses(&peer, Vec::new());
+            let (id, actions) = self.outbound.send(peer, addrs, request);
             self.maintenance.check_started(id, peer);
             self.apply_all(actions);
         }
@@ -469,8 +516,13 @@ impl NetworkBehaviour for Behaviour {
         _: &[Multiaddr],
         _: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        // For dials of others (the DHT's own carry their addresses): the table's, as capped
+        // as the DHT's own dials.
         Ok(peer
-            .and_then(|p| self.maintenance.table().addresses(&p).map(<[_]>::to_vec))
+            .and_then(|p| {
+                let known = self.maintenance.table().addresses(&p)?.to_vec();
+                Some(self.addresses.to_dial(&p, known))
+            })
             .unwrap_or_default())
     }
 
@@ -492,6 +544,13 @@ impl NetworkBehaviour for Behaviour {
                     .outbound
                     .on_connection_established(e.peer_id, e.connection_id);
                 self.apply_all(actions);
+                // A connection of a kind shows the swarm has its transport.
+                match e.endpoint {
+                    ConnectedPoint::Dialer { address, .. } => self.addresses.observe_local(address),
+                    ConnectedPoint::Listener { local_addr, .. } => {
+                        self.addresses.observe_local(local_addr)
+                    }
+                }
                 let (observed, dialed) = match e.endpoint {
                     ConnectedPoint::Dialer { address, .. } => (
                         address.clone(),
@@ -539,10 +598,12 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::NewExternalAddrOfPeer(e) => {
                 if let Some(addr) = without_own_peer_id(e.addr.clone(), &e.peer_id) {
-                    let change = self
-                        .maintenance
-                        .on_peer_address(e.peer_id, addr, Instant::now());
-                    self.apply_table_change(change);
+                    if self.usable_own_address(&e.peer_id, addr.clone()) {
+                        let change =
+                            self.maintenance
+                                .on_peer_address(e.peer_id, addr, Instant::now());
+                        self.apply_table_change(change);
+                    }
                 }
             }
             FromSwarm::ExternalAddrConfirmed(e) => {
@@ -558,6 +619,7 @@ impl NetworkBehaviour for Behaviour {
                 self.update_local_addrs();
             }
             FromSwarm::NewListenAddr(e) => {
+                self.addresses.observe_local(e.addr);
                 if !self.listen_addrs.contains(e.addr) {
                     self.listen_addrs.push(e.addr.clone());
                 }

@@ -44,11 +44,13 @@ struct Waiting {
 }
 
 /// Outbound requests: connections per peer, in-flight requests per connection, requests
-/// waiting for a dial, and the dials themselves (bounded: the rest queue).
+/// waiting for a dial, and the dials themselves (bounded: the rest queue). A dial carries at
+/// most `max_dial_addresses` addresses, however many requests brought some.
 pub(crate) struct OutboundRequests {
     next_id: u64,
     max_waiting_per_peer: usize,
     max_dials: usize,
+    max_dial_addresses: usize,
     connections: FnvHashMap<PeerId, SmallVec<[ConnectionId; 2]>>,
     in_flight: FnvHashMap<OutboundRequestId, (PeerId, ConnectionId)>,
     per_connection: FnvHashMap<ConnectionId, SmallVec<[OutboundRequestId; 4]>>,
@@ -58,11 +60,16 @@ pub(crate) struct OutboundRequests {
 }
 
 impl OutboundRequests {
-    pub(crate) fn new(max_waiting_per_peer: usize, max_dials: usize) -> Self {
+    pub(crate) fn new(
+        max_waiting_per_peer: usize,
+        max_dials: usize,
+        max_dial_addresses: usize,
+    ) -> Self {
         Self {
             next_id: 0,
             max_waiting_per_peer,
             max_dials: max_dials.max(1),
+            max_dial_addresses: max_dial_addresses.max(1),
             connections: FnvHashMap::default(),
             in_flight: FnvHashMap::default(),
             per_connection: FnvHashMap::default(),
@@ -104,7 +111,8 @@ impl OutboundRequests {
     }
 
     /// Sends on an open connection, or queues the request for a dial at `addrs` (dials are
-    /// bounded; beyond the limit they wait their turn).
+    /// bounded; beyond the limit they wait their turn). The first addresses given are kept, up
+    /// to the cap: callers rank them.
     pub(crate) fn send(
         &mut self,
         peer: PeerId,
@@ -122,6 +130,9 @@ impl OutboundRequests {
             return (id, vec![OutboundAction::Fail { peer, id, error }]);
         }
         for addr in addrs {
+            if waiting.addrs.len() >= self.max_dial_addresses {
+                break;
+            }
             if !waiting.addrs.contains(&addr) {
                 waiting.addrs.push(addr);
             }
@@ -258,7 +269,7 @@ mod tests {
 
     #[test]
     fn requests_to_unconnected_peer_wait_for_one_dial() {
-        let mut out = OutboundRequests::new(2, 8);
+        let mut out = OutboundRequests::new(2, 8, 4);
         let peer = PeerId::random();
         let (_, a) = out.send(peer, vec![], ping());
         assert!(matches!(a[..], [OutboundAction::Dial { .. }]));
@@ -282,7 +293,7 @@ mod tests {
 
     #[test]
     fn closing_a_connection_fails_only_its_requests() {
-        let mut out = OutboundRequests::new(8, 8);
+        let mut out = OutboundRequests::new(8, 8, 4);
         let (p1, p2) = (PeerId::random(), PeerId::random());
         let (c1, c2) = (
             ConnectionId::new_unchecked(1),
@@ -302,7 +313,7 @@ mod tests {
 
     #[test]
     fn dial_failure_fails_waiting_requests() {
-        let mut out = OutboundRequests::new(8, 8);
+        let mut out = OutboundRequests::new(8, 8, 4);
         let peer = PeerId::random();
         out.send(peer, vec![], ping());
         out.send(peer, vec![], ping());
@@ -313,7 +324,7 @@ mod tests {
 
     #[test]
     fn concurrent_dials_are_bounded_and_queued() {
-        let mut out = OutboundRequests::new(8, 2);
+        let mut out = OutboundRequests::new(8, 2, 4);
         let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
         let dials: usize = peers
             .iter()
@@ -338,8 +349,39 @@ mod tests {
     }
 
     #[test]
+    fn a_dial_carries_at_most_the_cap_of_addresses() {
+        let mut out = OutboundRequests::new(8, 8, 3);
+        let peer = PeerId::random();
+        let addr =
+            |port: u16| -> Multiaddr { format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap() };
+        // The first request brings two addresses, the next 200 more: the dial gets three.
+        let (_, first) = out.send(peer, vec![addr(1), addr(2)], ping());
+        let (_, second) = out.send(peer, (3..203).map(addr).collect(), ping());
+        assert!(second.is_empty(), "one dial for both");
+        assert!(matches!(
+            &first[..],
+            [OutboundAction::Dial { addrs, .. }] if addrs.len() == 2
+        ));
+        assert_eq!(
+            out.awaiting_dial[&peer].addrs,
+            vec![addr(1), addr(2), addr(3)]
+        );
+        // A queued dial goes out with the merged, capped list.
+        let mut out = OutboundRequests::new(8, 1, 3);
+        let busy = PeerId::random();
+        out.send(busy, vec![addr(9)], ping());
+        out.send(peer, (1..100).map(addr).collect(), ping());
+        out.send(peer, (100..200).map(addr).collect(), ping());
+        let actions = out.on_dial_failure(busy, "refused".into());
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            OutboundAction::Dial { peer: p, addrs } if *p == peer && *addrs == vec![addr(1), addr(2), addr(3)]
+        )));
+    }
+
+    #[test]
     fn requests_waiting_too_long_for_a_dial_time_out() {
-        let mut out = OutboundRequests::new(8, 1);
+        let mut out = OutboundRequests::new(8, 1, 4);
         let (slow, queued) = (PeerId::random(), PeerId::random());
         out.send(slow, vec![], ping());
         out.send(queued, vec![], ping());

@@ -26,8 +26,11 @@
 //!
 //! A request that takes longer than `slot_timeout` frees its slot (its peer no longer counts as
 //! waiting), but a late answer still counts. A failed peer is skipped. At most
-//! `max_closer_per_response` peers are taken from one answer, and the candidate set keeps only
-//! the `max_candidates` closest, so memory per lookup is bounded whatever the responders send.
+//! `max_closer_per_response` peers are taken from one answer, each with at most
+//! `max_addresses_per_peer` addresses (from the moment it becomes a candidate), and the
+//! candidate set keeps only the `max_candidates` closest, so memory per lookup is bounded
+//! whatever the responders send. The query around the lookup dials at most `max_dials` peers
+//! that are not connected (see [`LookupConfig::max_dials`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -64,6 +67,13 @@ pub struct LookupConfig {
     pub max_closer_per_response: usize,
     /// Candidates kept (the closest ones). Default 80 (4k).
     pub max_candidates: usize,
+    /// Addresses kept per candidate, whether it is new or known. Default 4: see
+    /// [`Config::with_max_dial_addresses_per_peer`](crate::Config::with_max_dial_addresses_per_peer).
+    pub max_addresses_per_peer: usize,
+    /// Peers not connected that the lookup may ask (each a new dial); once spent, the
+    /// candidates that would need a dial count as failed. Default 256: see
+    /// [`Config::with_max_dials_per_lookup`](crate::Config::with_max_dials_per_lookup).
+    pub max_dials: usize,
     /// When a converged lookup is finished. Default [`LookupFinish::KClosestAnswered`].
     pub finish: LookupFinish,
 }
@@ -77,6 +87,8 @@ impl Default for LookupConfig {
             slot_timeout: Duration::from_secs(10),
             max_closer_per_response: 40,
             max_candidates: 80,
+            max_addresses_per_peer: 4,
+            max_dials: 256,
             finish: LookupFinish::KClosestAnswered,
         }
     }
@@ -167,10 +179,16 @@ impl Lookup {
         self.asked
     }
 
-    fn add_candidate(&mut self, id: PeerId, addrs: Vec<Multiaddr>, hop: u32) {
+    /// The lookup's parameters.
+    pub fn config(&self) -> &LookupConfig {
+        &self.config
+    }
+
+    fn add_candidate(&mut self, id: PeerId, mut addrs: Vec<Multiaddr>, hop: u32) {
         if id == self.local {
             return;
         }
+        let cap = self.config.max_addresses_per_peer.max(1);
         let distance = Key::from_peer(&id).distance(&self.target);
         if !self.candidates.contains_key(&distance) && self.asked_peers.contains(&id) {
             return;
@@ -178,7 +196,7 @@ impl Lookup {
         if let Some(known) = self.candidates.get_mut(&distance) {
             // Learn new addresses of a known peer; never change its state.
             for addr in addrs {
-                if !known.addrs.contains(&addr) && known.addrs.len() < 16 {
+                if !known.addrs.contains(&addr) && known.addrs.len() < cap {
                     known.addrs.push(addr);
                 }
             }
@@ -199,6 +217,8 @@ impl Lookup {
                 _ => return,
             }
         }
+        // Capped from the start: a newcomer's list is as bounded as a known one's.
+        addrs.truncate(cap);
         self.candidates.insert(
             distance,
             Candidate {

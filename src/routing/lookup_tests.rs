@@ -1,7 +1,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
@@ -410,4 +410,48 @@ fn go_s_rule_finishes_once_the_beta_closest_answered() {
         lookup.on_success(&peer, Vec::new());
     }
     assert!(matches!(lookup.step(now), LookupStep::Ask { .. }));
+}
+
+/// Issue 14, item 1: a candidate's addresses are capped from the moment it is created, and
+/// stay capped when it is named again.
+#[test]
+fn a_candidate_keeps_at_most_the_cap_of_addresses() {
+    let many = |from: u16| -> Vec<Multiaddr> {
+        (from..from + 200)
+            .map(|port| format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap())
+            .collect()
+    };
+    let entry = |id: PeerId, addrs: Vec<Multiaddr>| PeerRecord {
+        id,
+        addrs,
+        connection: ConnectionType::NotConnected,
+    };
+    let config = LookupConfig {
+        max_addresses_per_peer: 3,
+        ..LookupConfig::default()
+    };
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let seeds = [entry(a, many(1)), entry(b, many(1))];
+    let mut lookup = Lookup::new(Key::new(b"cap"), PeerId::random(), seeds, config);
+    let now = Instant::now();
+    for _ in 0..2 {
+        let LookupStep::Ask { addrs, .. } = lookup.step(now) else {
+            panic!("asks both seeds");
+        };
+        assert_eq!(addrs, many(1)[..3], "a seed is capped too");
+    }
+    // Both name the same peer, each with 200 addresses of its own.
+    let named = PeerId::random();
+    lookup.on_success(&a, vec![entry(named, many(1000))]);
+    lookup.on_success(&b, vec![entry(named, many(2000))]);
+    let known = lookup
+        .candidates
+        .values()
+        .find(|c| c.id == named)
+        .expect("a candidate");
+    assert_eq!(known.addrs, many(1000)[..3]);
+    let LookupStep::Ask { peer, addrs } = lookup.step(now) else {
+        panic!("asks the peer named");
+    };
+    assert_eq!((peer, addrs), (named, many(1000)[..3].to_vec()));
 }

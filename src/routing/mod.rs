@@ -3,6 +3,7 @@
 //! as [`Event::QueryFinished`](crate::Event::QueryFinished), with progress (records, providers)
 //! streamed as [`Event::QueryProgress`](crate::Event::QueryProgress).
 
+pub(crate) mod addresses;
 pub mod lookup;
 pub(crate) mod query;
 

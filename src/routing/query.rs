@@ -2,6 +2,11 @@
 //! does with the answers (collect records or providers, stop at a target, then store at the k
 //! closest). Sans-IO: the behaviour sends what [`QueryPool::poll`] asks for and feeds back the
 //! outcomes; requests are indexed by id, so an outcome reaches its query without a scan.
+//!
+//! Every peer an answer names passes the behaviour's address rules (`routing::addresses`)
+//! before anything else sees it, and a lookup dials at most its budget of peers it is not
+//! connected to: one answer cannot make the node dial more than a few addresses per named peer,
+//! nor a lookup more than `max_dials` new peers.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +62,8 @@ struct Query {
     key: Vec<u8>,
     kind: QueryKind,
     lookup: Lookup,
+    /// Peers the lookup asked while not connected to them: its dials.
+    dials: usize,
     fanout: Option<Fanout>,
     deadline: Instant,
     stats: QueryStats,
@@ -112,6 +119,7 @@ impl QueryPool {
                 key,
                 kind,
                 lookup,
+                dials: 0,
                 fanout: None,
                 deadline: now.checked_add(timeout).unwrap_or(now),
                 stats: QueryStats::new(now),
@@ -202,12 +210,14 @@ impl QueryPool {
             .min()
     }
 
-    /// Feeds back the outcome of a request sent for a query.
+    /// Feeds back the outcome of a request sent for a query. `addresses` keeps, of the
+    /// addresses the answer gives for a peer, those worth dialling (it knows who answered).
     pub(crate) fn on_result(
         &mut self,
         id: OutboundRequestId,
         result: Result<Option<Response>, RequestError>,
         validators: &Validators,
+        addresses: &AddressFilter<'_>,
     ) -> Vec<PoolAction> {
         if self.orphans.remove(&id) {
             return Vec::new();
@@ -244,6 +254,10 @@ impl QueryPool {
         match result {
             Ok(Some(response)) => {
                 query.stats.successes += 1;
+                // The lookup takes no more closer peers than this (the responder may list
+                // itself too): the others are not worth the work.
+                let max_closer = query.lookup.config().max_closer_per_response + 1;
+                let response = sanitize(response, max_closer, addresses);
                 let closer =
                     handle_response(query, query_id, peer, response, validators, &mut actions);
                 query.lookup.on_success(&peer, closer);
@@ -256,8 +270,15 @@ impl QueryPool {
         actions
     }
 
-    /// Advances every query: timeouts, next requests, results.
-    pub(crate) fn poll(&mut self, now: Instant, validators: &Validators) -> Vec<PoolAction> {
+    /// Advances every query: timeouts, next requests, results. `connected` says whether a
+    /// peer has a connection open (asking one that has not costs a dial of the lookup's
+    /// budget).
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        validators: &Validators,
+        connected: &dyn Fn(&PeerId) -> bool,
+    ) -> Vec<PoolAction> {
         let mut actions = Vec::new();
         let mut done = Vec::new();
         for (id, query) in &mut self.queries {
@@ -265,7 +286,7 @@ impl QueryPool {
                 query.finished = Some(timeout_result(query, validators));
             }
             if query.finished.is_none() {
-                advance(query, *id, now, validators, &mut actions);
+                advance(query, *id, now, validators, connected, &mut actions);
             }
             // After `advance`: what it queued (fan-out, entry correction) goes out now.
             for (peer, addrs, request) in query.outbox.drain(..) {
@@ -294,6 +315,44 @@ impl QueryPool {
             actions.push(PoolAction::Finished(id, result, query.stats));
         }
         actions
+    }
+}
+
+/// Keeps, of the addresses an answer gives for a peer, those worth dialling.
+pub(crate) type AddressFilter<'a> = dyn Fn(&PeerId, Vec<Multiaddr>) -> Vec<Multiaddr> + 'a;
+
+/// Applies `addresses` to every peer an answer names (the first `max_closer` closer peers, and
+/// the providers).
+fn sanitize(response: Response, max_closer: usize, addresses: &AddressFilter<'_>) -> Response {
+    let clean = |peers: Vec<PeerRecord>, max: usize| -> Vec<PeerRecord> {
+        peers
+            .into_iter()
+            .take(max)
+            .map(|p| PeerRecord {
+                addrs: addresses(&p.id, p.addrs),
+                ..p
+            })
+            .collect()
+    };
+    match response {
+        Response::FindNode { closer_peers } => Response::FindNode {
+            closer_peers: clean(closer_peers, max_closer),
+        },
+        Response::GetValue {
+            record,
+            closer_peers,
+        } => Response::GetValue {
+            record,
+            closer_peers: clean(closer_peers, max_closer),
+        },
+        Response::GetProviders {
+            providers,
+            closer_peers,
+        } => Response::GetProviders {
+            providers: clean(providers, usize::MAX),
+            closer_peers: clean(closer_peers, max_closer),
+        },
+        other => other,
     }
 }
 
@@ -458,6 +517,7 @@ fn advance(
     id: QueryId,
     now: Instant,
     validators: &Validators,
+    connected: &dyn Fn(&PeerId) -> bool,
     actions: &mut Vec<PoolAction>,
 ) {
     if let Some(fanout) = &query.fanout {
@@ -468,12 +528,22 @@ fn advance(
     }
     loop {
         match query.lookup.step(now) {
-            LookupStep::Ask { peer, addrs } => actions.push(PoolAction::Send {
-                query: id,
-                peer,
-                addrs,
-                request: lookup_request(query),
-            }),
+            LookupStep::Ask { peer, addrs } => {
+                if !connected(&peer) {
+                    if query.dials >= query.lookup.config().max_dials {
+                        // The budget is spent: only peers already connected are asked now.
+                        query.lookup.on_failure(&peer);
+                        continue;
+                    }
+                    query.dials += 1;
+                }
+                actions.push(PoolAction::Send {
+                    query: id,
+                    peer,
+                    addrs,
+                    request: lookup_request(query),
+                });
+            }
             LookupStep::Wait => return,
             LookupStep::Finished => break,
         }

@@ -15,6 +15,16 @@ fn record(id: PeerId) -> PeerRecord {
     }
 }
 
+/// Every peer counts as connected: no dial budget spent.
+fn all_connected(_: &PeerId) -> bool {
+    true
+}
+
+/// Keeps every address as given.
+fn keep_all(_: &PeerId, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    addrs
+}
+
 fn pk() -> Record {
     Record::public_key(&libp2p::identity::Keypair::generate_ed25519().public())
 }
@@ -72,16 +82,16 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
     };
     start(&mut pool, &record.key, kind, &peers, now);
     let mut next = 0;
-    let actions = pool.poll(now, &validators);
+    let actions = pool.poll(now, &validators, &all_connected);
     let lookups = sent(&mut pool, actions, &mut next);
     assert_eq!(lookups.len(), 2);
     for (id, _, _) in &lookups {
         let answer = Ok(Some(Response::FindNode {
             closer_peers: vec![],
         }));
-        pool.on_result(*id, answer, &validators);
+        pool.on_result(*id, answer, &validators, &keep_all);
     }
-    let actions = pool.poll(now, &validators);
+    let actions = pool.poll(now, &validators, &all_connected);
     let puts = sent(&mut pool, actions, &mut next);
     assert_eq!(puts.len(), 2, "the PUT_VALUEs leave at once");
     assert!(puts
@@ -92,8 +102,8 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
     let echo = Ok(Some(Response::PutValue {
         record: record.clone(),
     }));
-    pool.on_result(puts[0].0, echo, &validators);
-    let actions = pool.poll(now + Duration::from_secs(61), &validators);
+    pool.on_result(puts[0].0, echo, &validators, &keep_all);
+    let actions = pool.poll(now + Duration::from_secs(61), &validators, &all_connected);
     let finished: Vec<_> = actions
         .into_iter()
         .filter_map(|a| match a {
@@ -105,7 +115,12 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
     // The request left pending is an orphan: its outcome is swallowed, not reported.
     assert!(pool.owns(&puts[1].0));
     assert!(pool
-        .on_result(puts[1].0, Err(RequestError::Timeout), &validators)
+        .on_result(
+            puts[1].0,
+            Err(RequestError::Timeout),
+            &validators,
+            &keep_all
+        )
         .is_empty());
     assert!(!pool.owns(&puts[1].0), "forgotten once its outcome arrived");
 }
@@ -124,25 +139,27 @@ fn requests_of_a_query_ended_by_its_quorum_stay_owned() {
     };
     let query = start(&mut pool, &record.key, kind, &peers, now);
     let mut next = 0;
-    let actions = pool.poll(now, &validators);
+    let actions = pool.poll(now, &validators, &all_connected);
     let asked = sent(&mut pool, actions, &mut next);
     assert_eq!(asked.len(), 3);
     let answer = Ok(Some(Response::GetValue {
         record: Some(record.clone()),
         closer_peers: vec![],
     }));
-    let actions = pool.on_result(asked[0].0, answer, &validators);
+    let actions = pool.on_result(asked[0].0, answer, &validators, &keep_all);
     assert!(actions
         .iter()
         .any(|a| matches!(a, PoolAction::Progress(..))));
-    let actions = pool.poll(now, &validators);
+    let actions = pool.poll(now, &validators, &all_connected);
     assert!(actions.iter().any(
         |a| matches!(a, PoolAction::Finished(q, QueryResult::GetValue(Ok(_)), _) if *q == query)
     ));
     // The other two were still in flight: owned, swallowed.
     for (id, _, _) in &asked[1..] {
         assert!(pool.owns(id));
-        assert!(pool.on_result(*id, Ok(None), &validators).is_empty());
+        assert!(pool
+            .on_result(*id, Ok(None), &validators, &keep_all)
+            .is_empty());
     }
     // A request sent for the ended query (entry correction) is owned too.
     pool.on_sent(OutboundRequestId(99), query, peers[0]);
@@ -162,14 +179,14 @@ fn a_hostile_provider_flood_is_bounded_by_the_limit() {
     };
     start(&mut pool, b"key", kind, &[peer], now);
     let mut next = 0;
-    let actions = pool.poll(now, &validators);
+    let actions = pool.poll(now, &validators, &all_connected);
     let asked = sent(&mut pool, actions, &mut next);
     let flood: Vec<PeerRecord> = (0..10_000).map(|_| record(PeerId::random())).collect();
     let answer = Ok(Some(Response::GetProviders {
         providers: flood,
         closer_peers: vec![],
     }));
-    let actions = pool.on_result(asked[0].0, answer, &validators);
+    let actions = pool.on_result(asked[0].0, answer, &validators, &keep_all);
     let reported: usize = actions
         .iter()
         .map(|a| match a {
@@ -178,7 +195,7 @@ fn a_hostile_provider_flood_is_bounded_by_the_limit() {
         })
         .sum();
     assert_eq!(reported, 10);
-    let actions = pool.poll(now, &validators);
+    let actions = pool.poll(now, &validators, &all_connected);
     assert!(actions.iter().any(|a| matches!(
         a,
         PoolAction::Finished(_, QueryResult::GetProviders(Ok(10)), _)
@@ -199,7 +216,7 @@ fn get_value_corrects_the_closest_peers_without_the_record() {
     };
     start(&mut pool, &record.key, kind, &peers, now);
     let mut next = 0;
-    let actions = pool.poll(now, &validators);
+    let actions = pool.poll(now, &validators, &all_connected);
     let asked = sent(&mut pool, actions, &mut next);
     let with = Ok(Some(Response::GetValue {
         record: Some(record.clone()),
@@ -209,9 +226,9 @@ fn get_value_corrects_the_closest_peers_without_the_record() {
         record: None,
         closer_peers: vec![],
     }));
-    pool.on_result(asked[0].0, with, &validators);
-    pool.on_result(asked[1].0, without, &validators);
-    let actions = pool.poll(now, &validators);
+    pool.on_result(asked[0].0, with, &validators, &keep_all);
+    pool.on_result(asked[1].0, without, &validators, &keep_all);
+    let actions = pool.poll(now, &validators, &all_connected);
     let corrected: Vec<PeerId> = actions
         .iter()
         .filter_map(|a| match a {
@@ -231,4 +248,83 @@ fn get_value_corrects_the_closest_peers_without_the_record() {
     assert!(actions
         .iter()
         .any(|a| matches!(a, PoolAction::Finished(_, QueryResult::GetValue(Ok(_)), _))));
+}
+
+#[test]
+fn a_lookup_dials_at_most_its_budget_of_new_peers() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let seed = PeerId::random();
+    let config = LookupConfig {
+        max_dials: 3,
+        ..LookupConfig::default()
+    };
+    let lookup = Lookup::new(
+        Key::new(b"budget"),
+        PeerId::random(),
+        [record(seed)],
+        config,
+    );
+    pool.start(
+        b"budget".to_vec(),
+        QueryKind::ClosestPeers,
+        lookup,
+        Duration::from_secs(60),
+        now,
+    );
+    // Only the seed is connected; its answer names 20 peers nobody is connected to.
+    let connected = |p: &PeerId| *p == seed;
+    let mut next = 0;
+    let actions = pool.poll(now, &validators, &connected);
+    let asked = sent(&mut pool, actions, &mut next);
+    assert_eq!(asked.len(), 1);
+    let strangers: Vec<PeerRecord> = (0..20).map(|_| record(PeerId::random())).collect();
+    let answer = Ok(Some(Response::FindNode {
+        closer_peers: strangers,
+    }));
+    pool.on_result(asked[0].0, answer, &validators, &keep_all);
+    let actions = pool.poll(now, &validators, &connected);
+    let dialled = sent(&mut pool, actions, &mut next);
+    assert_eq!(dialled.len(), 3, "three dials, the others count as failed");
+    for (id, _, _) in dialled {
+        pool.on_result(id, Err(RequestError::Timeout), &validators, &keep_all);
+    }
+    let actions = pool.poll(now, &validators, &connected);
+    assert!(!actions.iter().any(|a| matches!(a, PoolAction::Send { .. })));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, PoolAction::Finished(_, QueryResult::ClosestPeers(Ok(p)), _) if p.len() == 1)));
+}
+
+#[test]
+fn every_address_an_answer_gives_passes_the_filter() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let seed = PeerId::random();
+    let target = PeerId::random();
+    let kind = QueryKind::FindPeer { target };
+    start(&mut pool, &target.to_bytes(), kind, &[seed], now);
+    let mut next = 0;
+    let actions = pool.poll(now, &validators, &all_connected);
+    let asked = sent(&mut pool, actions, &mut next);
+    let many: Vec<Multiaddr> = (1..=200)
+        .map(|port| format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap())
+        .collect();
+    let answer = Ok(Some(Response::FindNode {
+        closer_peers: vec![PeerRecord {
+            id: target,
+            addrs: many,
+            connection: ConnectionType::NotConnected,
+        }],
+    }));
+    let first_two = |_: &PeerId, addrs: Vec<Multiaddr>| addrs.into_iter().take(2).collect();
+    pool.on_result(asked[0].0, answer, &validators, &first_two);
+    let actions = pool.poll(now, &validators, &all_connected);
+    let found = actions.iter().find_map(|a| match a {
+        PoolAction::Finished(_, QueryResult::FindPeer(Ok(found)), _) => Some(found),
+        _ => None,
+    });
+    assert_eq!(found.map(|f| f.addrs.len()), Some(2));
 }

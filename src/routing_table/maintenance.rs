@@ -84,6 +84,12 @@ impl Maintenance {
         (outcome, change)
     }
 
+    /// The remote address of the first open connection to `peer`, which the peer cannot
+    /// choose: what decides whose addresses it may name.
+    pub(crate) fn observed_address(&self, peer: &PeerId) -> Option<&Multiaddr> {
+        self.connected.get(peer)?.observed.as_ref()
+    }
+
     /// The addresses of a connected peer, for peers that are not in the table.
     pub(crate) fn connected_addresses(&self, peer: &PeerId) -> Option<Vec<Multiaddr>> {
         self.connected
