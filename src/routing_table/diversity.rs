@@ -2,19 +2,24 @@
 //! bucket (or the table) with its Sybils, so eclipsing our view of a keyspace region takes
 //! addresses in many networks.
 //!
-//! A peer belongs to the IP group of each of its public addresses and of the address its
-//! connection came from (which, unlike advertised addresses, it cannot choose): IPv4 /16, IPv6
-//! /32 (go uses the ASN for IPv6; without an ASN database the /32, a typical allocation to one
-//! network, is the closest stand-in). Loopback, private, link-local and shared (CGNAT)
-//! addresses belong to no group, so local test networks and LANs are never filtered; neither
-//! do DNS names.
+//! A peer belongs to the IP group of the address its connection came from, and only that one:
+//! IPv4 /16, IPv6 /32 (go uses the ASN for IPv6; without an ASN database the /32, a typical
+//! allocation to one network, is the closest stand-in). The addresses a peer advertises are
+//! its to choose: counting them let 3 Sybils advertising 16 public /16s each, while connecting
+//! from elsewhere, fill those 16 groups and lock every honest peer of them out (go also counts
+//! the remote addresses of the peer's connections). Loopback, private, link-local and shared
+//! (CGNAT) addresses belong to no group, so local test networks and LANs are never filtered;
+//! neither does a peer whose connection address is not known (a bootstrap peer the
+//! application added, one restored from a snapshot) until it connects.
+//!
+//! Only peers in the table count: a peer refused, waiting as a replacement, or evicted holds
+//! no slot of its group.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use fnv::FnvHashMap;
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
-use smallvec::SmallVec;
 
 /// Limits of the diversity filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,21 +44,6 @@ impl Default for DiversityConfig {
 pub(crate) enum IpGroup {
     V4([u8; 2]),
     V6([u8; 4]),
-}
-
-/// The groups of a peer's addresses, without duplicates. Usually one or two.
-pub(crate) type Groups = SmallVec<[IpGroup; 2]>;
-
-pub(crate) fn groups_of<'a>(addrs: impl IntoIterator<Item = &'a Multiaddr>) -> Groups {
-    let mut groups = Groups::new();
-    for addr in addrs {
-        if let Some(group) = group_of(addr) {
-            if !groups.contains(&group) {
-                groups.push(group);
-            }
-        }
-    }
-    groups
 }
 
 /// The group of an address, `None` when exempt or not an IP address.

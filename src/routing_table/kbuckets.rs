@@ -3,7 +3,8 @@
 //!
 //! Health rules:
 //! - **Admission**: only peers the behaviour reports as servers, never ourselves, only with at
-//!   least one address, and only while the diversity filter allows their IP groups.
+//!   least one address, and only while the diversity filter allows the IP group of the address
+//!   their connection came from (never of the addresses they advertise).
 //! - **Full bucket**: a newcomer waits in the replacement cache (newest kept); it never pushes
 //!   out a peer that works. Liveness checks are paced, not triggered by newcomers.
 //! - **Liveness**: a peer not heard from for `liveness_interval` is handed out once for a check;
@@ -17,7 +18,7 @@ use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 use smallvec::SmallVec;
 
-use super::diversity::{group_of, groups_of, DiversityConfig, GroupCounts, Groups, IpGroup};
+use super::diversity::{group_of, DiversityConfig, GroupCounts, IpGroup};
 use super::{Admission, Eviction, RefreshTarget, RejectReason, RoutingTable};
 use crate::key::{Distance, Key};
 use crate::network::message::{ConnectionType, PeerRecord};
@@ -70,8 +71,8 @@ struct Entry {
     id: PeerId,
     key: Key,
     addrs: Addresses,
-    /// The IP group of the address its connection came from: advertised addresses are the
-    /// peer's to choose (or DNS names), the connection's is not.
+    /// The IP group of the address its connection came from, the only one it counts in:
+    /// advertised addresses are the peer's to choose (or DNS names), the connection's is not.
     observed: Option<IpGroup>,
     last_seen: Instant,
     failures: u8,
@@ -158,16 +159,7 @@ impl KBucketTable {
         addrs.truncate(cap);
     }
 
-    /// The groups a peer counts in: those of its addresses and of its connection.
-    fn groups(addrs: &[Multiaddr], observed: Option<IpGroup>) -> Groups {
-        let mut groups = groups_of(addrs);
-        if let Some(g) = observed.filter(|g| !groups.contains(g)) {
-            groups.push(g);
-        }
-        groups
-    }
-
-    fn admits(&self, bucket: usize, groups: &Groups) -> bool {
+    fn admits(&self, bucket: usize, groups: &[IpGroup]) -> bool {
         let Some(limits) = self.config.diversity else {
             return true;
         };
@@ -177,7 +169,7 @@ impl KBucketTable {
             && self.groups.admits(groups, limits.max_per_table)
     }
 
-    fn count_groups(&mut self, bucket: usize, groups: &Groups, add: bool) {
+    fn count_groups(&mut self, bucket: usize, groups: &[IpGroup], add: bool) {
         if self.config.diversity.is_none() {
             return;
         }
@@ -215,14 +207,14 @@ impl KBucketTable {
         if bounded.is_empty() {
             return Admission::Rejected(RejectReason::NoAddresses);
         }
-        let groups = Self::groups(&bounded, observed);
-        if !self.admits(b, &groups) {
+        let groups = observed.as_slice();
+        if !self.admits(b, groups) {
             return Admission::Rejected(RejectReason::Diversity);
         }
         let bucket = &mut self.buckets[b];
         if bucket.entries.len() < self.config.k {
             bucket.replacements.retain(|c| c.id != peer);
-            self.count_groups(b, &groups, true);
+            self.count_groups(b, groups, true);
             // Exact capacity: most buckets stay far from full, and slack would cost more
             // memory than the entries (an insert is rare next to a lookup).
             self.buckets[b].entries.reserve_exact(1);
@@ -254,8 +246,8 @@ impl KBucketTable {
         Admission::Pending
     }
 
-    /// Updates a known peer: addresses and connection group (keeping the diversity counts
-    /// right), liveness.
+    /// Updates a known peer: addresses, connection group (keeping the diversity counts right:
+    /// a new connection address may not bring it into a full group), liveness.
     fn refresh_entry(
         &mut self,
         b: usize,
@@ -265,24 +257,19 @@ impl KBucketTable {
         now: Instant,
     ) {
         let cap = self.config.max_addresses_per_peer;
-        let entry = &self.buckets[b].entries[i];
-        let mut merged = entry.addrs.clone();
-        Self::merge_addresses(&mut merged, addrs, cap);
-        let new_observed = observed.or(entry.observed);
-        if merged != entry.addrs || new_observed != entry.observed {
-            let old_groups = Self::groups(&entry.addrs, entry.observed);
-            self.count_groups(b, &old_groups, false);
-            let new_groups = Self::groups(&merged, new_observed);
-            // New addresses may not bring the peer into a group that is already full.
-            let groups = if self.admits(b, &new_groups) {
-                let entry = &mut self.buckets[b].entries[i];
-                entry.addrs = merged;
-                entry.observed = new_observed;
-                new_groups
+        let entry = &mut self.buckets[b].entries[i];
+        Self::merge_addresses(&mut entry.addrs, addrs, cap);
+        let old = entry.observed;
+        let new = observed.or(old);
+        if new != old {
+            self.count_groups(b, old.as_slice(), false);
+            let kept = if self.admits(b, new.as_slice()) {
+                new
             } else {
-                old_groups
+                old
             };
-            self.count_groups(b, &groups, true);
+            self.buckets[b].entries[i].observed = kept;
+            self.count_groups(b, kept.as_slice(), true);
         }
         let entry = &mut self.buckets[b].entries[i];
         entry.last_seen = now;
@@ -294,14 +281,14 @@ impl KBucketTable {
     fn evict(&mut self, b: usize, i: usize) -> Eviction {
         let entry = self.buckets[b].entries.swap_remove(i);
         self.len -= 1;
-        self.count_groups(b, &Self::groups(&entry.addrs, entry.observed), false);
+        self.count_groups(b, entry.observed.as_slice(), false);
         let mut promoted = None;
         while let Some(candidate) = self.buckets[b].replacements.pop_back() {
-            let groups = Self::groups(&candidate.addrs, candidate.observed);
-            if !self.admits(b, &groups) {
+            let groups = candidate.observed.as_slice();
+            if !self.admits(b, groups) {
                 continue;
             }
-            self.count_groups(b, &groups, true);
+            self.count_groups(b, groups, true);
             promoted = Some(candidate.id);
             self.buckets[b].entries.reserve_exact(1);
             self.buckets[b].entries.push(Entry {

@@ -82,7 +82,7 @@ fn five_hundred_peers_from_one_slash_16_get_three_slots() {
     let mut admitted = 0;
     for i in 0..500 {
         let a = addr(&format!("/ip4/198.51.{}.{}/tcp/4001", i / 250, i % 250 + 1));
-        if t.on_server_peer(PeerId::random(), &[a], None, now) == Admission::Inserted {
+        if t.on_server_peer(PeerId::random(), &lan(i), Some(&a), now) == Admission::Inserted {
             admitted += 1;
         }
     }
@@ -94,7 +94,7 @@ fn five_hundred_peers_from_one_slash_16_get_three_slots() {
     // Another /16 is unaffected.
     let other = addr("/ip4/198.52.0.1/tcp/4001");
     assert_eq!(
-        t.on_server_peer(PeerId::random(), &[other], None, now),
+        t.on_server_peer(PeerId::random(), &lan(1), Some(&other), now),
         Admission::Inserted
     );
 }
@@ -108,7 +108,7 @@ fn same_group_is_limited_per_bucket() {
         .map(|i| {
             let p = peer_in_bucket(&t, 0, &mut rng);
             let a = addr(&format!("/ip4/198.51.100.{}/tcp/1", i + 1));
-            t.on_server_peer(p, &[a], None, now)
+            t.on_server_peer(p, &lan(i), Some(&a), now)
         })
         .collect();
     assert_eq!(
@@ -128,7 +128,7 @@ fn loopback_and_private_peers_are_exempt_and_filter_can_be_disabled() {
     for i in 0..100 {
         let a = addr(&format!("/ip4/127.0.0.1/tcp/{}", 1000 + i));
         assert_ne!(
-            t.on_server_peer(PeerId::random(), &[a], None, now),
+            t.on_server_peer(PeerId::random(), std::slice::from_ref(&a), Some(&a), now),
             Admission::Rejected(RejectReason::Diversity)
         );
     }
@@ -139,32 +139,119 @@ fn loopback_and_private_peers_are_exempt_and_filter_can_be_disabled() {
     let mut open = KBucketTable::new(PeerId::random(), config);
     let public = addr("/ip4/198.51.100.1/tcp/1");
     for _ in 0..10 {
-        open.on_server_peer(PeerId::random(), std::slice::from_ref(&public), None, now);
+        let p = PeerId::random();
+        open.on_server_peer(p, std::slice::from_ref(&public), Some(&public), now);
     }
     assert!(open.len() >= 9, "no diversity limit: {}", open.len());
 }
 
 #[test]
-fn a_new_address_may_not_break_the_group_limit() {
+fn a_new_connection_address_may_not_break_the_group_limit() {
     let (mut t, _) = table();
     let mut rng = StdRng::seed_from_u64(5);
     let now = Instant::now();
     let group = |i: u8| addr(&format!("/ip4/198.51.100.{i}/tcp/1"));
-    // In four different buckets, so that only the table-wide limit (3) applies.
-    let peers: Vec<PeerId> = (0..4).map(|b| peer_in_bucket(&t, b, &mut rng)).collect();
+    // In five different buckets, so that only the table-wide limit (3) applies.
+    let peers: Vec<PeerId> = (0..5).map(|b| peer_in_bucket(&t, b, &mut rng)).collect();
     for (i, p) in peers.iter().take(3).enumerate() {
         assert_eq!(
-            t.on_server_peer(*p, &[group(i as u8 + 1)], None, now),
+            t.on_server_peer(*p, &lan(i), Some(&group(i as u8 + 1)), now),
             Admission::Inserted
         );
     }
+    // Met without a known connection address (a bootstrap peer the application added).
     assert_eq!(
-        t.on_server_peer(peers[3], &lan(1), None, now),
+        t.on_server_peer(peers[3], &lan(3), None, now),
         Admission::Inserted
     );
-    // The fourth peer now claims an address in the full group: that address is not taken.
-    t.on_request_succeeded(peers[3], &[group(9)], None, now);
-    assert_eq!(t.addresses(&peers[3]).unwrap(), &lan(1)[..]);
+    // It now connects from the full group: it stays, outside the group.
+    assert_eq!(
+        t.on_request_succeeded(peers[3], &lan(3), Some(&group(9)), now),
+        Admission::Updated
+    );
+    let (b, i) = t.find(&peers[3]).unwrap();
+    assert_eq!(t.buckets[b].entries[i].observed, None);
+    assert_eq!(
+        t.on_server_peer(peers[4], &lan(4), Some(&group(10)), now),
+        Admission::Rejected(RejectReason::Diversity),
+        "the group still holds three"
+    );
+}
+
+/// Issue 14, item 4: 3 Sybils advertise addresses in 16 public /16s each while connecting from
+/// elsewhere. Advertised addresses count nowhere: the honest peers of those /16s get in.
+#[test]
+fn advertised_addresses_never_fill_a_group() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(14);
+    let now = Instant::now();
+    let victims: Vec<Multiaddr> = (0..16)
+        .map(|g| addr(&format!("/ip4/45.{}.1.1/tcp/4001", 10 + g)))
+        .collect();
+    for s in 0..3 {
+        let sybil = peer_in_bucket(&t, 3 + s, &mut rng);
+        let from = addr(&format!("/ip4/81.{s}.0.1/tcp/50000"));
+        assert_eq!(
+            t.on_server_peer(sybil, &victims, Some(&from), now),
+            Admission::Inserted
+        );
+    }
+    // Three honest peers per /16, one per bucket 0, 1, 2: within both limits.
+    let mut admitted = 0;
+    for g in 0..16 {
+        for b in 0..3 {
+            let honest = peer_in_bucket(&t, b, &mut rng);
+            let from = addr(&format!("/ip4/45.{}.{}.7/tcp/50000", 10 + g, 2 + b));
+            if t.on_server_peer(honest, &lan(g * 3 + b), Some(&from), now) == Admission::Inserted {
+                admitted += 1;
+            }
+        }
+    }
+    assert_eq!(admitted, 48, "every honest peer of the advertised /16s");
+}
+
+#[test]
+fn refused_waiting_and_evicted_peers_hold_no_slot() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(6);
+    let now = Instant::now();
+    let from = |i: u8| addr(&format!("/ip4/198.51.7.{i}/tcp/1"));
+    // A full bucket 0 of LAN peers: a newcomer of the group waits there as a replacement.
+    for i in 0..20 {
+        let p = peer_in_bucket(&t, 0, &mut rng);
+        assert_eq!(
+            t.on_server_peer(p, &lan(i), Some(&lan(i)[0]), now),
+            Admission::Inserted
+        );
+    }
+    let waiting = peer_in_bucket(&t, 0, &mut rng);
+    assert_eq!(
+        t.on_server_peer(waiting, &lan(100), Some(&from(100)), now),
+        Admission::Pending
+    );
+    // It holds no slot: three peers of the group get in elsewhere; a fourth is refused.
+    let members: Vec<PeerId> = (1..4).map(|b| peer_in_bucket(&t, b, &mut rng)).collect();
+    for (i, p) in members.iter().enumerate() {
+        assert_eq!(
+            t.on_server_peer(*p, &lan(200 + i), Some(&from(i as u8 + 1)), now),
+            Admission::Inserted
+        );
+    }
+    let refused = peer_in_bucket(&t, 4, &mut rng);
+    assert_eq!(
+        t.on_server_peer(refused, &lan(300), Some(&from(50)), now),
+        Admission::Rejected(RejectReason::Diversity)
+    );
+    // A refused peer holds none either, and an evicted one frees its own.
+    assert_eq!(
+        t.on_server_peer(refused, &lan(300), Some(&from(50)), now),
+        Admission::Rejected(RejectReason::Diversity)
+    );
+    assert!(t.remove(&members[0]).is_some());
+    assert_eq!(
+        t.on_server_peer(refused, &lan(300), Some(&from(50)), now),
+        Admission::Inserted
+    );
 }
 
 #[test]
