@@ -25,10 +25,19 @@
 //! is returned without addresses and the asker looks the peer up). A key has at most a
 //! configured number of providers; a known provider always renews its record, an unknown one is
 //! refused when the key is full, so a Sybil flood cannot push out honest providers.
+//!
+//! ## Bounds and quotas
+//! Stores are bounded in count and in bytes. What the network writes is charged to its source
+//! (the writing peer, within the network block its connection came from: [`Source`]); when a
+//! bound is reached, the source holding the most makes room for a source holding less, and a
+//! write from the source holding the most is refused. So a flood from one peer, or from many
+//! peers in one network block, fills only what nobody else wants and locks nobody out (the
+//! rule and why it cannot be gamed: [`Source`]).
 
 mod memory;
 mod persistent;
 mod persistent_codec;
+mod quota;
 
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +46,7 @@ use libp2p::{Multiaddr, PeerId};
 pub use memory::{FullPolicy, MemoryStore, MemoryStoreConfig};
 
 pub use persistent::{PersistentStore, PersistentStoreConfig};
+pub use quota::{NetGroup, Source};
 
 use crate::key::Key;
 
@@ -141,16 +151,36 @@ pub enum StoreError {
 pub trait RecordStore: Send + 'static {
     /// The record under `key`, unless absent or expired at `now`.
     fn get(&mut self, key: &[u8], now: SystemTime) -> Result<Option<ValueRecord>, StoreError>;
-    /// Stores or replaces the record under its key.
+    /// Stores or replaces the record under its key, written by this node ([`Source::Local`]).
     fn put(&mut self, record: ValueRecord) -> Result<(), StoreError>;
+
+    /// Stores or replaces the record under its key, written by `source`: a store with
+    /// per-source quotas charges it there (see [`Source`]). The default ignores the source.
+    fn put_from(&mut self, record: ValueRecord, source: Source) -> Result<(), StoreError> {
+        let _ = source;
+        self.put(record)
+    }
     /// Removes the record under `key`.
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError>;
 }
 
 /// Provider records, by key.
 pub trait ProviderStore: Send + 'static {
-    /// Adds (or renews, when the provider is already known for the key) a provider record.
+    /// Adds (or renews, when the provider is already known for the key) a provider record,
+    /// written by this node ([`Source::Local`]).
     fn add_provider(&mut self, record: ProviderRecord) -> Result<(), StoreError>;
+
+    /// Adds or renews a provider record written by `source`: a store with per-source quotas
+    /// charges it to the provider, in the source's network block (see [`Source`]). The default
+    /// ignores the source.
+    fn add_provider_from(
+        &mut self,
+        record: ProviderRecord,
+        source: Source,
+    ) -> Result<(), StoreError> {
+        let _ = source;
+        self.add_provider(record)
+    }
 
     /// Adds many records at once; one refused (a full key) does not stop the others. Returns
     /// how many were stored; an error is a failure of the store itself.

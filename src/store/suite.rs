@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use libp2p::PeerId;
 
 use super::{GcProgress, MemoryStoreConfig, ProviderRecord, Store, StoreError, ValueRecord};
+use super::{NetGroup, Source};
 use crate::key::Key;
 
 pub(crate) fn value(key: &[u8], size: usize, at: SystemTime) -> ValueRecord {
@@ -236,4 +237,226 @@ pub(crate) fn provided_keys_keep_their_status_in_keyspace_order<S: Store>(
     assert_eq!(three.peers, 17);
     let zero = all.iter().find(|p| p.key == keys[0]).unwrap();
     assert_eq!((zero.added, zero.last_provided), (now, None));
+}
+
+/// Runs the per-source quota checks (see [`Source`]) with fresh stores from `make`.
+pub(crate) fn run_quotas<S: Store>(make: impl Fn(MemoryStoreConfig) -> S) {
+    a_full_store_takes_other_sources_at_the_floods_expense(&make);
+    peers_of_one_block_share_its_share(&make);
+    a_byte_budget_holds_and_still_takes_other_sources(&make);
+    value_records_have_quotas_too(&make);
+    a_full_key_shares_its_slots_among_blocks(&make);
+    local_records_are_never_evicted_for_others(&make);
+}
+
+/// A peer in network block 10.`block`.0.0/16.
+pub(crate) fn peer_in(block: u8) -> (PeerId, Source) {
+    let id = PeerId::random();
+    let group = Some(NetGroup::V4([10, block]));
+    (id, Source::Peer { id, group })
+}
+
+fn holds<S: Store>(store: &mut S, key: &[u8], peer: PeerId) -> bool {
+    store
+        .providers(key, now())
+        .unwrap()
+        .iter()
+        .any(|p| p.provider == peer)
+}
+
+fn a_full_store_takes_other_sources_at_the_floods_expense<S: Store>(
+    make: &impl Fn(MemoryStoreConfig) -> S,
+) {
+    let mut store = make(MemoryStoreConfig {
+        max_provider_keys: 20,
+        ..Default::default()
+    });
+    let now = now();
+    let (flood, flood_src) = peer_in(1);
+    for i in 0..20u32 {
+        let key = format!("flood-{i}");
+        store
+            .add_provider_from(provider(key.as_bytes(), flood, now), flood_src)
+            .unwrap();
+    }
+    // Full, and the flood holds everything: its next write is refused.
+    let refused = store.add_provider_from(provider(b"flood-more", flood, now), flood_src);
+    assert_eq!(refused, Err(StoreError::Full));
+    // Writers from other blocks get in, each at the flood's expense.
+    let honest: Vec<(PeerId, Source)> = (2..7).map(peer_in).collect();
+    for (i, (peer, src)) in honest.iter().enumerate() {
+        let key = format!("honest-{i}");
+        store
+            .add_provider_from(provider(key.as_bytes(), *peer, now), *src)
+            .unwrap();
+    }
+    store.flush().unwrap();
+    for (i, (peer, _)) in honest.iter().enumerate() {
+        assert!(holds(&mut store, format!("honest-{i}").as_bytes(), *peer));
+    }
+    // The flood lost its oldest records, and cannot take them back from the others.
+    assert!(!holds(&mut store, b"flood-0", flood));
+    assert!(holds(&mut store, b"flood-19", flood));
+    for i in 0..20u32 {
+        let key = format!("flood-again-{i}");
+        let _ = store.add_provider_from(provider(key.as_bytes(), flood, now), flood_src);
+    }
+    for (i, (peer, _)) in honest.iter().enumerate() {
+        assert!(holds(&mut store, format!("honest-{i}").as_bytes(), *peer));
+    }
+}
+
+fn peers_of_one_block_share_its_share<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let mut store = make(MemoryStoreConfig {
+        max_provider_keys: 30,
+        ..Default::default()
+    });
+    let now = now();
+    // Ten peer ids in one block fill the store.
+    let sybils: Vec<(PeerId, Source)> = (0..10).map(|_| peer_in(1)).collect();
+    for round in 0..3 {
+        for (i, (peer, src)) in sybils.iter().enumerate() {
+            let key = format!("sybil-{i}-{round}");
+            store
+                .add_provider_from(provider(key.as_bytes(), *peer, now), *src)
+                .unwrap();
+        }
+    }
+    let (honest, honest_src) = peer_in(2);
+    for i in 0..5u32 {
+        let key = format!("honest-{i}");
+        store
+            .add_provider_from(provider(key.as_bytes(), honest, now), honest_src)
+            .unwrap();
+    }
+    // More sybils from the same block only compete among themselves.
+    for i in 0..40u32 {
+        let (peer, src) = peer_in(1);
+        let key = format!("new-sybil-{i}");
+        let _ = store.add_provider_from(provider(key.as_bytes(), peer, now), src);
+    }
+    for i in 0..5u32 {
+        assert!(holds(&mut store, format!("honest-{i}").as_bytes(), honest));
+    }
+}
+
+fn a_byte_budget_holds_and_still_takes_other_sources<S: Store>(
+    make: &impl Fn(MemoryStoreConfig) -> S,
+) {
+    let budget = 64 * 1024;
+    let mut store = make(MemoryStoreConfig {
+        max_provider_bytes: budget,
+        ..Default::default()
+    });
+    let now = now();
+    let (flood, flood_src) = peer_in(1);
+    let fat: Vec<libp2p::Multiaddr> = (0..16)
+        .map(|i| {
+            format!("/dns4/{}.example/tcp/{i}", "x".repeat(200))
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut refused = 0;
+    for i in 0..200u32 {
+        let mut record = provider(format!("flood-{i}").as_bytes(), flood, now);
+        record.addrs = fat.clone();
+        if store.add_provider_from(record, flood_src) == Err(StoreError::Full) {
+            refused += 1;
+        }
+    }
+    assert!(refused > 100, "the budget binds: {refused} refused");
+    let (honest, honest_src) = peer_in(2);
+    store
+        .add_provider_from(provider(b"honest", honest, now), honest_src)
+        .unwrap();
+    store.flush().unwrap();
+    assert!(holds(&mut store, b"honest", honest));
+}
+
+fn value_records_have_quotas_too<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let mut store = make(MemoryStoreConfig {
+        max_records: 10,
+        ..Default::default()
+    });
+    let now = now();
+    let (_, flood_src) = peer_in(1);
+    for i in 0..10u32 {
+        store
+            .put_from(value(format!("/v/flood-{i}").as_bytes(), 5, now), flood_src)
+            .unwrap();
+    }
+    assert_eq!(
+        store.put_from(value(b"/v/flood-more", 5, now), flood_src),
+        Err(StoreError::Full)
+    );
+    let (_, honest_src) = peer_in(2);
+    store
+        .put_from(value(b"/v/honest", 5, now), honest_src)
+        .unwrap();
+    store.flush().unwrap();
+    assert!(store.get(b"/v/honest", now).unwrap().is_some());
+    assert!(
+        store.get(b"/v/flood-0", now).unwrap().is_none(),
+        "oldest gone"
+    );
+    assert!(store.get(b"/v/flood-9", now).unwrap().is_some());
+}
+
+fn a_full_key_shares_its_slots_among_blocks<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let mut store = make(MemoryStoreConfig {
+        max_providers_per_key: 4,
+        ..Default::default()
+    });
+    let now = now();
+    let sybils: Vec<(PeerId, Source)> = (0..4).map(|_| peer_in(1)).collect();
+    for (peer, src) in &sybils {
+        store
+            .add_provider_from(provider(b"k", *peer, now), *src)
+            .unwrap();
+    }
+    let (peer, src) = peer_in(1);
+    assert_eq!(
+        store.add_provider_from(provider(b"k", peer, now), src),
+        Err(StoreError::TooManyProviders),
+        "a block holding every slot gets no more"
+    );
+    let (honest, honest_src) = peer_in(2);
+    store
+        .add_provider_from(provider(b"k", honest, now), honest_src)
+        .unwrap();
+    store.flush().unwrap();
+    let listed = store.providers(b"k", now).unwrap();
+    assert_eq!(listed.len(), 4);
+    assert!(listed.iter().any(|p| p.provider == honest));
+    // Known providers still renew on a full key.
+    store
+        .add_provider_from(provider(b"k", sybils[3].0, now), sybils[3].1)
+        .unwrap();
+}
+
+fn local_records_are_never_evicted_for_others<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
+    let mut store = make(MemoryStoreConfig {
+        max_provider_keys: 5,
+        ..Default::default()
+    });
+    let now = now();
+    for i in 0..5u8 {
+        store
+            .add_provider(provider(&[i], PeerId::random(), now))
+            .unwrap();
+    }
+    let (peer, src) = peer_in(1);
+    assert_eq!(
+        store.add_provider_from(provider(b"remote", peer, now), src),
+        Err(StoreError::Full)
+    );
+    store.flush().unwrap();
+    assert_eq!(
+        store
+            .provider_keys(&Key::from_hash([0; 32]), 10)
+            .unwrap()
+            .len(),
+        5
+    );
 }
