@@ -56,6 +56,11 @@ pub struct Config {
     // Dial amplification (issue 14): addresses per peer and dials per lookup.
     pub(crate) max_dial_addresses_per_peer: usize,
     pub(crate) max_dials_per_lookup: usize,
+    // Bounds of what a hostile peer can make the server hold or send (issue 14).
+    pub(crate) max_request_size: usize,
+    pub(crate) max_answer_size: usize,
+    pub(crate) max_response_bytes_in_flight: usize,
+    pub(crate) max_provider_addrs: usize,
 }
 
 impl Config {
@@ -95,6 +100,10 @@ impl Config {
             reprovide: ReprovideConfig::default(),
             max_dial_addresses_per_peer: 4,
             max_dials_per_lookup: 256,
+            max_request_size: 68 * 1024,
+            max_answer_size: 64 * 1024,
+            max_response_bytes_in_flight: 1024 * 1024,
+            max_provider_addrs: 16,
         }
     }
 
@@ -505,6 +514,73 @@ impl Config {
     /// See [`Config::with_max_dials_per_lookup`].
     pub fn max_dials_per_lookup(&self) -> usize {
         self.max_dials_per_lookup
+    }
+}
+
+/// Bounds of what a hostile peer can make the server hold or send.
+impl Config {
+    /// Largest inbound request frame, refused from its length prefix (the stream is reset).
+    /// Default 68 KiB: a PUT_VALUE of a 64 KiB value (the stores' largest) with its key twice
+    /// and the framing; an IPNS record is at most 10 KiB and every other request is smaller.
+    /// Responses keep [`Config::with_max_message_size`] (4 MiB), as deployed peers answer
+    /// with more than a request ever needs.
+    pub fn with_max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request_size = bytes;
+        self
+    }
+
+    /// Most bytes of peer entries (closer peers, then providers) in one answer to FIND_NODE,
+    /// GET_VALUE or GET_PROVIDERS; entries past it are left out. Default 64 KiB: the k closest
+    /// peers and well over a hundred providers with a few addresses each, so an honest answer
+    /// is never cut, while a request of some 40 bytes can no longer draw megabytes (go fills
+    /// answers up to its 4 MiB message limit; askers take providers from several servers).
+    pub fn with_max_answer_size(mut self, bytes: usize) -> Self {
+        self.max_answer_size = bytes;
+        self
+    }
+
+    /// Most bytes of encoded answers on one connection not yet taken by the transport (its
+    /// remote is not reading them); an answer beyond it is not sent and its stream is reset.
+    /// Default 1 MiB: sixteen answers of the largest size, far more than a reading client ever
+    /// leaves unsent, since the transport takes an answer at once while the remote reads.
+    pub fn with_max_response_bytes_in_flight(mut self, bytes: usize) -> Self {
+        self.max_response_bytes_in_flight = bytes;
+        self
+    }
+
+    /// Most addresses kept from, and handed out with, one provider record (after dropping
+    /// unspecified ones, and loopback and private ones of a provider that reached us from a
+    /// public address). Default 16, as the routing table keeps per peer: well-connected nodes
+    /// announce up to about 26 (go's peerstore, which holds providers' addresses, keeps 64 per
+    /// peer), and one that works is all an asker needs.
+    pub fn with_max_provider_addresses(mut self, addrs: usize) -> Self {
+        self.max_provider_addrs = addrs;
+        self
+    }
+
+    /// See [`Config::with_max_request_size`].
+    pub fn max_request_size(&self) -> usize {
+        self.max_request_size
+    }
+
+    /// See [`Config::with_max_answer_size`].
+    pub fn max_answer_size(&self) -> usize {
+        self.max_answer_size
+    }
+
+    /// See [`Config::with_max_response_bytes_in_flight`].
+    pub fn max_response_bytes_in_flight(&self) -> usize {
+        self.max_response_bytes_in_flight
+    }
+
+    /// See [`Config::with_max_provider_addresses`].
+    pub fn max_provider_addresses(&self) -> usize {
+        self.max_provider_addrs
+    }
+
+    /// The bounds of the default in-memory store (see [`Config::with_memory_store`]).
+    pub fn memory_store(&self) -> MemoryStoreConfig {
+        self.store
     }
 }
 

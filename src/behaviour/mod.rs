@@ -96,6 +96,8 @@ impl Behaviour {
         let settings = ServerSettings {
             k: config.kbuckets.k,
             max_message_size: config.max_message_size,
+            max_answer_size: config.max_answer_size,
+            max_provider_addrs: config.max_provider_addrs,
             lifetimes: config.lifetimes,
             manual_approval: config.manual_store_approval,
             max_pending_decisions: config.max_pending_store_decisions,
@@ -551,6 +553,8 @@ impl NetworkBehaviour for Behaviour {
                         self.addresses.observe_local(local_addr)
                     }
                 }
+                self.server
+                    .on_connection_established(e.connection_id, e.endpoint.get_remote_address());
                 let (observed, dialed) = match e.endpoint {
                     ConnectedPoint::Dialer { address, .. } => (
                         address.clone(),
@@ -570,6 +574,7 @@ impl NetworkBehaviour for Behaviour {
             }) => {
                 let actions = self.outbound.on_connection_closed(peer_id, connection_id);
                 self.apply_failed_together(peer_id, actions);
+                self.server.on_connection_closed(connection_id);
                 if remaining_established == 0 {
                     self.maintenance.on_disconnected(&peer_id, Instant::now());
                 }

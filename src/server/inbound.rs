@@ -9,11 +9,12 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 use smallvec::SmallVec;
 
-use super::{commit, prepare, InboundRejection, Prepared, ServerContext, StoreRequest, Validators};
+use super::Validators;
+use super::{commit, prepare, InboundRejection, Prepared, Remote, ServerContext, StoreRequest};
 use crate::network::message::{MessageType, Request, Response};
 use crate::network::InboundRequestId;
 use crate::routing_table::RoutingTable;
-use crate::store::{GcProgress, Lifetimes, Store, StoreError};
+use crate::store::{GcProgress, Lifetimes, Source, Store, StoreError};
 
 /// Identifies a write awaiting the application's decision
 /// ([`Behaviour::approve_store`](crate::Behaviour::approve_store)).
@@ -43,6 +44,8 @@ pub struct UnknownDecision;
 pub(crate) struct ServerSettings {
     pub(crate) k: usize,
     pub(crate) max_message_size: usize,
+    pub(crate) max_answer_size: usize,
+    pub(crate) max_provider_addrs: usize,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) manual_approval: bool,
     pub(crate) max_pending_decisions: usize,
@@ -84,6 +87,8 @@ struct Pending {
     /// The stream awaiting the PUT_VALUE echo; `None` for ADD_PROVIDER.
     responder: Option<InboundRequestId>,
     request: StoreRequest,
+    /// Who the write is charged to.
+    source: Source,
 }
 
 /// The Server module: answers what the network asks of this node.
@@ -94,6 +99,8 @@ pub(crate) struct Server {
     next_decision: u64,
     pending: FnvHashMap<DecisionId, Pending>,
     pending_order: VecDeque<DecisionId>,
+    /// The remote end of every open connection, which a write is charged to.
+    connections: FnvHashMap<ConnectionId, Remote>,
 }
 
 type Actions = SmallVec<[ServerAction; 2]>;
@@ -111,7 +118,23 @@ impl Server {
             next_decision: 0,
             pending: FnvHashMap::default(),
             pending_order: VecDeque::new(),
+            connections: FnvHashMap::default(),
         }
+    }
+
+    /// A connection opened; `remote_addr` is its remote address (the one dialled, or the one
+    /// the remote connected from), which the peer cannot choose.
+    pub(crate) fn on_connection_established(
+        &mut self,
+        connection: ConnectionId,
+        remote_addr: &Multiaddr,
+    ) {
+        self.connections.insert(connection, Remote::of(remote_addr));
+    }
+
+    /// A connection closed.
+    pub(crate) fn on_connection_closed(&mut self, connection: ConnectionId) {
+        self.connections.remove(&connection);
     }
 
     pub(crate) fn store_mut(&mut self) -> &mut dyn Store {
@@ -146,12 +169,21 @@ impl Server {
         now: SystemTime,
     ) -> Actions {
         let kind = request.message_type();
+        // A connection the behaviour did not report (only in tests) counts as one without IP.
+        let remote_end = self
+            .connections
+            .get(&connection)
+            .copied()
+            .unwrap_or_default();
         let ctx = ServerContext {
             local: local.0,
             local_addrs: local.1,
             remote: peer,
+            remote_end,
             k: self.settings.k,
             max_message_size: self.settings.max_message_size,
+            max_answer_size: self.settings.max_answer_size,
+            max_provider_addrs: self.settings.max_provider_addrs,
             lifetimes: self.settings.lifetimes,
             table,
             validators: &self.validators,
@@ -188,6 +220,7 @@ impl Server {
                     connection,
                     responder: id,
                     request: request.clone(),
+                    source: remote_end.source(peer),
                 });
                 actions.push(ServerAction::AskApproval {
                     id: decision,
@@ -202,6 +235,7 @@ impl Server {
                     connection,
                     responder: id,
                     request,
+                    source: remote_end.source(peer),
                 };
                 return self.store(pending, kind);
             }
@@ -261,7 +295,7 @@ impl Server {
 
     fn store(&mut self, pending: Pending, kind: MessageType) -> Actions {
         let mut actions = Actions::new();
-        let outcome = match commit(self.store.as_mut(), pending.request) {
+        let outcome = match commit(self.store.as_mut(), pending.request, pending.source) {
             Ok(response) => {
                 if let (Some(id), Some(response)) = (pending.responder, response) {
                     actions.push(ServerAction::Respond {

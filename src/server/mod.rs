@@ -6,6 +6,7 @@
 //! ADD_PROVIDER) are checked first (`prepare`) and stored after (`commit`), so that an
 //! application may decide in between; the PUT_VALUE echo goes out only after the commit.
 
+mod addrs;
 mod inbound;
 mod validator;
 
@@ -13,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use libp2p::{Multiaddr, PeerId};
 
+pub(crate) use addrs::Remote;
 pub use inbound::{DecisionId, InboundOutcome, UnknownDecision};
 pub(crate) use inbound::{Server, ServerAction, ServerSettings};
 pub use validator::{PublicKeyValidator, ValidationError, Validator, Validators};
@@ -20,7 +22,7 @@ pub use validator::{PublicKeyValidator, ValidationError, Validator, Validators};
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Record, Request, Response};
 use crate::routing_table::RoutingTable;
-use crate::store::{Lifetimes, ProviderRecord, Store, StoreError, ValueRecord};
+use crate::store::{Lifetimes, ProviderRecord, Source, Store, StoreError, ValueRecord};
 
 /// Why an inbound request was not honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,8 +73,14 @@ pub(crate) struct ServerContext<'a> {
     /// Where this node can be reached (external addresses, else listen addresses).
     pub(crate) local_addrs: &'a [Multiaddr],
     pub(crate) remote: PeerId,
+    /// The remote end of the request's connection.
+    pub(crate) remote_end: Remote,
     pub(crate) k: usize,
     pub(crate) max_message_size: usize,
+    /// Most bytes of peer entries (closer peers and providers) in one answer.
+    pub(crate) max_answer_size: usize,
+    /// Most addresses kept, and handed out, per provider record.
+    pub(crate) max_provider_addrs: usize,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) table: &'a dyn RoutingTable,
     pub(crate) validators: &'a Validators,
@@ -90,9 +98,12 @@ pub(crate) fn prepare(
 ) -> Prepared {
     match request {
         Request::Ping => Prepared::Answer(Response::Ping),
-        Request::FindNode { key } => Prepared::Answer(Response::FindNode {
-            closer_peers: find_node(ctx, &key),
-        }),
+        Request::FindNode { key } => {
+            let mut budget = answer_budget(ctx, &key);
+            Prepared::Answer(Response::FindNode {
+                closer_peers: fit(find_node(ctx, &key), &mut budget),
+            })
+        }
         Request::GetValue { key } => Prepared::Answer(Response::GetValue {
             // A store failure still leaves the closer peers worth answering with.
             record: store
@@ -101,7 +112,7 @@ pub(crate) fn prepare(
                 .ok()
                 .flatten()
                 .map(|r| to_wire(&r)),
-            closer_peers: closer_peers(ctx, &key),
+            closer_peers: fit(closer_peers(ctx, &key), &mut answer_budget(ctx, &key)),
         }),
         Request::GetProviders { key } => Prepared::Answer(get_providers(ctx, store, &key)),
         Request::PutValue { record } => match check_put(ctx, store, record) {
@@ -115,23 +126,49 @@ pub(crate) fn prepare(
     }
 }
 
-/// Stores a prepared write. Returns the response to send (the PUT_VALUE echo), if any.
+/// Stores a prepared write from `source`. Returns the response to send (the PUT_VALUE echo),
+/// if any.
 pub(crate) fn commit(
     store: &mut dyn Store,
     request: StoreRequest,
+    source: Source,
 ) -> Result<Option<Response>, InboundRejection> {
     match request {
         StoreRequest::PutValue(record) => {
             let echo = to_wire(&record);
-            store.put(record)?;
+            store.put_from(record, source)?;
             // go's client checks that the echo carries the value it sent.
             Ok(Some(Response::PutValue { record: echo }))
         }
         StoreRequest::AddProvider(record) => {
-            store.add_provider(record)?;
+            store.add_provider_from(record, source)?;
             Ok(None)
         }
     }
+}
+
+/// Bytes of peer entries one answer may carry: the configured answer size (within the largest
+/// message), less the key and framing.
+fn answer_budget(ctx: &ServerContext<'_>, key: &[u8]) -> usize {
+    ctx.max_answer_size
+        .min(ctx.max_message_size)
+        .saturating_sub(key.len() + 64)
+}
+
+/// The entries that fit in `budget`, in order; one too large for what is left is skipped, so
+/// that one fat entry does not cut the smaller ones after it.
+fn fit(peers: Vec<PeerRecord>, budget: &mut usize) -> Vec<PeerRecord> {
+    peers
+        .into_iter()
+        .filter(|peer| {
+            let len = encoded_len(peer);
+            let fits = len <= *budget;
+            if fits {
+                *budget -= len;
+            }
+            fits
+        })
+        .collect()
 }
 
 /// The k closest peers to `key` that we know, without the requester.
@@ -185,41 +222,29 @@ fn find_node(ctx: &ServerContext<'_>, key: &[u8]) -> Vec<PeerRecord> {
     peers
 }
 
-/// GET_PROVIDERS: the providers (with addresses while those are fresh) and closer peers, cut
-/// to fit the largest message.
+/// GET_PROVIDERS: the closer peers, then the providers (with at most `max_provider_addrs`
+/// addresses, while those are fresh) that fit in what is left of the answer's bytes.
 fn get_providers(ctx: &ServerContext<'_>, store: &mut dyn Store, key: &[u8]) -> Response {
-    let closer_peers = closer_peers(ctx, key);
-    // Room left for providers: the message budget minus the closer peers and a margin for
-    // the type, key and framing.
-    let mut budget = ctx
-        .max_message_size
-        .saturating_sub(key.len() + 64)
-        .saturating_sub(closer_peers.iter().map(encoded_len).sum());
-    let mut providers = Vec::new();
+    let mut budget = answer_budget(ctx, key);
+    let closer_peers = fit(closer_peers(ctx, key), &mut budget);
     let records = store
         .providers(key, ctx.now)
         .inspect_err(|e| tracing::warn!(%e, "provider store read failed"))
         .unwrap_or_default();
-    for record in records {
-        let addrs = if record.addrs_expire > ctx.now {
-            record.addrs
+    let providers = records.into_iter().map(|mut record| {
+        if record.addrs_expire > ctx.now {
+            record.addrs.truncate(ctx.max_provider_addrs);
         } else {
-            Vec::new()
-        };
-        let peer = PeerRecord {
-            id: record.provider,
-            addrs,
-            connection: ConnectionType::NotConnected,
-        };
-        let len = encoded_len(&peer);
-        if len > budget {
-            break;
+            record.addrs.clear();
         }
-        budget -= len;
-        providers.push(peer);
-    }
+        PeerRecord {
+            id: record.provider,
+            addrs: record.addrs,
+            connection: ConnectionType::NotConnected,
+        }
+    });
     Response::GetProviders {
-        providers,
+        providers: fit(providers.collect(), &mut budget),
         closer_peers,
     }
 }
@@ -268,10 +293,13 @@ fn check_provider(
     if own.addrs.is_empty() {
         return Err(InboundRejection::NoProviderAddress);
     }
+    // Filtered after the check, as go does: a provider whose addresses are all filtered (a
+    // relayed one, say) is still stored, and an asker looks its addresses up.
+    let addrs = addrs::provider_addrs(own.addrs, &ctx.remote_end, ctx.max_provider_addrs);
     Ok(ProviderRecord {
         key,
         provider: own.id,
-        addrs: own.addrs,
+        addrs,
         received: ctx.now,
         expires: later(ctx.now, ctx.lifetimes.provider_validity),
         addrs_expire: later(ctx.now, ctx.lifetimes.provider_addrs),

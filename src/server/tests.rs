@@ -16,6 +16,9 @@ struct Fixture {
     store: MemoryStore,
     validators: Validators,
     now: SystemTime,
+    remote_end: Remote,
+    max_answer_size: usize,
+    max_provider_addrs: usize,
 }
 
 fn addr(i: usize) -> Multiaddr {
@@ -37,6 +40,9 @@ impl Fixture {
             store: MemoryStore::new(MemoryStoreConfig::default()),
             validators: Validators::default(),
             now: SystemTime::now(),
+            remote_end: Remote::default(),
+            max_answer_size: 64 * 1024,
+            max_provider_addrs: 16,
         }
     }
 
@@ -53,8 +59,11 @@ impl Fixture {
             local: self.local,
             local_addrs: &self.local_addrs,
             remote: self.remote,
+            remote_end: self.remote_end,
             k: 20,
             max_message_size: 4 << 20,
+            max_answer_size: self.max_answer_size,
+            max_provider_addrs: self.max_provider_addrs,
             lifetimes: Lifetimes::default(),
             table: &self.table,
             validators: &self.validators,
@@ -69,7 +78,7 @@ impl Fixture {
         match self.ask(request) {
             Prepared::Answer(r) => Ok(Some(r)),
             Prepared::Reject(e) => Err(e),
-            Prepared::Store(s) => commit(&mut self.store, s),
+            Prepared::Store(s) => commit(&mut self.store, s, self.remote_end.source(self.remote)),
         }
     }
 }
@@ -391,8 +400,11 @@ fn get_providers_fits_in_the_largest_message() {
         local: f.local,
         local_addrs: &f.local_addrs,
         remote: f.remote,
+        remote_end: Remote::default(),
         k: 20,
         max_message_size: max,
+        max_answer_size: usize::MAX,
+        max_provider_addrs: 16,
         lifetimes: Lifetimes::default(),
         table: &f.table,
         validators: &f.validators,
@@ -441,4 +453,97 @@ fn an_entry_budget_counts_every_byte_of_the_id() {
         };
         assert!(super::encoded_len(&peer) >= id.to_bytes().len() + 3);
     }
+}
+
+/// A provider record of `addrs` addresses for `key`, as a store may hold it.
+fn fat_provider(key: &[u8], addrs: usize, now: SystemTime) -> ProviderRecord {
+    ProviderRecord {
+        key: key.to_vec(),
+        provider: PeerId::random(),
+        addrs: (0..addrs).map(addr).collect(),
+        received: now,
+        expires: now + Duration::from_secs(3600),
+        addrs_expire: now + Duration::from_secs(3600),
+    }
+}
+
+#[test]
+fn answers_stay_within_the_answer_size_whatever_the_store_holds() {
+    let mut f = Fixture::new(200);
+    f.max_answer_size = 16 * 1024;
+    let key = b"\x12\x20popular".to_vec();
+    // Records as a store filled before the address cap would hold them: 800 addresses each.
+    for _ in 0..64 {
+        f.store
+            .add_provider(fat_provider(&key, 800, f.now))
+            .unwrap();
+    }
+    let Prepared::Answer(response) = f.ask(Request::GetProviders { key: key.clone() }) else {
+        panic!("not answered")
+    };
+    let bytes = encode_response(&response, &key);
+    assert!(bytes.len() <= 16 * 1024, "{} bytes", bytes.len());
+    let Response::GetProviders {
+        providers,
+        closer_peers,
+    } = response
+    else {
+        panic!()
+    };
+    assert_eq!(closer_peers.len(), 20, "closer peers come first");
+    assert!(!providers.is_empty());
+    assert!(
+        providers.iter().all(|p| p.addrs.len() <= 16),
+        "addresses capped"
+    );
+
+    let Prepared::Answer(response) = f.ask(Request::FindNode { key: key.clone() }) else {
+        panic!("not answered")
+    };
+    f.max_answer_size = 1024;
+    assert!(encode_response(&response, &key).len() <= 16 * 1024);
+    let small = closer(f.ask(Request::FindNode { key: key.clone() }));
+    assert!(!small.is_empty() && small.len() < 20, "{}", small.len());
+}
+
+#[test]
+fn provider_records_keep_a_capped_and_filtered_set_of_addresses() {
+    let mut f = Fixture::new(0);
+    f.remote_end = Remote::of(&"/ip4/8.8.8.8/tcp/4001".parse().unwrap());
+    let key = b"\x12\x20k".to_vec();
+    let mut addrs: Vec<Multiaddr> = vec!["/ip4/192.168.0.1/tcp/1".parse().unwrap()];
+    addrs.extend((0..800).map(|i| -> Multiaddr {
+        format!("/ip4/1.2.{}.{}/tcp/1", i / 256, i % 256)
+            .parse()
+            .unwrap()
+    }));
+    let request = Request::AddProvider {
+        key: key.clone(),
+        providers: vec![PeerRecord {
+            id: f.remote,
+            addrs: addrs.clone(),
+            connection: ConnectionType::Connected,
+        }],
+    };
+    f.handle(request).unwrap();
+    let stored = f.store.providers(&key, f.now).unwrap();
+    assert_eq!(
+        stored[0].addrs,
+        addrs[1..17].to_vec(),
+        "public ones, the first 16"
+    );
+
+    // Only private addresses from a public peer: still stored, without addresses, as go does.
+    let request = Request::AddProvider {
+        key: b"\x12\x20j".to_vec(),
+        providers: vec![PeerRecord {
+            id: f.remote,
+            addrs: vec![addrs[0].clone()],
+            connection: ConnectionType::Connected,
+        }],
+    };
+    f.handle(request).unwrap();
+    assert!(f.store.providers(b"\x12\x20j", f.now).unwrap()[0]
+        .addrs
+        .is_empty());
 }
