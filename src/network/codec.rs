@@ -84,6 +84,16 @@ where
     Ok(())
 }
 
+/// Writes a frame that already starts with its length prefix, and flushes it: no copy.
+pub(crate) async fn write_prefixed_frame<S>(io: &mut S, frame: &[u8]) -> Result<(), FrameError>
+where
+    S: AsyncWrite + Unpin,
+{
+    io.write_all(frame).await?;
+    io.flush().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use futures::{executor::block_on, io::Cursor};

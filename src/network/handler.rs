@@ -34,7 +34,7 @@ use smallvec::SmallVec;
 
 use super::message::{Limits, Request, Response};
 use super::protocol::ProtocolUpgrade;
-use super::streams::{self, Exchange, InboundEnd, InboundMessage, InboundSettings};
+use super::streams::{self, Exchange, InboundEnd, InboundMessage, InboundSettings, UnsentBudget};
 use super::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
 use crate::config::Config;
 use crate::mode::Mode;
@@ -157,10 +157,11 @@ impl Handler {
             remote_protocols: FnvHashSet::default(),
             reported_support: None,
             inbound_settings: InboundSettings {
-                max_message_size: config.max_message_size,
+                max_request_size: config.max_request_size,
                 limits: config.limits,
                 idle_timeout: config.inbound_idle_timeout,
                 response_timeout: config.request_timeout,
+                unsent: UnsentBudget::new(config.max_response_bytes_in_flight),
             },
             inbound: FuturesUnordered::new(),
             inbound_tx,

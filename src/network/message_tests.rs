@@ -524,3 +524,48 @@ proptest! {
         prop_assert_eq!(&closer_peers[0].addrs, &expected);
     }
 }
+
+/// The frame as the generated writer and the codec would make it, for comparison.
+fn framed_by_the_generated_writer(response: &Response, key: &[u8]) -> Vec<u8> {
+    let body = encode_response(response, key);
+    let mut prefix = unsigned_varint::encode::u64_buffer();
+    let mut frame = unsigned_varint::encode::u64(body.len() as u64, &mut prefix).to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[test]
+fn response_frames_are_those_of_the_generated_writer() {
+    for response in all_responses() {
+        for key in [&b"key"[..], b""] {
+            assert_eq!(
+                encode_response_frame(&response, key),
+                framed_by_the_generated_writer(&response, key),
+                "{response:?}"
+            );
+        }
+    }
+    // A body past 127 bytes takes a two-byte prefix, past 16 KiB a three-byte one.
+    let big = Response::FindNode {
+        closer_peers: (0..500)
+            .map(|i| peer(&[&format!("/ip4/1.2.3.4/tcp/{i}")]))
+            .collect(),
+    };
+    assert_eq!(
+        encode_response_frame(&big, b"k"),
+        framed_by_the_generated_writer(&big, b"k")
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_response_frames_are_those_of_the_generated_writer(
+        response in arb_response(),
+        key in prop::collection::vec(any::<u8>(), 0..80),
+    ) {
+        prop_assert_eq!(
+            encode_response_frame(&response, &key),
+            framed_by_the_generated_writer(&response, &key)
+        );
+    }
+}

@@ -102,4 +102,9 @@ pub enum InboundError {
     /// The response could not be written within the request timeout.
     #[error("writing the response timed out")]
     WriteTimeout,
+    /// The connection already holds the most bytes of answers its remote has not read
+    /// ([`Config::with_max_response_bytes_in_flight`](crate::Config::with_max_response_bytes_in_flight));
+    /// this answer was not sent.
+    #[error("too many answers left unread on this connection")]
+    UnreadResponses,
 }

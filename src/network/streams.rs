@@ -2,6 +2,8 @@
 //! request after request, and one request/response exchange on an outbound stream.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
@@ -10,10 +12,10 @@ use futures::{AsyncWriteExt, SinkExt};
 use futures_timer::Delay;
 use libp2p::swarm::Stream;
 
-use super::codec::{read_frame, write_frame};
+use super::codec::{read_frame, write_frame, write_prefixed_frame};
 use super::deadline::Deadline;
-use super::message::{decode_request, decode_response, encode_request, encode_response, Limits};
-use super::message::{Request, Response};
+use super::message::{decode_request, decode_response, encode_request, Limits};
+use super::message::{encode_response_frame, Request, Response};
 use super::{InboundError, RequestError};
 
 /// How long a graceful close may take before the stream is dropped (and so reset).
@@ -42,10 +44,67 @@ pub(crate) struct InboundMessage {
 /// Settings the inbound loop needs.
 #[derive(Clone)]
 pub(crate) struct InboundSettings {
-    pub(crate) max_message_size: usize,
+    /// Largest request frame accepted.
+    pub(crate) max_request_size: usize,
     pub(crate) limits: Limits,
     pub(crate) idle_timeout: Duration,
     pub(crate) response_timeout: Duration,
+    /// The connection's budget of answer bytes not yet taken by the transport.
+    pub(crate) unsent: UnsentBudget,
+}
+
+/// Bytes of answers encoded for a connection's streams and not yet taken by the transport,
+/// shared by the streams of one connection. A remote that does not read its answers leaves
+/// them here: past the bound, further answers are not sent and their streams are reset, so
+/// memory does not grow with what the remote refuses to read.
+#[derive(Debug, Clone)]
+pub(crate) struct UnsentBudget {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl UnsentBudget {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            used: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Reserves `bytes` until the reservation is dropped. One answer is always let through
+    /// when nothing else is unsent, so a bound under the largest answer cannot stop a
+    /// connection for good.
+    fn reserve(&self, bytes: usize) -> Option<Reservation> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                let total = used.saturating_add(bytes);
+                (used == 0 || total <= self.max).then_some(total)
+            })
+            .ok()?;
+        Some(Reservation {
+            used: Arc::clone(&self.used),
+            bytes,
+        })
+    }
+
+    /// Bytes reserved right now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Bytes of one answer counted as unsent until dropped: when it is written, when writing it
+/// failed or timed out, or when its stream is dropped.
+struct Reservation {
+    used: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// How an inbound stream ended without error.
@@ -69,7 +128,7 @@ pub(crate) async fn serve_inbound(
 ) -> Result<InboundEnd, InboundError> {
     let mut deadline = Deadline::new(settings.idle_timeout.min(settings.response_timeout));
     loop {
-        let read = read_frame(&mut stream, settings.max_message_size);
+        let read = read_frame(&mut stream, settings.max_request_size);
         let frame = match deadline.within(settings.idle_timeout, read).await {
             None => {
                 close(stream).await;
@@ -108,12 +167,22 @@ pub(crate) async fn serve_inbound(
             Some(Err(oneshot::Canceled)) => return Err(InboundError::Refused),
             Some(Ok(response)) => response,
         };
-        let bytes = encode_response(&response, &key);
-        let write = write_frame(&mut stream, &bytes);
+        // Encoded straight into its frame; the typed answer goes before the write waits.
+        let frame = encode_response_frame(&response, &key);
+        drop(response);
+        let Some(reservation) = settings.unsent.reserve(frame.len()) else {
+            tracing::debug!(
+                bytes = frame.len(),
+                "answers unread on this connection; reset"
+            );
+            return Err(InboundError::UnreadResponses);
+        };
+        let write = write_prefixed_frame(&mut stream, &frame);
         match deadline.within(settings.response_timeout, write).await {
             None => return Err(InboundError::WriteTimeout),
             Some(result) => result?,
         }
+        drop(reservation);
     }
 }
 
@@ -174,5 +243,27 @@ pub(crate) async fn exchange(
         result,
         stream,
         written,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unsent_budget_bounds_and_releases() {
+        let budget = UnsentBudget::new(100);
+        let a = budget.reserve(60).expect("room");
+        let b = budget.clone().reserve(40).expect("room, shared by clones");
+        assert!(budget.reserve(1).is_none(), "full");
+        drop(a);
+        assert_eq!(budget.used(), 40);
+        let c = budget.reserve(60).expect("room again");
+        drop((b, c));
+        assert_eq!(budget.used(), 0);
+        // One answer larger than the bound still goes when nothing else is unsent.
+        let big = budget.reserve(1000).expect("alone");
+        assert!(budget.reserve(1).is_none());
+        drop(big);
     }
 }
