@@ -237,6 +237,8 @@ fn get_providers(ctx: &ServerContext<'_>, store: &mut dyn Store, key: &[u8]) -> 
         } else {
             record.addrs.clear();
         }
+        // The answer may wait a while for a slow reader: keep no room for dropped addresses.
+        record.addrs.shrink_to_fit();
         PeerRecord {
             id: record.provider,
             addrs: record.addrs,
