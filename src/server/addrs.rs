@@ -1,28 +1,37 @@
 //! Where a request came from, and which addresses of a provider record are worth keeping.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
+use crate::routing::addresses::{scope_of_connection, Scope};
 use crate::store::{NetGroup, Source};
 
 /// What the server knows of a connection's remote end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Remote {
     /// The network block its address is in; `None` without an IP address.
     pub(crate) group: Option<NetGroup>,
-    /// It came from a publicly routable address (or through a relay at one).
-    pub(crate) public: bool,
+    /// How local the network it came from is (the dial policy's scopes).
+    pub(crate) scope: Scope,
 }
 
 impl Remote {
-    /// The remote end of a connection whose remote address is `addr`.
+    /// The remote end of a connection whose remote address is `addr`, which the peer cannot
+    /// choose.
     pub(crate) fn of(addr: &Multiaddr) -> Self {
-        let ip = first_ip(addr);
         Self {
-            group: ip.map(NetGroup::of_ip),
-            public: ip.is_some_and(is_public),
+            group: NetGroup::of_addr(addr),
+            scope: scope_of_connection(Some(addr)),
+        }
+    }
+
+    /// A remote end nothing is known of: the strictest, as the dial policy counts it.
+    pub(crate) fn unknown() -> Self {
+        Self {
+            group: None,
+            scope: Scope::Public,
         }
     }
 
@@ -35,62 +44,32 @@ impl Remote {
     }
 }
 
-fn first_ip(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
+/// Whether no one can dial the address: its IP is unspecified, multicast or broadcast.
+fn is_undialable(addr: &Multiaddr) -> bool {
+    let ip = addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
         _ => None,
-    })
-}
-
-/// Whether an address can be reached from the public internet: not loopback, private,
-/// link-local, shared (CGNAT), unspecified, broadcast or multicast.
-pub(crate) fn is_public(ip: IpAddr) -> bool {
+    });
     match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
-        },
+        Some(IpAddr::V4(v4)) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
+        Some(IpAddr::V6(v6)) => v6.is_unspecified() || v6.is_multicast(),
+        None => false,
     }
 }
 
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let shared = ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64;
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || shared)
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    let unique_local = (first & 0xfe00) == 0xfc00;
-    let link_local = (first & 0xffc0) == 0xfe80;
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
-}
-
-/// Whether no one can dial the address: an unspecified or multicast IP.
-fn is_undialable(ip: IpAddr) -> bool {
-    ip.is_unspecified() || ip.is_multicast()
-}
-
 /// The addresses kept from an ADD_PROVIDER entry, in the order given, at most `max`:
-/// - never an unspecified or multicast IP, which no one can dial;
-/// - from a provider that reached us from a public address, only public ones (or names): its
-///   loopback and private addresses would point every asker into its own network, as go's
-///   public DHT filters them too. A provider on our own LAN (or loopback) keeps them all.
+/// - never an unspecified, multicast or broadcast IP, which no one can dial;
+/// - only those at least as public as the network the provider's connection came from, as the
+///   dial policy takes addresses from informants (see `routing::addresses`): a provider that
+///   reached us from a public address keeps only public ones (go's public DHT filters the
+///   others too), one on a private network also private ones, one on loopback all. Handed out
+///   to every asker, a provider's loopback or private addresses would point them into their
+///   own networks.
 pub(crate) fn provider_addrs(addrs: Vec<Multiaddr>, from: &Remote, max: usize) -> Vec<Multiaddr> {
     addrs
         .into_iter()
-        .filter(|addr| match first_ip(addr) {
-            None => true,
-            Some(ip) if is_undialable(ip) => false,
-            Some(ip) => !from.public || is_public(ip),
-        })
+        .filter(|addr| !is_undialable(addr) && scope_of_connection(Some(addr)) >= from.scope)
         .take(max)
         .collect()
 }
@@ -106,7 +85,7 @@ mod tests {
     #[test]
     fn a_public_provider_keeps_only_public_addresses_and_names() {
         let from = Remote::of(&"/ip4/8.8.4.4/tcp/4001".parse().unwrap());
-        assert!(from.public);
+        assert_eq!(from.scope, Scope::Public);
         let kept = provider_addrs(
             addrs(&[
                 "/ip4/127.0.0.1/tcp/1",
@@ -115,8 +94,9 @@ mod tests {
                 "/ip4/0.0.0.0/tcp/1",
                 "/ip6/fe80::1/tcp/1",
                 "/ip6/fd00::1/tcp/1",
+                "/dns4/localhost/tcp/1",
                 "/ip4/1.2.3.4/tcp/1",
-                "/ip6/2001:4860::1/udp/1/quic-v1",
+                "/ip6/2606:4700::1/udp/1/quic-v1",
                 "/dns4/example.com/tcp/443/wss",
                 "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
             ]),
@@ -127,29 +107,31 @@ mod tests {
     }
 
     #[test]
-    fn a_local_provider_keeps_local_addresses_but_never_unspecified_ones() {
-        let from = Remote::of(&"/ip4/127.0.0.1/tcp/4001".parse().unwrap());
-        assert!(!from.public);
-        let kept = provider_addrs(
-            addrs(&[
-                "/ip4/127.0.0.1/tcp/1",
-                "/ip4/0.0.0.0/tcp/1",
-                "/ip6/::/tcp/1",
-            ]),
-            &from,
-            16,
-        );
-        assert_eq!(kept, addrs(&["/ip4/127.0.0.1/tcp/1"]));
+    fn a_private_provider_keeps_private_addresses_a_loopback_one_all() {
+        let list = addrs(&[
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/192.168.1.2/tcp/1",
+            "/ip4/1.2.3.4/tcp/1",
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip6/::/tcp/1",
+        ]);
+        let lan = Remote::of(&"/ip4/192.168.1.9/tcp/4001".parse().unwrap());
+        assert_eq!(provider_addrs(list.clone(), &lan, 16), list[1..3].to_vec());
+        let local = Remote::of(&"/ip4/127.0.0.1/tcp/4001".parse().unwrap());
+        assert_eq!(provider_addrs(list.clone(), &local, 16), list[..3].to_vec());
         let memory = Remote::of(&"/memory/7".parse().unwrap());
-        assert_eq!(memory, Remote::default());
+        assert_eq!(memory.scope, Scope::Loopback);
+        assert_eq!(memory.group, None);
+        assert_eq!(Remote::unknown().scope, Scope::Public);
     }
 
     #[test]
     fn addresses_are_capped_in_order() {
         let many: Vec<Multiaddr> = (0..100)
-            .map(|i| format!("/ip4/10.0.0.1/tcp/{i}").parse().unwrap())
+            .map(|i| format!("/ip4/10.0.0.1/tcp/{}", i + 1).parse().unwrap())
             .collect();
-        let kept = provider_addrs(many.clone(), &Remote::default(), 16);
+        let local = Remote::of(&"/ip4/127.0.0.1/tcp/4001".parse().unwrap());
+        let kept = provider_addrs(many.clone(), &local, 16);
         assert_eq!(kept, many[..16].to_vec());
     }
 }

@@ -169,12 +169,13 @@ impl Server {
         now: SystemTime,
     ) -> Actions {
         let kind = request.message_type();
-        // A connection the behaviour did not report (only in tests) counts as one without IP.
+        // The behaviour reports every connection before its requests; one it did not (only
+        // in tests) counts as the strictest.
         let remote_end = self
             .connections
             .get(&connection)
             .copied()
-            .unwrap_or_default();
+            .unwrap_or_else(Remote::unknown);
         let ctx = ServerContext {
             local: local.0,
             local_addrs: local.1,

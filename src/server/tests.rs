@@ -40,7 +40,8 @@ impl Fixture {
             store: MemoryStore::new(MemoryStoreConfig::default()),
             validators: Validators::default(),
             now: SystemTime::now(),
-            remote_end: Remote::default(),
+            // A peer on loopback, as the fixture's addresses are.
+            remote_end: Remote::of(&addr(0)),
             max_answer_size: 64 * 1024,
             max_provider_addrs: 16,
         }
@@ -400,7 +401,7 @@ fn get_providers_fits_in_the_largest_message() {
         local: f.local,
         local_addrs: &f.local_addrs,
         remote: f.remote,
-        remote_end: Remote::default(),
+        remote_end: Remote::of(&addr(0)),
         k: 20,
         max_message_size: max,
         max_answer_size: usize::MAX,
