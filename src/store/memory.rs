@@ -97,44 +97,47 @@ fn provider_cost(key: &[u8], addrs: &[Multiaddr]) -> u64 {
     PROVIDER_OVERHEAD + 3 * key.len() as u64 + addrs
 }
 
-/// Charges of one kind of record: remote writes in the ledger, local ones in order of use.
+/// Charges of one kind of record: remote writes in the ledger, local ones as one sum (their
+/// order of use is the store's own LRU order, which only they are left in when the ledger
+/// names no victim).
 #[derive(Debug)]
 struct Books<I> {
     ledger: Ledger<I>,
-    local: LinkedHashMap<I, u64>,
-    local_total: u64,
+    local: u64,
 }
 
 impl<I> Default for Books<I> {
     fn default() -> Self {
         Self {
             ledger: Ledger::default(),
-            local: LinkedHashMap::new(),
-            local_total: 0,
+            local: 0,
         }
     }
 }
 
+/// What makes room for a write.
+#[derive(Debug, PartialEq, Eq)]
+enum Victim<I> {
+    /// A remote record: its account and id.
+    Remote(Account, I),
+    /// The least recently used record of the store, which is a local one.
+    LocalLru,
+}
+
 impl<I: Hash + Eq + Clone> Books<I> {
     fn total(&self) -> u64 {
-        self.ledger.total() + self.local_total
+        self.ledger.total() + self.local
     }
 
-    /// Charges `item` as its holder's newest record (a renewal replaces the old charge when
-    /// the account is the same).
+    /// Charges `item` to `account` (or to the local node) as its holder's newest record.
     fn charge(&mut self, account: Option<Account>, item: I, cost: u64) {
         match account {
             Some(account) => self.ledger.charge(account, item, cost),
-            None => {
-                if let Some(old) = self.local.insert(item, cost) {
-                    self.local_total -= old;
-                }
-                self.local_total += cost;
-            }
+            None => self.local += cost,
         }
     }
 
-    fn release<Q>(&mut self, account: Option<Account>, item: &Q)
+    fn release<Q>(&mut self, account: Option<Account>, item: &Q, cost: u64)
     where
         I: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -143,11 +146,7 @@ impl<I: Hash + Eq + Clone> Books<I> {
             Some(account) => {
                 self.ledger.release(account, item);
             }
-            None => {
-                if let Some(cost) = self.local.remove(item) {
-                    self.local_total -= cost;
-                }
-            }
+            None => self.local -= cost,
         }
     }
 
@@ -157,27 +156,26 @@ impl<I: Hash + Eq + Clone> Books<I> {
         I: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match account {
-            Some(account) => self.ledger.touch(account, item),
-            None => {
-                self.local.to_back(item);
-            }
+        if let Some(account) = account {
+            self.ledger.touch(account, item);
         }
     }
 
     /// What makes room for `writer` (`None`: the local node) under `policy`: the least
     /// recently used record of whoever must give up one, if anyone must.
-    fn victim(&self, writer: Option<Account>, policy: FullPolicy) -> Option<(Option<Account>, I)> {
+    fn victim(&self, writer: Option<Account>, policy: FullPolicy) -> Option<Victim<I>> {
         if let Some((account, item)) = self.ledger.victim(writer) {
-            return Some((Some(account), item));
+            return Some(Victim::Remote(account, item));
         }
         match (policy, writer) {
             (FullPolicy::Refuse, _) => None,
-            (FullPolicy::EvictLeastRecentlyUsed, Some(w)) => {
-                self.ledger.oldest_of(w).map(|(a, item)| (Some(a), item))
-            }
+            (FullPolicy::EvictLeastRecentlyUsed, Some(w)) => self
+                .ledger
+                .oldest_of(w)
+                .map(|(account, item)| Victim::Remote(account, item)),
+            // No remote record left: all are local.
             (FullPolicy::EvictLeastRecentlyUsed, None) => {
-                self.local.front().map(|(item, _)| (None, item.clone()))
+                (self.local > 0).then_some(Victim::LocalLru)
             }
         }
     }
@@ -200,6 +198,7 @@ struct Provider {
     addrs_expire: u64,
     /// The group it is charged to; `None` for a local write.
     group: Option<GroupKey>,
+    /// What it is charged, in estimated heap bytes.
     cost: u64,
 }
 
@@ -223,8 +222,8 @@ pub struct MemoryStore {
     records: LinkedHashMap<Vec<u8>, StoredValue>,
     values: Books<Vec<u8>>,
     providers: LinkedHashMap<Box<[u8]>, Providers>,
-    /// Provider entries are identified by (key, provider).
-    provider_books: Books<(Key, PeerId)>,
+    /// A provider entry is identified by its key within its holder, the provider.
+    provider_books: Books<Key>,
     /// Provider keys in keyspace order, for [`ProviderStore::provider_keys`] and GC.
     keyspace: BTreeMap<Key, Box<[u8]>>,
     /// Where the next GC call resumes in the keyspace.
@@ -277,7 +276,7 @@ impl MemoryStore {
 
     fn remove_value(&mut self, key: &[u8]) -> Option<StoredValue> {
         let stored = self.records.remove(key)?;
-        self.values.release(stored.account, key);
+        self.values.release(stored.account, key, stored.cost);
         Some(stored)
     }
 
@@ -312,8 +311,13 @@ impl MemoryStore {
             if !count_full && bytes <= self.config.max_record_bytes as u64 {
                 return Ok(());
             }
-            let Some((_, victim)) = self.values.victim(writer, self.config.full_policy) else {
-                return Err(StoreError::Full);
+            let victim = match self.values.victim(writer, self.config.full_policy) {
+                None => return Err(StoreError::Full),
+                Some(Victim::Remote(_, victim)) => victim,
+                Some(Victim::LocalLru) => match self.records.front() {
+                    Some((victim, _)) => victim.clone(),
+                    None => return Err(StoreError::Full),
+                },
             };
             if victim == key {
                 return Err(StoreError::Full);
@@ -335,7 +339,7 @@ impl MemoryStore {
         list.retain(|p| {
             let keep = p.expires > now;
             if !keep {
-                books.release(p.account(), &(hash, p.peer));
+                books.release(p.account(), &hash, p.cost);
             }
             keep
         });
@@ -355,12 +359,23 @@ impl MemoryStore {
         if let Some(i) = list.iter().position(|p| p.peer == *peer) {
             let p = list.remove(i);
             self.provider_books
-                .release(p.account(), &(Key::new(key), p.peer));
+                .release(p.account(), &Key::new(key), p.cost);
         }
         if list.is_empty() {
             self.providers.remove(key);
             self.keyspace.remove(&Key::new(key));
         }
+    }
+
+    /// Removes a key with all its providers.
+    fn remove_key(&mut self, key: &[u8]) {
+        let hash = Key::new(key);
+        if let Some(list) = self.providers.remove(key) {
+            for p in &list {
+                self.provider_books.release(p.account(), &hash, p.cost);
+            }
+        }
+        self.keyspace.remove(&hash);
     }
 
     /// Makes a slot on a key that has the most providers it may: the network block holding
@@ -421,20 +436,31 @@ impl MemoryStore {
             if !keys_full && bytes <= self.config.max_provider_bytes as u64 {
                 return Ok(());
             }
-            let victim = self.provider_books.victim(writer, self.config.full_policy);
-            let Some((_, (hash, peer))) = victim else {
-                return Err(StoreError::Full);
-            };
-            if (hash, peer) == renewing {
-                return Err(StoreError::Full);
+            match self.provider_books.victim(writer, self.config.full_policy) {
+                None => return Err(StoreError::Full),
+                Some(Victim::Remote(account, hash)) => {
+                    if (hash, account.holder) == renewing {
+                        return Err(StoreError::Full);
+                    }
+                    let Some(key) = self.keyspace.get(&hash).cloned() else {
+                        // Books and keys disagree: never expected; refuse rather than loop.
+                        tracing::warn!("provider ledger names a key the store does not hold");
+                        return Err(StoreError::Full);
+                    };
+                    tracing::debug!("provider store full: evicting a record of the largest source");
+                    self.remove_entry(&key, &account.holder);
+                }
+                Some(Victim::LocalLru) => {
+                    // Only local entries are left: the least recently used key goes whole.
+                    let Some(key) = self.providers.front().map(|(k, _)| k.clone()) else {
+                        return Err(StoreError::Full);
+                    };
+                    if Key::new(&key) == renewing.0 {
+                        return Err(StoreError::Full);
+                    }
+                    self.remove_key(&key);
+                }
             }
-            let Some(key) = self.keyspace.get(&hash).cloned() else {
-                // Books and keys disagree: never expected; refuse rather than loop.
-                tracing::warn!("provider ledger names a key the store does not hold");
-                return Err(StoreError::Full);
-            };
-            tracing::debug!("provider store full: evicting a record of the largest source");
-            self.remove_entry(&key, &peer);
         }
         Err(StoreError::Full)
     }
@@ -546,25 +572,20 @@ impl ProviderStore for MemoryStore {
             cost,
         };
         let account = stored.account();
-        self.provider_books
-            .charge(account, (hash, stored.peer), cost);
         if let Some(list) = self.providers.to_back(record.key.as_slice()) {
             if let Some(existing) = list.iter_mut().find(|p| p.peer == stored.peer) {
+                // A renewal: the old charge goes (from whichever account it was in).
                 let old = std::mem::replace(existing, stored);
-                // The ledger replaced the old charge if the account is the same; otherwise
-                // (another network block, or the local node) the old charge goes here.
-                if old.account() != account {
-                    self.provider_books
-                        .release(old.account(), &(hash, old.peer));
-                }
-                return Ok(());
+                self.provider_books.release(old.account(), &hash, old.cost);
+            } else {
+                list.push(stored);
             }
-            list.push(stored);
-            return Ok(());
+        } else {
+            let key: Box<[u8]> = record.key.into_boxed_slice();
+            self.keyspace.insert(hash, key.clone());
+            self.providers.insert(key, smallvec::smallvec![stored]);
         }
-        let key: Box<[u8]> = record.key.into_boxed_slice();
-        self.keyspace.insert(hash, key.clone());
-        self.providers.insert(key, smallvec::smallvec![stored]);
+        self.provider_books.charge(account, hash, cost);
         Ok(())
     }
 
@@ -581,7 +602,7 @@ impl ProviderStore for MemoryStore {
         };
         let hash = Key::new(key);
         for p in list.iter() {
-            self.provider_books.touch(p.account(), &(hash, p.peer));
+            self.provider_books.touch(p.account(), &hash);
         }
         Ok(list.iter().map(|p| Self::to_record(key, p)).collect())
     }

@@ -136,6 +136,12 @@ pub(crate) struct Account {
     pub(crate) holder: PeerId,
 }
 
+/// Estimated heap of the ledger's bookkeeping for one holder (its map entry, its record list,
+/// its place in the group's order), charged to the holder beside its records.
+pub(crate) const HOLDER_OVERHEAD: u64 = 448;
+/// Estimated heap of the ledger's bookkeeping for one group, charged to the group.
+pub(crate) const GROUP_OVERHEAD: u64 = 384;
+
 /// What one holder holds: its records, oldest first, with the bytes each is charged.
 #[derive(Debug)]
 struct Holder<I> {
@@ -179,29 +185,38 @@ impl<I: Hash + Eq + Clone> Ledger<I> {
         self.total
     }
 
-    /// Charges `item` to `account` as its newest record (a renewal is released first).
+    /// Charges `item` to `account` as its newest record (a renewal is released first). A new
+    /// holder or group is charged its own bookkeeping too, so that a thousand peer ids with a
+    /// record each cost what they take.
     pub(crate) fn charge(&mut self, account: Account, item: I, cost: u64) {
         self.release(account, &item);
-        let group = self.groups.entry(account.group).or_insert_with(|| Group {
-            usage: 0,
-            holders: HashMap::new(),
-            by_usage: BTreeSet::new(),
+        let mut added = cost;
+        let group = self.groups.entry(account.group).or_insert_with(|| {
+            added += GROUP_OVERHEAD;
+            Group {
+                usage: 0,
+                holders: HashMap::new(),
+                by_usage: BTreeSet::new(),
+            }
         });
-        let holder = group
-            .holders
-            .entry(account.holder)
-            .or_insert_with(|| Holder {
+        let mut holder_added = cost;
+        let holder = group.holders.entry(account.holder).or_insert_with(|| {
+            holder_added += HOLDER_OVERHEAD;
+            Holder {
                 usage: 0,
                 items: LinkedHashMap::new(),
-            });
+            }
+        });
+        added += holder_added - cost;
         holder.items.insert(item, cost);
         group.by_usage.remove(&(holder.usage, account.holder));
-        holder.usage += cost;
+        holder.usage += holder_added;
         group.by_usage.insert((holder.usage, account.holder));
         self.by_usage.remove(&(group.usage, account.group));
-        group.usage += cost;
+        // The group's own overhead counts in its usage too.
+        group.usage += added;
         self.by_usage.insert((group.usage, account.group));
-        self.total += cost;
+        self.total += added;
     }
 
     /// Removes `item` from `account`; returns what it was charged (0 when unknown).
@@ -219,21 +234,24 @@ impl<I: Hash + Eq + Clone> Ledger<I> {
         let Some(cost) = holder.items.remove(item) else {
             return 0;
         };
+        let mut freed = cost;
         group.by_usage.remove(&(holder.usage, account.holder));
         holder.usage -= cost;
         if holder.items.is_empty() {
+            freed += holder.usage;
             group.holders.remove(&account.holder);
         } else {
             group.by_usage.insert((holder.usage, account.holder));
         }
         self.by_usage.remove(&(group.usage, account.group));
-        group.usage -= cost;
+        group.usage -= freed;
         if group.holders.is_empty() {
+            freed += group.usage;
             self.groups.remove(&account.group);
         } else {
             self.by_usage.insert((group.usage, account.group));
         }
-        self.total -= cost;
+        self.total -= freed;
         cost
     }
 
@@ -340,7 +358,8 @@ mod tests {
             ledger.charge(account(1, flood), i, 100);
         }
         ledger.charge(account(2, honest), 100, 100);
-        assert_eq!(ledger.total(), 1100);
+        let overheads = 2 * (HOLDER_OVERHEAD + GROUP_OVERHEAD);
+        assert_eq!(ledger.total(), 1100 + overheads);
         // The honest group holds less: the flood's oldest record goes.
         assert_eq!(
             ledger.victim(Some(account(2, honest))),
@@ -381,7 +400,7 @@ mod tests {
         ledger.charge(account(1, p), 2u32, 50);
         // Renewing record 1 makes it the newest, at its new cost.
         ledger.charge(account(1, p), 1u32, 70);
-        assert_eq!(ledger.usage_of(account(1, p)), 120);
+        assert_eq!(ledger.usage_of(account(1, p)), 120 + HOLDER_OVERHEAD);
         assert_eq!(ledger.oldest_of(account(1, p)), Some((account(1, p), 2)));
         assert_eq!(ledger.release(account(1, p), &2), 50);
         assert_eq!(ledger.release(account(1, p), &2), 0, "already gone");
