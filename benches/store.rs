@@ -21,25 +21,39 @@
 //!   libp2p-kad keeps each key's providers in a `SmallVec` with room for 20 records inline
 //!   (about 3 KB, in the hash table itself), so its bytes per record with one provider per key
 //!   are mostly that reserved room.
+//! - Then the longest polls of a swarm whose store is on disk: a kadence server with a
+//!   `PersistentStore` (default settings: flushed every 100 ms) takes 100,000 ADD_PROVIDER
+//!   writes from a peer that sends them back to back on 4 streams (memory transport), and every
+//!   `poll_next` of the server's swarm is timed (the handler events, the behaviour's poll and
+//!   whatever the store does in them). Percentiles of the poll durations are printed.
 //!
-//! `cargo bench --bench store`
+//! `cargo bench --bench store` (`cargo bench --bench store -- poll` for the poll part alone)
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+use std::task::Poll;
+
+use criterion::{criterion_group, BatchSize, Criterion, SamplingMode, Throughput};
+use futures::{AsyncWriteExt, StreamExt};
+use kadence::network::codec::write_frame;
+use kadence::network::message::encode_request;
+use kadence::routing_table::{KBucketConfig, KBucketTable};
 use kadence::store::{
     MemoryStore, MemoryStoreConfig, PersistentStore, PersistentStoreConfig, ProviderRecord,
     ProviderStore, Store,
 };
+use kadence::{Behaviour, ConnectionType, Event, InboundOutcome, Mode, PeerRecord, Request};
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::swarm::{Swarm, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use libp2p_kad::store::{
     MemoryStore as KadStore, MemoryStoreConfig as KadStoreConfig, RecordStore as _,
 };
 use libp2p_kad::RecordKey;
+use libp2p_swarm_test::SwarmExt;
 use tempfile::TempDir;
 
 #[path = "support/counting_alloc.rs"]
@@ -404,6 +418,248 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The longest polls of a swarm while a peer floods its persistent store with writes.
+
+/// Writes the flooding peer sends, over this many streams at once.
+const FLOOD: usize = 100_000;
+const FLOOD_STREAMS: usize = 4;
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
+
+thread_local! {
+    /// This thread's /proc schedstat, kept open and read again from the start for each sample.
+    static SCHEDSTAT: std::cell::RefCell<Option<std::fs::File>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Nanoseconds the calling thread has been on a CPU, and waiting in the run queue for one
+/// (Linux only; the kernel updates them at ticks and context switches, so they are exact to a
+/// few milliseconds).
+fn sched_times() -> Option<(u64, u64)> {
+    use std::io::{Read, Seek};
+    SCHEDSTAT.with(|file| {
+        let mut file = file.borrow_mut();
+        if file.is_none() {
+            *file = std::fs::File::open("/proc/thread-self/schedstat").ok();
+        }
+        let file = file.as_mut()?;
+        let mut text = String::new();
+        file.rewind().ok()?;
+        file.read_to_string(&mut text).ok()?;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some((fields.next()??, fields.next()??))
+    })
+}
+
+/// A poll of 1 ms or more: how long it took, and of that, on a CPU and waiting for one.
+#[derive(Debug, Clone, Copy)]
+struct SlowPoll {
+    wall: Duration,
+    cpu: Duration,
+    runqueue: Duration,
+}
+
+/// What the server's swarm did while flooded.
+struct FloodRun {
+    polls: Vec<Duration>,
+    slow: Vec<SlowPoll>,
+    stored: usize,
+    refused: usize,
+    elapsed: Duration,
+}
+
+/// Drives the server until `stop` fires, timing every `poll_next` of its swarm.
+async fn drive_timed(
+    mut swarm: Swarm<Behaviour>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (Vec<Duration>, Vec<SlowPoll>) {
+    let mut times = Vec::with_capacity(2 * FLOOD);
+    let mut slow = Vec::new();
+    let polled = futures::future::poll_fn(|cx| loop {
+        // Read before the clock starts: its cost (a few microseconds) is not the poll's.
+        let sched = sched_times();
+        let start = Instant::now();
+        let next = swarm.poll_next_unpin(cx);
+        let wall = start.elapsed();
+        times.push(wall);
+        if wall >= Duration::from_millis(1) {
+            if let (Some((cpu0, wait0)), Some((cpu1, wait1))) = (sched, sched_times()) {
+                slow.push(SlowPoll {
+                    wall,
+                    cpu: Duration::from_nanos(cpu1 - cpu0).min(wall),
+                    runqueue: Duration::from_nanos(wait1 - wait0).min(wall),
+                });
+            }
+        }
+        match next {
+            Poll::Ready(Some(SwarmEvent::Behaviour(event))) => {
+                let _ = events.send(event);
+            }
+            Poll::Ready(Some(_)) => {}
+            Poll::Ready(None) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        }
+    });
+    tokio::select! {
+        _ = polled => {}
+        _ = &mut stop => {}
+    }
+    // The store's last commit happens when it is dropped, outside the timed polls.
+    drop(swarm);
+    (times, slow)
+}
+
+async fn flood_run(path: PathBuf) -> FloodRun {
+    let mut server = Swarm::new_ephemeral_tokio(|key| {
+        let local = key.public().to_peer_id();
+        let store = PersistentStore::open(&path, PersistentStoreConfig::default())
+            .expect("open the persistent store");
+        let table = KBucketTable::new(local, KBucketConfig::default());
+        let config = kadence::Config::new(PROTOCOL).with_mode(Some(Mode::Server));
+        Behaviour::with_parts(local, config, table, store)
+    });
+    server.listen().with_memory_addr_external().await;
+    let server_id = *server.local_peer_id();
+    let mut raw = Swarm::new_ephemeral_tokio(|_| libp2p_stream::Behaviour::new());
+    let mut control = raw.behaviour().new_control();
+    raw.connect(&mut server).await;
+    let me = *raw.local_peer_id();
+    tokio::spawn(raw.loop_on_next());
+
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let driver = tokio::spawn(drive_timed(server, events_tx, stop_rx));
+    let start = Instant::now();
+    for _ in 0..FLOOD_STREAMS {
+        let mut stream = control
+            .open_stream(server_id, PROTOCOL)
+            .await
+            .expect("a stream to the server");
+        tokio::spawn(async move {
+            for _ in 0..FLOOD / FLOOD_STREAMS {
+                let request = Request::AddProvider {
+                    key: random_key(),
+                    providers: vec![PeerRecord {
+                        id: me,
+                        addrs: addrs(),
+                        connection: ConnectionType::Connected,
+                    }],
+                };
+                write_frame(&mut stream, &encode_request(&request))
+                    .await
+                    .expect("the server reads");
+            }
+            let _ = stream.close().await;
+        });
+    }
+    let (mut stored, mut refused) = (0, 0);
+    while stored + refused < FLOOD {
+        match events.recv().await.expect("the server runs") {
+            Event::InboundRequest {
+                outcome: InboundOutcome::Stored,
+                ..
+            } => stored += 1,
+            Event::InboundRequest {
+                outcome: InboundOutcome::Rejected(_),
+                ..
+            } => refused += 1,
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    // The commits of the last writes happen in the next flush intervals: time those polls too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(());
+    let (polls, slow) = driver.await.expect("the server's task");
+    FloodRun {
+        polls,
+        slow,
+        stored,
+        refused,
+        elapsed,
+    }
+}
+
+fn poll_under_flood() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // In the target directory, on the disk (a tmpfs would make an fsync free).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary directory");
+    let run = runtime.block_on(flood_run(dir.path().join("flood.redb")));
+    let mut polls = run.polls;
+    polls.sort();
+    let at = |p: f64| {
+        let rank = ((p / 100.0) * polls.len() as f64).ceil() as usize;
+        polls[rank.clamp(1, polls.len()) - 1]
+    };
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "store poll under flood: {} ADD_PROVIDER writes from one peer on {FLOOD_STREAMS} \
+         streams, PersistentStore on disk, default settings",
+        FLOOD
+    );
+    println!(
+        "  stored {} refused {} in {:.2} s ({:.0} writes/s), {} polls of the server's swarm",
+        run.stored,
+        run.refused,
+        run.elapsed.as_secs_f64(),
+        FLOOD as f64 / run.elapsed.as_secs_f64(),
+        polls.len()
+    );
+    println!(
+        "  poll duration: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+        us(at(50.0)),
+        us(at(99.0)),
+        us(at(99.9)),
+        us(*polls.last().expect("polls"))
+    );
+    let over = |ms: u64| {
+        polls
+            .iter()
+            .filter(|d| **d >= Duration::from_millis(ms))
+            .count()
+    };
+    println!(
+        "  polls >= 1 ms: {}, >= 10 ms: {}, >= 30 ms: {}",
+        over(1),
+        over(10),
+        over(30)
+    );
+    // Where the slow ones went: running, waiting for a CPU (the machine is shared), or
+    // blocked (off the CPU without waiting for one: the disk, a lock).
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (mut preempted, mut running, mut blocked) = (0, 0, 0);
+    for poll in &run.slow {
+        let off = poll.wall.saturating_sub(poll.cpu + poll.runqueue);
+        if poll.runqueue * 2 >= poll.wall {
+            preempted += 1;
+        } else if off * 2 >= poll.wall {
+            blocked += 1;
+        } else {
+            running += 1;
+        }
+        if poll.wall >= Duration::from_millis(10) {
+            println!(
+                "  slow poll {:.1} ms: on a CPU {:.1} ms, waiting for one {:.1} ms, \
+                 blocked {:.1} ms",
+                ms(poll.wall),
+                ms(poll.cpu),
+                ms(poll.runqueue),
+                ms(off)
+            );
+        }
+    }
+    println!(
+        "  polls >= 1 ms, mostly: waiting for a CPU {preempted}, blocked {blocked}, \
+         running {running} (the kernel's times are exact to a tick, ~4 ms)"
+    );
+    println!();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -411,4 +667,13 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1));
     targets = bench
 }
-criterion_main!(benches);
+
+fn main() {
+    // `-- poll`: the poll measurement alone.
+    let only_poll = std::env::args().skip(1).any(|a| a == "poll");
+    poll_under_flood();
+    if !only_poll {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}

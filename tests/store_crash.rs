@@ -1,7 +1,13 @@
 //! Crash safety of the persistent store: a child process writes provider records and prints
-//! each acknowledged (flushed) batch; it is killed with SIGKILL mid-stream; on reopen, every
+//! each acknowledged batch; it is killed with SIGKILL mid-stream; on reopen, every
 //! acknowledged record is there and the database opens cleanly. Several rounds on one file.
+//!
+//! Rounds alternate between the two ways a write is acknowledged: `flush()` returned (it waits
+//! for the writer thread's commit), or, as the behaviour works, the writes are handed over with
+//! `start_flush()` and acknowledged once `durable_writes()` covers them, while the child keeps
+//! writing (so the kill lands with batches queued and being committed).
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +20,7 @@ use libp2p::PeerId;
 
 const PATH_VAR: &str = "KADENCE_CRASH_CHILD_PATH";
 const START_VAR: &str = "KADENCE_CRASH_CHILD_START";
+const MODE_VAR: &str = "KADENCE_CRASH_CHILD_MODE";
 const BATCH: u64 = 50;
 
 fn provider() -> PeerId {
@@ -40,19 +47,51 @@ fn record(i: u64, now: SystemTime) -> ProviderRecord {
 fn crash_child() {
     let path = std::env::var(PATH_VAR).expect("run by acknowledged_writes_survive_sigkill");
     let mut next: u64 = std::env::var(START_VAR).unwrap().parse().unwrap();
-    let config = PersistentStoreConfig {
-        max_buffered_writes: usize::MAX,
-        ..Default::default()
+    let background = std::env::var(MODE_VAR).unwrap() == "background";
+    let config = if background {
+        // Small batches: a hand-over takes part of what waits, the rest goes later.
+        PersistentStoreConfig {
+            max_buffered_writes: 16,
+            ..Default::default()
+        }
+    } else {
+        PersistentStoreConfig {
+            max_buffered_writes: usize::MAX,
+            ..Default::default()
+        }
     };
     let mut store = PersistentStore::open(path, config).unwrap();
+    // Background mode: batches handed over and not yet durable, as (writes accepted after
+    // the batch, records below this index).
+    let mut waiting: VecDeque<(u64, u64)> = VecDeque::new();
     loop {
         let now = SystemTime::now();
         for _ in 0..BATCH {
             store.add_provider(record(next, now)).unwrap();
             next += 1;
         }
-        store.flush().unwrap();
-        println!("ACK {next}");
+        if !background {
+            store.flush().unwrap();
+            println!("ACK {next}");
+            continue;
+        }
+        store.start_flush().unwrap();
+        waiting.push_back((store.accepted_writes(), next));
+        // Acknowledge what is durable; keep writing while at most 4 batches wait.
+        loop {
+            let durable = store.durable_writes();
+            while let Some(&(mark, below)) = waiting.front() {
+                if mark > durable {
+                    break;
+                }
+                println!("ACK {below}");
+                waiting.pop_front();
+            }
+            if waiting.len() < 4 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -63,7 +102,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut start = 0u64;
     // Every acknowledged range so far: each reopen must still hold all of them.
     let mut acknowledged: Vec<std::ops::Range<u64>> = Vec::new();
-    for round in 0..5u64 {
+    for round in 0..6u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "crash_child",
@@ -74,6 +113,14 @@ fn acknowledged_writes_survive_sigkill() {
             ])
             .env(PATH_VAR, &path)
             .env(START_VAR, start.to_string())
+            .env(
+                MODE_VAR,
+                if round % 2 == 0 {
+                    "flush"
+                } else {
+                    "background"
+                },
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -97,6 +97,63 @@ async fn a_restarted_node_still_serves_its_records() {
     assert_eq!(stored.value, record.value);
 }
 
+/// Writes a node took just before it stopped are still waiting for the writer thread (the
+/// flush timer has not even handed them over): closing the node commits them.
+#[tokio::test]
+async fn writes_still_in_flight_when_a_node_stops_are_kept() {
+    use kadence::store::{ProviderStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let mut client = kadence_swarm(kadence::Config::new(TEST_PROTOCOL));
+    let me = *client.local_peer_id();
+    let keys: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| [&[0x12, 0x20][..], &i.to_be_bytes()].concat())
+        .collect();
+    {
+        let mut server = Swarm::new_ephemeral_tokio(|key| {
+            let local = key.public().to_peer_id();
+            let store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+            let table = KBucketTable::new(local, KBucketConfig::default());
+            // A flush timer that never fires while the test runs.
+            let config =
+                server_config().with_store_flush_interval(std::time::Duration::from_secs(3600));
+            Behaviour::with_parts(local, config, table, store)
+        });
+        server.listen().with_memory_addr_external().await;
+        client.connect(&mut server).await;
+        for key in &keys {
+            let add = Request::AddProvider {
+                key: key.clone(),
+                providers: vec![PeerRecord {
+                    id: me,
+                    addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+                    connection: ConnectionType::Connected,
+                }],
+            };
+            assert_eq!(ask(&mut client, &mut server, add).await, None);
+            // Served at once from memory: the write is visible before it is durable.
+            let get = Request::GetProviders { key: key.clone() };
+            let answer = ask(&mut client, &mut server, get).await;
+            let Some(Response::GetProviders { providers, .. }) = answer else {
+                panic!("{answer:?}")
+            };
+            assert!(providers.iter().any(|p| p.id == me));
+        }
+        let now = std::time::SystemTime::now();
+        let store = server.behaviour_mut().store_mut();
+        for key in &keys {
+            assert_eq!(store.providers(key, now).unwrap().len(), 1);
+        }
+    } // Stopped at once: the store commits what it accepted as it closes.
+
+    let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    let now = std::time::SystemTime::now();
+    for key in &keys {
+        assert_eq!(store.providers(key, now).unwrap().len(), 1, "{key:?} lost");
+    }
+    store.flush().unwrap();
+}
+
 #[test]
 fn a_restarted_node_rejoins_from_its_saved_routing_table() {
     use kadence::Store;

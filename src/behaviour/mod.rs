@@ -33,7 +33,7 @@ use crate::routing::QueryId;
 use crate::routing_table::maintenance::{Maintenance, TableChange};
 use crate::routing_table::{KBucketTable, RoutingTable};
 use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
-use crate::store::{MemoryStore, Store};
+use crate::store::{Background, GcProgress, MemoryStore, Store, StoreError};
 
 /// How often the routing table is asked for peers due a liveness check.
 const LIVENESS_TICK: Duration = Duration::from_secs(5);
@@ -59,6 +59,8 @@ pub struct Behaviour {
     gc_tick: Delay,
     /// A GC pass is under way: one bounded step per poll until it completes.
     gc_running: bool,
+    /// A GC step runs in the store's background; its outcome comes from `poll_background`.
+    gc_waiting: bool,
     snapshot_tick: Delay,
     queries: QueryPool,
     /// Refresh lookups: run for the table's sake, not reported.
@@ -128,6 +130,7 @@ impl Behaviour {
             flush_tick: Delay::new(config.store_flush_interval),
             gc_tick: Delay::new(config.gc_interval),
             gc_running: false,
+            gc_waiting: false,
             snapshot_tick: Delay::new(SNAPSHOT_TICK),
             queries: QueryPool::default(),
             internal_queries: FnvHashSet::default(),
@@ -439,7 +442,9 @@ impl Behaviour {
         }
     }
 
-    /// Store upkeep from `poll`: flushes on its timer, and GC one bounded step per poll.
+    /// Store upkeep from `poll`. Nothing here waits for the disk: the flush and the routing
+    /// snapshot are handed to the store (a persistent store commits them on its writer thread),
+    /// a GC step is started and its outcome collected when the store reports it.
     fn poll_store(&mut self, cx: &mut Context<'_>) {
         if self.snapshot_tick.poll_unpin(cx).is_ready() {
             self.snapshot_tick.reset(SNAPSHOT_TICK);
@@ -449,7 +454,7 @@ impl Behaviour {
         if self.flush_tick.poll_unpin(cx).is_ready() {
             self.flush_tick.reset(self.config.store_flush_interval);
             let _ = self.flush_tick.poll_unpin(cx);
-            if let Err(error) = self.server.flush() {
+            if let Err(error) = self.server.store_mut().start_flush() {
                 tracing::warn!(%error, "store flush failed");
             }
         }
@@ -458,23 +463,43 @@ impl Behaviour {
             let _ = self.gc_tick.poll_unpin(cx);
             self.gc_running = true;
         }
+        if self.gc_running && !self.gc_waiting {
+            let started = self
+                .server
+                .store_mut()
+                .start_gc(SystemTime::now(), self.config.gc_batch);
+            match started {
+                Ok(Some(progress)) => self.on_gc_step(Ok(progress), cx),
+                Ok(None) => self.gc_waiting = true,
+                Err(error) => self.on_gc_step(Err(error), cx),
+            }
+        }
+        while let Poll::Ready(done) = self.server.store_mut().poll_background(cx) {
+            match done {
+                Background::Gc(result) => {
+                    self.gc_waiting = false;
+                    self.on_gc_step(result, cx);
+                }
+            }
+        }
+    }
+
+    fn on_gc_step(&mut self, result: Result<GcProgress, StoreError>, cx: &mut Context<'_>) {
+        match result {
+            Ok(progress) => {
+                self.gc_running = !progress.done;
+                if progress.removed > 0 {
+                    tracing::debug!(removed = progress.removed, "expired records collected");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "store GC failed");
+                self.gc_running = false;
+            }
+        }
         if self.gc_running {
-            match self.server.gc(SystemTime::now(), self.config.gc_batch) {
-                Ok(progress) => {
-                    self.gc_running = !progress.done;
-                    if progress.removed > 0 {
-                        tracing::debug!(removed = progress.removed, "expired records collected");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "store GC failed");
-                    self.gc_running = false;
-                }
-            }
-            if self.gc_running {
-                // Yield to the swarm, and come back for the next step.
-                cx.waker().wake_by_ref();
-            }
+            // Yield to the swarm, and come back for the next step.
+            cx.waker().wake_by_ref();
         }
     }
 
@@ -491,9 +516,13 @@ impl Behaviour {
 }
 
 impl Drop for Behaviour {
-    /// Keeps the routing table for the next run; the store flushes itself when dropped.
+    /// Keeps the routing table for the next run, and makes every accepted write durable (this
+    /// waits for the disk: the behaviour is going away, nothing else is polled through it).
     fn drop(&mut self) {
         self.save_routing_snapshot();
+        if let Err(error) = self.server.flush() {
+            tracing::warn!(%error, "store flush on close failed");
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::{commit, prepare, InboundRejection, Prepared, Remote, ServerContext, 
 use crate::network::message::{MessageType, Request, Response};
 use crate::network::InboundRequestId;
 use crate::routing_table::RoutingTable;
-use crate::store::{GcProgress, Lifetimes, Source, Store, StoreError};
+use crate::store::{Lifetimes, Source, Store, StoreError};
 
 /// Identifies a write awaiting the application's decision
 /// ([`Behaviour::approve_store`](crate::Behaviour::approve_store)).
@@ -145,14 +145,10 @@ impl Server {
         &self.validators
     }
 
-    /// Makes buffered writes durable.
+    /// Makes buffered writes durable, waiting for the disk (the behaviour's `poll` uses the
+    /// store's `start_flush` instead).
     pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
         self.store.flush()
-    }
-
-    /// One bounded step of garbage collection.
-    pub(crate) fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError> {
-        self.store.gc(now, budget)
     }
 
     /// Handles one inbound request. `id` is present when the request takes a response.

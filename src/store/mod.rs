@@ -12,10 +12,12 @@
 //!
 //! ## Work per call
 //! The behaviour calls the store from its `poll`, on the swarm's task: a call must never wait
-//! for the disk for long. Writes of a persistent store are buffered and committed by
-//! [`Store::flush`] (called on a short timer, and when the buffer is full), so a single call
-//! costs at most one batch commit; reads of hot keys come from the cache; GC examines at most
-//! `budget` entries per call.
+//! for the disk. A store that does I/O does it on a thread of its own and reports through
+//! [`Store::poll_background`]: the behaviour hands writes over with [`Store::start_flush`]
+//! and runs GC with [`Store::start_gc`], never the waiting [`Store::flush`] and [`Store::gc`].
+//! [`PersistentStore`] commits on its writer thread and reads through an in-memory overlay of
+//! the writes not yet durable, then point reads of the committed state; reads of hot keys come
+//! from its cache.
 //!
 //! ## The provider record
 //! "Peer P provides key K, reachable at addresses A": the key (a multihash on the public
@@ -39,6 +41,7 @@ mod persistent;
 mod persistent_codec;
 mod quota;
 
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use libp2p::{Multiaddr, PeerId};
@@ -145,6 +148,10 @@ pub enum StoreError {
     /// The database failed (I/O, disk full, ...).
     #[error("database: {0}")]
     Database(String),
+    /// More accepted writes wait for the disk than the store may hold (a persistent store's
+    /// writer thread is behind): this write was refused, nothing changed. Retry later.
+    #[error("store busy: too many writes wait for the disk")]
+    Busy,
 }
 
 /// Value records, by key.
@@ -254,6 +261,42 @@ pub trait Store: RecordStore + ProviderStore {
     fn load_routing_snapshot(&mut self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, StoreError> {
         Ok(Vec::new())
     }
+
+    // Work that must not wait for the disk. The behaviour calls these from its `poll`, on the
+    // swarm's task: a store that does I/O does it on a thread of its own and reports through
+    // `poll_background`. The defaults do the work at once, for stores that never wait.
+
+    /// Starts making the writes accepted so far durable, without waiting for them to be (a
+    /// [`PersistentStore`] hands them to its writer thread). The behaviour calls it on its flush
+    /// timer; [`Store::flush`] is the call that waits.
+    fn start_flush(&mut self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    /// Starts one [`Store::gc`] step without waiting for the disk: `Some` when it is done
+    /// already, `None` when its outcome comes later as [`Background::Gc`].
+    fn start_gc(
+        &mut self,
+        now: SystemTime,
+        budget: usize,
+    ) -> Result<Option<GcProgress>, StoreError> {
+        self.gc(now, budget).map(Some)
+    }
+
+    /// Background work that finished, one item per call; when there is none, the task of `cx`
+    /// is woken once there is.
+    fn poll_background(&mut self, cx: &mut Context<'_>) -> Poll<Background> {
+        let _ = cx;
+        Poll::Pending
+    }
+}
+
+/// Background work a store finished (see [`Store::poll_background`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Background {
+    /// The GC step started by [`Store::start_gc`].
+    Gc(Result<GcProgress, StoreError>),
 }
 
 /// What one [`Store::gc`] call did.

@@ -1,33 +1,75 @@
 //! [`PersistentStore`]: records on disk in an embedded database (redb: pure Rust, ACID,
 //! crash-safe copy-on-write B-trees), with an LRU cache of hot provider keys in front.
 //!
-//! Writes go into one open write transaction and become durable at [`Store::flush`], which
-//! commits it with an fsync; the behaviour flushes on a short timer, and a full buffer flushes
-//! by itself. So a crash loses at most the writes since the last flush, never a flushed one,
-//! and never leaves the file half-written. The layout is in `persistent_codec.rs`.
+//! ## The disk is never on the caller's path
+//! A commit with an fsync takes tens of milliseconds, and the behaviour calls the store from the
+//! swarm's `poll`: waiting there would stall every behaviour of the swarm. So the store commits
+//! on a writer thread of its own (`persistent_writer.rs`). A write is applied to an in-memory
+//! overlay (`persistent_overlay.rs`) and returns; [`Store::start_flush`] (the behaviour's flush
+//! timer, every 100 ms by default) hands the batch to the writer through a bounded queue, and
+//! the writer's completions come back through [`Store::poll_background`]. Reads look at the
+//! overlay first, then at the database (a point read or a short range of the committed state),
+//! so they see every accepted write, buffered or being committed. Long scans (GC, the pages of
+//! provided keys the reprovide sweep reads) run on the writer thread too, and their results are
+//! merged with the overlay when they come back.
+//!
+//! ## What is acknowledged, what a crash may lose
+//! A write that returned `Ok` is visible to every later read at once, and durable once the
+//! writer has committed its batch: [`Store::flush`] returns when everything accepted before it
+//! is (it waits: never call it from `poll`), [`PersistentStore::durable_writes`] tells without
+//! waiting. A crash loses at most the writes not committed yet: those since the last hand-over
+//! (one flush interval) and the batches waiting for the writer, never a committed one, and never
+//! leaves the file half-written. A clean close (drop) commits everything first.
+//!
+//! ## When the disk is slower than the writes
+//! Accepted writes that are not durable yet are bounded in bytes
+//! ([`PersistentStoreConfig::max_unwritten_bytes`]). Past the bound, records from the network
+//! ([`RecordStore::put`], [`ProviderStore::add_provider`], [`ProviderStore::add_providers`])
+//! are refused with [`StoreError::Busy`] until the writer catches up: a flood faster than the
+//! disk costs refusals, not memory, and never a wait. The node's own bookkeeping (provided
+//! keys, GC removals, the routing snapshot) is still taken. Batches queued behind a slow commit
+//! go to the disk together, in one transaction.
+//!
+//! The layout is in `persistent_codec.rs`.
 
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use fnv::FnvHashMap;
+use futures::task::AtomicWaker;
 use hashlink::LruCache;
 use libp2p::{Multiaddr, PeerId};
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, StorageError, TableDefinition, WriteTransaction,
+    ReadableTableMetadata, StorageError,
 };
 
-use super::persistent_codec::{self as codec, ProviderFields, SCHEMA_VERSION};
-use super::{from_unix_secs, unix_secs, GcProgress, ProviderRecord, ProviderStore, RecordStore};
-use super::{ProvidedKey, Store, StoreError, ValueRecord};
-use crate::key::Key;
+#[path = "persistent_io.rs"]
+mod io;
+#[path = "persistent_overlay.rs"]
+mod overlay;
+#[path = "persistent_writer.rs"]
+mod writer;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("values");
-const PROVIDER_KEYS: TableDefinition<&[u8], u32> = TableDefinition::new("provider_keys");
-const PROVIDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("providers");
-const PROVIDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("provided");
-const ROUTING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("routing");
+use super::persistent_codec::{self as codec, ProviderFields, SCHEMA_VERSION};
+use super::{from_unix_secs, unix_secs, Background, GcProgress, ProviderRecord, ProviderStore};
+use super::{ProvidedKey, RecordStore, Store, StoreError, ValueRecord};
+use crate::key::Key;
+use io::{Snapshot, Writer};
+use overlay::Overlay;
+use writer::{count_bytes, count_of, db_err, Entry, Job, Table};
+use writer::{META, PROVIDED, PROVIDERS, PROVIDER_KEYS, ROUTING, VALUES};
+
+/// Jobs (commits and scans) given to the writer thread and not finished. What bounds the
+/// memory is [`PersistentStoreConfig::max_unwritten_bytes`]: writes that wait behind a full
+/// queue stay in the overlay and go with a later job. The writer commits the batches queued
+/// behind each other in one transaction, up to this many.
+const MAX_JOBS: usize = 8;
 
 /// Bounds and tuning of a [`PersistentStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +86,20 @@ pub struct PersistentStoreConfig {
     pub max_providers_per_key: usize,
     /// Provider keys whose records are cached in memory. Default 256.
     pub cache_keys: usize,
-    /// Writes buffered before a write flushes by itself. Default 4,096.
+    /// Most writes handed to the writer thread in one batch, and writes buffered before they
+    /// are handed over without waiting for the next [`Store::start_flush`]. The work of a
+    /// hand-over, and of taking back its completion, grows with it and happens on the
+    /// caller's thread (the swarm's, for the behaviour): at the default 256 each takes tens of
+    /// microseconds (a new provider record is two writes: the record and its key's count).
+    /// The size of a commit does not depend on it: the writer commits the batches queued
+    /// behind each other together.
     pub max_buffered_writes: usize,
+    /// Bytes of accepted writes that are not durable yet (buffered, or with the writer thread
+    /// and not committed). Past it, records from the network are refused with
+    /// [`StoreError::Busy`] until the writer catches up, so that a flood faster than the disk
+    /// cannot grow the memory, nor make the caller wait. Default 32 MiB: about 40,000 provider
+    /// records, several batch commits even at the slowest rate measured (BENCHMARKS.md).
+    pub max_unwritten_bytes: usize,
 }
 
 impl Default for PersistentStoreConfig {
@@ -56,7 +110,8 @@ impl Default for PersistentStoreConfig {
             max_provider_keys: 10_000_000,
             max_providers_per_key: 256,
             cache_keys: 256,
-            max_buffered_writes: 4096,
+            max_buffered_writes: 256,
+            max_unwritten_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -68,23 +123,73 @@ enum GcCursor {
     Providers(Vec<u8>),
 }
 
+impl GcCursor {
+    fn table(&self) -> (Table, &[u8]) {
+        match self {
+            GcCursor::Values(from) => (Table::Values, from),
+            GcCursor::Providers(from) => (Table::Providers, from),
+        }
+    }
+}
+
+/// Peers of a routing snapshot.
+type Peers = Vec<(PeerId, Vec<Multiaddr>)>;
+
+/// What a scan on the writer thread was for.
+enum ScanFor {
+    Gc { now: u64, from: Vec<u8> },
+}
+
+/// Entry counts of the store as readers see it (the database and the overlay), kept up to date
+/// by every write: the bounds are checked against them without counting on disk.
+#[derive(Debug, Default)]
+struct Lens {
+    values: u64,
+    provider_keys: u64,
+    provided: u64,
+}
+
 /// Records on disk (see the module docs).
 pub struct PersistentStore {
-    db: Database,
+    db: Arc<Database>,
     config: PersistentStoreConfig,
-    txn: Option<WriteTransaction>,
-    /// Writes in the open transaction: a transaction opened for reads only is dropped at flush,
-    /// not committed (a commit costs an fsync).
-    buffered: usize,
+    overlay: Overlay,
+    snapshot: Option<Snapshot>,
+    writer: Option<Writer>,
+    /// Jobs given to the writer and not finished.
+    jobs: usize,
+    /// Scans waiting for room in the writer's queue.
+    deferred: VecDeque<Job>,
+    scans: FnvHashMap<u64, ScanFor>,
+    next_scan: u64,
+    finished: VecDeque<Background>,
+    /// The latest routing snapshot not yet durable, and the batch carrying it (`None`: not
+    /// handed over yet).
+    routing: Option<(Option<u64>, Peers)>,
+    /// A commit failed: reported by the next flush.
+    error: Option<StoreError>,
+    /// A hand-over found the writer's queue full: retried as soon as a job finishes.
+    flush_wanted: bool,
     cache: LruCache<Vec<u8>, Vec<ProviderRecord>>,
+    lens: Lens,
     gc_cursor: GcCursor,
+    gc_scan: Option<u64>,
 }
 
 impl Drop for PersistentStore {
-    /// A clean shutdown keeps what was buffered; only a crash loses the last flush interval.
+    /// A clean shutdown keeps what was accepted; only a crash loses the writes not committed.
     fn drop(&mut self) {
         if let Err(error) = self.flush() {
             tracing::warn!(%error, "store flush on close failed");
+        }
+        if let Some(mut writer) = self.writer.take() {
+            let thread = writer.thread.take();
+            drop(writer); // Closes the queue: the thread ends after its last job.
+            if let Some(thread) = thread {
+                if thread.join().is_err() {
+                    tracing::warn!("the store's writer thread panicked");
+                }
+            }
         }
     }
 }
@@ -93,13 +198,11 @@ impl std::fmt::Debug for PersistentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PersistentStore")
             .field("config", &self.config)
-            .field("buffered", &self.buffered)
+            .field("buffered", &self.overlay.pending())
+            .field("in_flight", &self.overlay.in_flight())
+            .field("unwritten_bytes", &self.overlay.bytes())
             .finish()
     }
-}
-
-fn db_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
 }
 
 /// A file redb cannot read as a database is not ours; other failures are the disk's.
@@ -113,11 +216,18 @@ fn open_err(e: DatabaseError) -> StoreError {
     }
 }
 
+/// The first table key strictly after `key`.
+fn after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
 impl PersistentStore {
-    /// Opens the store at `path`, creating it if the file does not exist or is empty. A file
-    /// that is not a kadence store, or one of another schema version, is refused with a typed
-    /// error and left as it is (except a redb file needing crash recovery, which the recovery
-    /// writes to before its schema can be read).
+    /// Opens the store at `path`, creating it if the file does not exist or is empty, and
+    /// starts its writer thread. A file that is not a kadence store, or one of another schema
+    /// version, is refused with a typed error and left as it is (except a redb file needing
+    /// crash recovery, which the recovery writes to before its schema can be read).
     pub fn open(path: impl AsRef<Path>, config: PersistentStoreConfig) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
@@ -143,13 +253,46 @@ impl PersistentStore {
             }
             txn.commit().map_err(db_err)?;
         }
+        let snapshot = Snapshot::open(&db)?;
+        let lens = Lens {
+            values: snapshot.values.len().map_err(db_err)?,
+            provider_keys: snapshot.provider_keys.len().map_err(db_err)?,
+            provided: snapshot.provided.len().map_err(db_err)?,
+        };
+        let db = Arc::new(db);
+        let (jobs, job_queue) = mpsc::sync_channel(MAX_JOBS);
+        let (done_tx, done) = mpsc::channel();
+        let waker = Arc::new(AtomicWaker::new());
+        let thread = {
+            let (db, waker) = (db.clone(), waker.clone());
+            std::thread::Builder::new()
+                .name("kadence-store".into())
+                .spawn(move || writer::run(db, job_queue, done_tx, waker))
+                .map_err(db_err)?
+        };
         Ok(Self {
             db,
             cache: LruCache::new(config.cache_keys.max(1)),
             config,
-            txn: None,
-            buffered: 0,
+            overlay: Overlay::default(),
+            snapshot: Some(snapshot),
+            writer: Some(Writer {
+                jobs,
+                done,
+                waker,
+                thread: Some(thread),
+            }),
+            jobs: 0,
+            deferred: VecDeque::new(),
+            scans: FnvHashMap::default(),
+            next_scan: 0,
+            finished: VecDeque::new(),
+            routing: None,
+            error: None,
+            flush_wanted: false,
+            lens,
             gc_cursor: GcCursor::Values(Vec::new()),
+            gc_scan: None,
         })
     }
 
@@ -182,56 +325,28 @@ impl PersistentStore {
         Ok(())
     }
 
-    /// The open write transaction, begun when first needed. Reads go through it too, so they
-    /// see the writes not yet flushed.
-    fn txn(&mut self) -> Result<&WriteTransaction, StoreError> {
-        if self.txn.is_none() {
-            self.txn = Some(self.db.begin_write().map_err(db_err)?);
-        }
-        Ok(self.txn.as_ref().expect("just set"))
+    /// How many writes this store has accepted since it was opened; with
+    /// [`PersistentStore::durable_writes`], what a crash could lose right now.
+    pub fn accepted_writes(&self) -> u64 {
+        self.overlay.accepted()
     }
 
-    fn wrote(&mut self) -> Result<(), StoreError> {
-        self.buffered += 1;
-        if self.buffered >= self.config.max_buffered_writes {
-            self.flush()?;
-        }
-        Ok(())
+    /// How many of the [accepted](PersistentStore::accepted_writes) writes are durable:
+    /// committed by the writer thread, so that a crash can no longer lose them. Never waits.
+    pub fn durable_writes(&mut self) -> u64 {
+        self.collect();
+        self.overlay.durable()
     }
 
-    fn save_routing_table(&mut self, peers: &[(PeerId, Vec<Multiaddr>)]) -> Result<(), StoreError> {
-        let txn = self.txn()?;
-        let mut table = txn.open_table(ROUTING).map_err(db_err)?;
-        table.retain(|_, _| false).map_err(db_err)?;
-        for (peer, addrs) in peers {
-            table
-                .insert(
-                    peer.to_bytes().as_slice(),
-                    codec::encode_routing(addrs).as_slice(),
-                )
-                .map_err(db_err)?;
-        }
-        drop(table);
-        // Counted as a write, so that the flush commits instead of dropping the transaction.
-        self.buffered += 1;
-        self.flush()
+    fn provider_count(&mut self, key_entry: &[u8]) -> Result<u32, StoreError> {
+        Ok(self
+            .read(Table::ProviderKeys, key_entry)?
+            .map_or(0, |v| count_of(&v)))
     }
 
-    fn load_routing_table(&mut self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, StoreError> {
-        let table = self.txn()?.open_table(ROUTING).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
-            let peer = PeerId::from_bytes(k.value())
-                .map_err(|_| StoreError::Corrupt("routing entry".into()))?;
-            out.push((peer, codec::decode_routing(v.value())?));
-        }
-        Ok(out)
-    }
-
-    /// Inserts provider records with the tables opened once. Returns the records not stored:
-    /// `Ok(record)` for a key already at its provider limit (the caller may purge and retry),
-    /// `Err(Full)` for a new key when the store holds the most keys it may.
+    /// Inserts provider records. Returns the records not stored: `Ok(record)` for a key already
+    /// at its provider limit (the caller may purge and retry), `Err(Full)` for a new key when
+    /// the store holds the most keys it may.
     fn insert_providers(
         &mut self,
         records: Vec<ProviderRecord>,
@@ -239,72 +354,61 @@ impl PersistentStore {
         let max_keys = self.config.max_provider_keys as u64;
         let max_per_key = self.config.max_providers_per_key;
         let mut refused = Vec::new();
-        let mut touched = Vec::with_capacity(records.len());
-        {
-            let txn = self.txn()?;
-            let mut keys = txn.open_table(PROVIDER_KEYS).map_err(db_err)?;
-            let mut providers = txn.open_table(PROVIDERS).map_err(db_err)?;
-            for record in records {
-                if record.key.len() > u16::MAX as usize {
-                    // The layout stores the key length in 16 bits.
-                    refused.push(Err(StoreError::ValueTooLarge {
-                        len: record.key.len(),
-                        max: u16::MAX as usize,
-                    }));
+        for record in records {
+            if record.key.len() > u16::MAX as usize {
+                // The layout stores the key length in 16 bits.
+                refused.push(Err(StoreError::ValueTooLarge {
+                    len: record.key.len(),
+                    max: u16::MAX as usize,
+                }));
+                continue;
+            }
+            let key_entry = codec::keyspace_key(&record.key);
+            let entry = codec::provider_entry_key(&record.key, &record.provider);
+            let count = self.provider_count(&key_entry)?;
+            let exists = count > 0 && self.read(Table::Providers, &entry)?.is_some();
+            if !exists {
+                if count == 0 && self.lens.provider_keys >= max_keys {
+                    refused.push(Err(StoreError::Full));
                     continue;
                 }
-                let key_entry = codec::keyspace_key(&record.key);
-                let entry = codec::provider_entry_key(&record.key, &record.provider);
-                let count = keys
-                    .get(key_entry.as_slice())
-                    .map_err(db_err)?
-                    .map_or(0, |v| v.value());
-                let exists =
-                    count > 0 && providers.get(entry.as_slice()).map_err(db_err)?.is_some();
-                if !exists {
-                    if count == 0 && keys.len().map_err(db_err)? >= max_keys {
-                        refused.push(Err(StoreError::Full));
-                        continue;
-                    }
-                    if count as usize >= max_per_key {
-                        refused.push(Ok(record));
-                        continue;
-                    }
+                if count as usize >= max_per_key {
+                    refused.push(Ok(record));
+                    continue;
                 }
-                let fields = ProviderFields {
-                    received: unix_secs(record.received),
-                    expires: unix_secs(record.expires),
-                    addrs_expire: unix_secs(record.addrs_expire),
-                    addrs: record.addrs,
-                };
-                providers
-                    .insert(entry.as_slice(), codec::encode_provider(&fields).as_slice())
-                    .map_err(db_err)?;
-                if !exists {
-                    keys.insert(key_entry.as_slice(), count + 1)
-                        .map_err(db_err)?;
-                }
-                touched.push(record.key);
             }
-        }
-        for key in touched {
-            self.cache.remove(&key);
+            self.cache.remove(&record.key);
+            let fields = ProviderFields {
+                received: unix_secs(record.received),
+                expires: unix_secs(record.expires),
+                addrs_expire: unix_secs(record.addrs_expire),
+                addrs: record.addrs,
+            };
+            self.write(
+                Table::Providers,
+                entry,
+                Some(codec::encode_provider(&fields)),
+            );
+            if !exists {
+                self.write(Table::ProviderKeys, key_entry, Some(count_bytes(count + 1)));
+                if count == 0 {
+                    self.lens.provider_keys += 1;
+                }
+            }
         }
         Ok(refused)
     }
 
     fn read_providers(&mut self, key: &[u8]) -> Result<Vec<ProviderRecord>, StoreError> {
         let prefix = codec::providers_prefix(key);
-        let table = self.txn()?.open_table(PROVIDERS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in table.range(prefix.as_slice()..).map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
-            let Some(peer) = k.value().strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            let provider = PeerId::from_bytes(peer)
+        let entries = self.read_range(Table::Providers, &prefix, usize::MAX, |k| {
+            !k.starts_with(&prefix)
+        })?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (entry, value) in entries {
+            let provider = PeerId::from_bytes(&entry[prefix.len()..])
                 .map_err(|_| StoreError::Corrupt("provider entry".into()))?;
-            let fields = codec::decode_provider(v.value())?;
+            let fields = codec::decode_provider(&value)?;
             out.push(ProviderRecord {
                 key: key.to_vec(),
                 provider,
@@ -331,84 +435,28 @@ impl PersistentStore {
         Ok(expired.len())
     }
 
-    fn gc_values(
-        &mut self,
-        from: Vec<u8>,
-        now: u64,
-        budget: usize,
-    ) -> Result<(usize, usize, Option<Vec<u8>>), StoreError> {
-        let txn = self.txn()?;
-        let mut table = txn.open_table(VALUES).map_err(db_err)?;
-        let mut examined = 0;
-        let mut expired = Vec::new();
-        let mut last = None;
-        for item in table.range(from.as_slice()..).map_err(db_err)?.take(budget) {
-            let (k, v) = item.map_err(db_err)?;
-            examined += 1;
-            let (_, expires, _) = codec::decode_value(v.value())?;
-            if expires <= now {
-                expired.push(k.value().to_vec());
-            }
-            last = Some(k.value().to_vec());
-        }
-        for key in &expired {
-            table.remove(key.as_slice()).map_err(db_err)?;
-        }
-        // Resume strictly after the last key examined.
-        let next = (examined == budget)
-            .then(|| {
-                last.map(|mut k| {
-                    k.push(0);
-                    k
+    fn decode_provided(entries: Vec<Entry>) -> Result<Vec<ProvidedKey>, StoreError> {
+        entries
+            .into_iter()
+            .map(|(k, v)| {
+                let (added, last, peers) = codec::decode_provided(&v)?;
+                Ok(ProvidedKey {
+                    key: k[32..].to_vec(),
+                    added: from_unix_secs(added),
+                    last_provided: (last > 0).then(|| from_unix_secs(last)),
+                    peers,
                 })
             })
-            .flatten();
-        Ok((examined, expired.len(), next))
-    }
-
-    fn gc_providers(
-        &mut self,
-        from: Vec<u8>,
-        now: u64,
-        budget: usize,
-    ) -> Result<(usize, usize, Option<Vec<u8>>), StoreError> {
-        let mut examined = 0;
-        let mut expired = Vec::new();
-        let mut last = None;
-        {
-            let table = self.txn()?.open_table(PROVIDERS).map_err(db_err)?;
-            for item in table.range(from.as_slice()..).map_err(db_err)?.take(budget) {
-                let (k, v) = item.map_err(db_err)?;
-                examined += 1;
-                if codec::decode_provider(v.value())?.expires <= now {
-                    expired.push(k.value().to_vec());
-                }
-                last = Some(k.value().to_vec());
-            }
-        }
-        for entry in &expired {
-            let (key, peer) = codec::split_provider_entry_key(entry)?;
-            self.remove_provider(&key, &peer)?;
-        }
-        let next = (examined == budget)
-            .then(|| {
-                last.map(|mut k| {
-                    k.push(0);
-                    k
-                })
-            })
-            .flatten();
-        Ok((examined, expired.len(), next))
+            .collect()
     }
 }
 
 impl RecordStore for PersistentStore {
     fn get(&mut self, key: &[u8], now: SystemTime) -> Result<Option<ValueRecord>, StoreError> {
-        let table = self.txn()?.open_table(VALUES).map_err(db_err)?;
-        let Some(stored) = table.get(key).map_err(db_err)? else {
+        let Some(stored) = self.read(Table::Values, key)? else {
             return Ok(None);
         };
-        let (received, expires, value) = codec::decode_value(stored.value())?;
+        let (received, expires, value) = codec::decode_value(&stored)?;
         if expires <= unix_secs(now) {
             return Ok(None);
         }
@@ -427,11 +475,9 @@ impl RecordStore for PersistentStore {
                 max: self.config.max_value_size,
             });
         }
-        let max_records = self.config.max_records as u64;
-        let txn = self.txn()?;
-        let mut table = txn.open_table(VALUES).map_err(db_err)?;
-        let exists = table.get(record.key.as_slice()).map_err(db_err)?.is_some();
-        if !exists && table.len().map_err(db_err)? >= max_records {
+        self.admit()?;
+        let exists = self.read(Table::Values, &record.key)?.is_some();
+        if !exists && self.lens.values >= self.config.max_records as u64 {
             return Err(StoreError::Full);
         }
         let bytes = codec::encode_value(
@@ -439,29 +485,29 @@ impl RecordStore for PersistentStore {
             unix_secs(record.expires),
             &record.value,
         );
-        table
-            .insert(record.key.as_slice(), bytes.as_slice())
-            .map_err(db_err)?;
-        drop(table);
-        self.wrote()
+        self.write(Table::Values, record.key, Some(bytes));
+        if !exists {
+            self.lens.values += 1;
+        }
+        Ok(())
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.txn()?
-            .open_table(VALUES)
-            .map_err(db_err)?
-            .remove(key)
-            .map_err(db_err)?;
-        self.wrote()
+        if self.read(Table::Values, key)?.is_some() {
+            self.write(Table::Values, key.to_vec(), None);
+            self.lens.values = self.lens.values.saturating_sub(1);
+        }
+        Ok(())
     }
 }
 
 impl ProviderStore for PersistentStore {
     fn add_provider(&mut self, record: ProviderRecord) -> Result<(), StoreError> {
+        self.admit()?;
         let key = record.key.clone();
         let now = unix_secs(record.received);
         let record = match self.insert_providers(vec![record])?.pop() {
-            None => return self.wrote(),
+            None => return Ok(()),
             Some(Err(e)) => return Err(e),
             Some(Ok(full)) => full,
         };
@@ -470,7 +516,7 @@ impl ProviderStore for PersistentStore {
             return Err(StoreError::TooManyProviders);
         }
         match self.insert_providers(vec![record])?.pop() {
-            None => self.wrote(),
+            None => Ok(()),
             Some(Err(e)) => Err(e),
             Some(Ok(_)) => Err(StoreError::TooManyProviders),
         }
@@ -491,54 +537,34 @@ impl ProviderStore for PersistentStore {
     }
 
     fn remove_provider(&mut self, key: &[u8], provider: &PeerId) -> Result<(), StoreError> {
-        let key_entry = codec::keyspace_key(key);
         let entry = codec::provider_entry_key(key, provider);
-        {
-            let txn = self.txn()?;
-            let removed = txn
-                .open_table(PROVIDERS)
-                .map_err(db_err)?
-                .remove(entry.as_slice())
-                .map_err(db_err)?
-                .is_some();
-            if removed {
-                let mut keys = txn.open_table(PROVIDER_KEYS).map_err(db_err)?;
-                let count = keys
-                    .get(key_entry.as_slice())
-                    .map_err(db_err)?
-                    .map_or(0, |v| v.value());
-                if count <= 1 {
-                    keys.remove(key_entry.as_slice()).map_err(db_err)?;
-                } else {
-                    keys.insert(key_entry.as_slice(), count - 1)
-                        .map_err(db_err)?;
-                }
-            }
+        if self.read(Table::Providers, &entry)?.is_none() {
+            return Ok(());
         }
         self.cache.remove(key);
-        self.wrote()
+        self.write(Table::Providers, entry, None);
+        let key_entry = codec::keyspace_key(key);
+        let count = self.provider_count(&key_entry)?;
+        if count <= 1 {
+            self.write(Table::ProviderKeys, key_entry, None);
+            self.lens.provider_keys = self.lens.provider_keys.saturating_sub(1);
+        } else {
+            self.write(Table::ProviderKeys, key_entry, Some(count_bytes(count - 1)));
+        }
+        Ok(())
     }
 
     fn provider_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let table = self.txn()?.open_table(PROVIDER_KEYS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in table
-            .range(from.as_bytes().as_slice()..)
-            .map_err(db_err)?
-            .take(limit)
-        {
-            let (k, _) = item.map_err(db_err)?;
-            out.push(k.value()[32..].to_vec());
-        }
-        Ok(out)
+        let entries = self.read_range(Table::ProviderKeys, from.as_bytes(), limit, |_| false)?;
+        Ok(entries.into_iter().map(|(k, _)| k[32..].to_vec()).collect())
     }
 
     fn add_providers(&mut self, records: Vec<ProviderRecord>) -> Result<usize, StoreError> {
+        self.admit()?;
         let offered = records.len();
-        // One pass over tables opened once; records of full keys take the slow path.
+        // One pass; records of full keys take the slow path.
         let refused = self.insert_providers(records)?;
         let mut stored = offered - refused.len();
-        self.buffered += stored;
         for record in refused.into_iter().flatten() {
             match self.add_provider(record) {
                 Ok(()) => stored += 1,
@@ -546,98 +572,106 @@ impl ProviderStore for PersistentStore {
                 Err(e) => return Err(e),
             }
         }
-        if self.buffered >= self.config.max_buffered_writes {
-            self.flush()?;
-        }
         Ok(stored)
     }
 }
 
 impl Store for PersistentStore {
+    /// Hands every accepted write to the writer and waits until all are durable. This waits for
+    /// the disk: the behaviour never calls it from `poll` (it uses [`Store::start_flush`]).
     fn flush(&mut self) -> Result<(), StoreError> {
-        if let Some(txn) = self.txn.take() {
-            if self.buffered > 0 {
-                txn.commit().map_err(db_err)?;
-            } else {
-                txn.abort().map_err(db_err)?;
+        self.collect();
+        loop {
+            self.hand_over();
+            if !self.flush_wanted || self.writer.is_none() {
+                break;
             }
+            self.wait_one()?; // The queue is full: wait for room.
         }
-        self.buffered = 0;
-        Ok(())
+        while self.overlay.in_flight() > 0 && self.writer.is_some() {
+            self.wait_one()?;
+        }
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
+    fn start_flush(&mut self) -> Result<(), StoreError> {
+        self.collect();
+        self.hand_over();
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn start_gc(
+        &mut self,
+        now: SystemTime,
+        budget: usize,
+    ) -> Result<Option<GcProgress>, StoreError> {
+        self.collect();
+        if self.gc_scan.is_none() {
+            let (table, from) = self.gc_cursor.table();
+            let from = from.to_vec();
+            let purpose = ScanFor::Gc {
+                now: unix_secs(now),
+                from: from.clone(),
+            };
+            self.gc_scan = Some(self.next_scan);
+            self.scan(table, from, budget.max(1), purpose);
+        }
+        Ok(None)
+    }
+
+    fn poll_background(&mut self, cx: &mut Context<'_>) -> Poll<Background> {
+        if let Some(writer) = &self.writer {
+            // Registered before looking, so that a job finishing meanwhile still wakes us.
+            writer.waker.register(cx.waker());
+        }
+        self.collect();
+        match self.finished.pop_front() {
+            Some(done) => Poll::Ready(done),
+            None => Poll::Pending,
+        }
+    }
+
+    /// One GC step on the caller's thread: reads up to `budget` entries (use
+    /// [`Store::start_gc`] where waiting for the disk is not allowed).
     fn gc(&mut self, now: SystemTime, budget: usize) -> Result<GcProgress, StoreError> {
-        let now = unix_secs(now);
+        self.collect();
+        let (table, from) = self.gc_cursor.table();
+        let from = from.to_vec();
         let budget = budget.max(1);
-        let mut progress = GcProgress::default();
-        let cursor = std::mem::replace(&mut self.gc_cursor, GcCursor::Values(Vec::new()));
-        let (examined, removed, next) = match cursor {
-            GcCursor::Values(from) => {
-                let (examined, removed, next) = self.gc_values(from, now, budget)?;
-                let cursor = match next {
-                    Some(key) => GcCursor::Values(key),
-                    None => GcCursor::Providers(Vec::new()),
-                };
-                (examined, removed, Some(cursor))
-            }
-            GcCursor::Providers(from) => {
-                let (examined, removed, next) = self.gc_providers(from, now, budget)?;
-                progress.done = next.is_none();
-                (examined, removed, next.map(GcCursor::Providers))
-            }
-        };
-        progress.examined = examined;
-        progress.removed = removed;
-        // Removals are writes: the next flush must commit them.
-        self.buffered += removed;
-        self.gc_cursor = next.unwrap_or(GcCursor::Values(Vec::new()));
-        Ok(progress)
+        let entries = self.read_range(table, &from, budget, |_| false)?;
+        let complete = entries.len() < budget;
+        self.gc_page(&from, entries, complete, unix_secs(now))
     }
 
     fn add_provided(&mut self, key: &[u8], now: SystemTime) -> Result<(), StoreError> {
         let entry = codec::keyspace_key(key);
-        {
-            let txn = self.txn()?;
-            let mut table = txn.open_table(PROVIDED).map_err(db_err)?;
-            if table.get(entry.as_slice()).map_err(db_err)?.is_some() {
-                return Ok(());
-            }
-            let value = codec::encode_provided(unix_secs(now), 0, 0);
-            table
-                .insert(entry.as_slice(), value.as_slice())
-                .map_err(db_err)?;
+        if self.read(Table::Provided, &entry)?.is_some() {
+            return Ok(());
         }
-        self.wrote()
+        let value = codec::encode_provided(unix_secs(now), 0, 0);
+        self.write(Table::Provided, entry, Some(value));
+        self.lens.provided += 1;
+        Ok(())
     }
 
     fn remove_provided(&mut self, key: &[u8]) -> Result<(), StoreError> {
         let entry = codec::keyspace_key(key);
-        self.txn()?
-            .open_table(PROVIDED)
-            .map_err(db_err)?
-            .remove(entry.as_slice())
-            .map_err(db_err)?;
-        self.wrote()
+        if self.read(Table::Provided, &entry)?.is_some() {
+            self.write(Table::Provided, entry, None);
+            self.lens.provided = self.lens.provided.saturating_sub(1);
+        }
+        Ok(())
     }
 
     fn provided(&mut self, from: &Key, limit: usize) -> Result<Vec<ProvidedKey>, StoreError> {
-        let table = self.txn()?.open_table(PROVIDED).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in table
-            .range(from.as_bytes().as_slice()..)
-            .map_err(db_err)?
-            .take(limit)
-        {
-            let (k, v) = item.map_err(db_err)?;
-            let (added, last, peers) = codec::decode_provided(v.value())?;
-            out.push(ProvidedKey {
-                key: k.value()[32..].to_vec(),
-                added: from_unix_secs(added),
-                last_provided: (last > 0).then(|| from_unix_secs(last)),
-                peers,
-            });
-        }
-        Ok(out)
+        let entries = self.read_range(Table::Provided, from.as_bytes(), limit, |_| false)?;
+        Self::decode_provided(entries)
     }
 
     fn set_provided_status(
@@ -647,36 +681,44 @@ impl Store for PersistentStore {
         peers: u16,
     ) -> Result<(), StoreError> {
         let entry = codec::keyspace_key(key);
-        {
-            let txn = self.txn()?;
-            let mut table = txn.open_table(PROVIDED).map_err(db_err)?;
-            let Some(stored) = table.get(entry.as_slice()).map_err(db_err)? else {
-                return Ok(());
-            };
-            let (added, _, _) = codec::decode_provided(stored.value())?;
-            drop(stored);
-            let value = codec::encode_provided(added, unix_secs(at).max(1), peers);
-            table
-                .insert(entry.as_slice(), value.as_slice())
-                .map_err(db_err)?;
-        }
-        self.wrote()
+        let Some(stored) = self.read(Table::Provided, &entry)? else {
+            return Ok(());
+        };
+        let (added, _, _) = codec::decode_provided(&stored)?;
+        let value = codec::encode_provided(added, unix_secs(at).max(1), peers);
+        self.write(Table::Provided, entry, Some(value));
+        Ok(())
     }
 
     fn provided_len(&mut self) -> Result<u64, StoreError> {
-        let table = self.txn()?.open_table(PROVIDED).map_err(db_err)?;
-        table.len().map_err(db_err)
+        Ok(self.lens.provided)
     }
 
+    /// Keeps the peers for the writer's next commit, without waiting for it.
     fn save_routing_snapshot(
         &mut self,
         peers: &[(PeerId, Vec<Multiaddr>)],
     ) -> Result<(), StoreError> {
-        self.save_routing_table(peers)
+        self.routing = Some((None, peers.to_vec()));
+        self.collect();
+        self.hand_over();
+        Ok(())
     }
 
     fn load_routing_snapshot(&mut self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, StoreError> {
-        self.load_routing_table()
+        if let Some((_, peers)) = &self.routing {
+            return Ok(peers.clone());
+        }
+        let read = self.db.begin_read().map_err(db_err)?;
+        let table = read.open_table(ROUTING).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let peer = PeerId::from_bytes(k.value())
+                .map_err(|_| StoreError::Corrupt("routing entry".into()))?;
+            out.push((peer, codec::decode_routing(v.value())?));
+        }
+        Ok(out)
     }
 }
 

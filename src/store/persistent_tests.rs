@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use libp2p::PeerId;
+use redb::TableDefinition;
 
 use super::*;
 use crate::store::suite::{self, provider, value};
@@ -210,8 +211,9 @@ fn gc_removals_survive_a_reopen_and_reads_alone_commit_nothing() {
         store.flush().unwrap();
         // Reads then a flush: nothing to commit.
         store.providers(b"new", now).unwrap();
-        assert_eq!(store.buffered, 0);
-        store.flush().unwrap();
+        assert_eq!(store.overlay.pending(), 0);
+        store.start_flush().unwrap();
+        assert_eq!(store.overlay.in_flight(), 0, "no commit for reads");
         let later = now + Duration::from_secs(10);
         while !store.gc(later, 10).unwrap().done {}
         store.flush().unwrap();
@@ -222,4 +224,150 @@ fn gc_removals_survive_a_reopen_and_reads_alone_commit_nothing() {
         store.provider_keys(&zero, 10).unwrap(),
         vec![b"new".to_vec()]
     );
+}
+
+/// Reads see writes the writer has not committed yet, and `durable_writes` follows the
+/// writer: a write is acknowledged only once committed.
+#[test]
+fn reads_see_writes_in_flight_and_durability_is_reported_when_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PersistentStoreConfig {
+        max_buffered_writes: 8,
+        ..Default::default()
+    };
+    let mut store = PersistentStore::open(dir.path().join("s.redb"), config).unwrap();
+    let now = suite::now();
+    let peers: Vec<PeerId> = (0..20).map(|_| PeerId::random()).collect();
+    for (i, peer) in peers.iter().enumerate() {
+        store
+            .add_provider(provider(&[i as u8], *peer, now))
+            .unwrap();
+    }
+    store.remove_provider(&[3], &peers[3]).unwrap();
+    store.start_flush().unwrap();
+    // Whatever the writer has done by now, every read is right.
+    for (i, peer) in peers.iter().enumerate() {
+        let found = store.providers(&[i as u8], now).unwrap();
+        if i == 3 {
+            assert!(found.is_empty());
+        } else {
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].provider, *peer);
+        }
+    }
+    let zero = Key::from_hash([0; 32]);
+    assert_eq!(store.provider_keys(&zero, 100).unwrap().len(), 19);
+    let accepted = store.accepted_writes();
+    assert!(store.durable_writes() <= accepted);
+    store.flush().unwrap();
+    assert_eq!(
+        store.durable_writes(),
+        accepted,
+        "flush waits for every write"
+    );
+    assert_eq!(store.overlay.in_flight(), 0);
+    assert_eq!(store.overlay.pending(), 0);
+}
+
+/// A GC step started from `poll` scans on the writer thread; its outcome comes back through
+/// `poll_background`, and what it removed is removed.
+#[test]
+fn gc_runs_in_the_background_and_reports_through_poll_background() {
+    use std::task::{Context, Poll};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gc.redb");
+    let now = suite::now();
+    {
+        let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+        for i in 0..40u8 {
+            let mut record = provider(&[i], PeerId::random(), now);
+            if i % 4 == 0 {
+                record.expires = now + Duration::from_secs(1);
+            }
+            store.add_provider(record).unwrap();
+        }
+        store
+            .put(value(b"/v/old", 1, now - Duration::from_secs(7200)))
+            .unwrap();
+        store.flush().unwrap();
+        // Written after the commit, not yet handed over: the scan must not miss them.
+        let mut late = provider(b"late", PeerId::random(), now);
+        late.expires = now + Duration::from_secs(1);
+        store.add_provider(late).unwrap();
+
+        let later = now + Duration::from_secs(10);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let (mut removed, mut steps) = (0, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            assert_eq!(store.start_gc(later, 8).unwrap(), None, "never at once");
+            let progress = loop {
+                match store.poll_background(&mut cx) {
+                    Poll::Ready(Background::Gc(result)) => break result.unwrap(),
+                    Poll::Pending => {
+                        assert!(std::time::Instant::now() < deadline, "no GC outcome");
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            };
+            steps += 1;
+            removed += progress.removed;
+            assert!(progress.examined <= 8 + 1, "{progress:?}");
+            if progress.done {
+                break;
+            }
+        }
+        assert!(steps >= 5, "41 entries in steps of 8: {steps}");
+        assert_eq!(removed, 10 + 1 + 1);
+        assert!(store.get(b"/v/old", later).unwrap().is_none());
+        assert!(store.providers(b"late", now).unwrap().is_empty());
+    }
+    let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    let zero = Key::from_hash([0; 32]);
+    assert_eq!(store.provider_keys(&zero, 100).unwrap().len(), 30);
+}
+
+/// When more than `max_unwritten_bytes` wait for the disk, records from the network are
+/// refused with a typed error, and nothing changes; the node's own bookkeeping is taken.
+#[test]
+fn writes_beyond_the_unwritten_bytes_bound_are_refused_as_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PersistentStoreConfig {
+        max_unwritten_bytes: 4096,
+        // Nothing is handed over by itself: the bytes stay unwritten.
+        max_buffered_writes: usize::MAX,
+        ..Default::default()
+    };
+    let mut store = PersistentStore::open(dir.path().join("s.redb"), config).unwrap();
+    let now = suite::now();
+    let mut accepted = 0;
+    let refused = loop {
+        match store.add_provider(provider(
+            &(accepted as u32).to_be_bytes(),
+            PeerId::random(),
+            now,
+        )) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1000, "never refused");
+    };
+    assert_eq!(refused, StoreError::Busy);
+    assert!(accepted > 0);
+    assert_eq!(
+        store.put(value(b"/v/a", 3, now)),
+        Err(StoreError::Busy),
+        "values too"
+    );
+    assert!(
+        store.get(b"/v/a", now).unwrap().is_none(),
+        "nothing changed"
+    );
+    store.add_provided(b"mine", now).unwrap();
+    // Once the writer has caught up, writes are taken again.
+    store.flush().unwrap();
+    store.put(value(b"/v/a", 3, now)).unwrap();
+    let zero = Key::from_hash([0; 32]);
+    assert_eq!(store.provider_keys(&zero, 10_000).unwrap().len(), accepted);
+    assert_eq!(store.provided_len().unwrap(), 1);
 }

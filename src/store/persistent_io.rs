@@ -1,0 +1,329 @@
+//! The store's side of its writer thread (`persistent_writer.rs`): handing batches and scans
+//! over, taking completions back, and the reads and writes that go through the overlay of
+//! writes not yet durable. Everything here runs on the caller's thread and never waits for the
+//! disk, except `wait_one`, which only the calls that wait use.
+
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use futures::task::AtomicWaker;
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
+
+use super::overlay::merge;
+use super::writer::{count_bytes, db_err, Done, Entry, Job, Table};
+use super::writer::{PROVIDED, PROVIDERS, PROVIDER_KEYS, VALUES};
+use super::{after, codec, Background, GcCursor, GcProgress, PersistentStore, ScanFor};
+use super::{StoreError, MAX_JOBS};
+use crate::store::{ProviderStore, RecordStore};
+
+/// The committed state as of the last completion, one read transaction's tables.
+pub(super) struct Snapshot {
+    pub(super) values: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub(super) provider_keys: ReadOnlyTable<&'static [u8], u32>,
+    pub(super) providers: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub(super) provided: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+type Items<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
+
+impl Snapshot {
+    pub(super) fn open(db: &Database) -> Result<Self, StoreError> {
+        let read = db.begin_read().map_err(db_err)?;
+        Ok(Self {
+            values: read.open_table(VALUES).map_err(db_err)?,
+            provider_keys: read.open_table(PROVIDER_KEYS).map_err(db_err)?,
+            providers: read.open_table(PROVIDERS).map_err(db_err)?,
+            provided: read.open_table(PROVIDED).map_err(db_err)?,
+        })
+    }
+
+    fn bytes_table(&self, table: Table) -> &ReadOnlyTable<&'static [u8], &'static [u8]> {
+        match table {
+            Table::Values => &self.values,
+            Table::Providers => &self.providers,
+            _ => &self.provided,
+        }
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if table == Table::ProviderKeys {
+            let found = self.provider_keys.get(key).map_err(db_err)?;
+            return Ok(found.map(|v| count_bytes(v.value())));
+        }
+        let found = self.bytes_table(table).get(key).map_err(db_err)?;
+        Ok(found.map(|v| v.value().to_vec()))
+    }
+
+    fn range(&self, table: Table, from: &[u8]) -> Result<Items<'_>, StoreError> {
+        if table == Table::ProviderKeys {
+            let range = self.provider_keys.range(from..).map_err(db_err)?;
+            return Ok(Box::new(range.map(|item| {
+                let (k, v) = item.map_err(db_err)?;
+                Ok((k.value().to_vec(), count_bytes(v.value())))
+            })));
+        }
+        let range = self.bytes_table(table).range(from..).map_err(db_err)?;
+        Ok(Box::new(range.map(|item| {
+            let (k, v) = item.map_err(db_err)?;
+            Ok((k.value().to_vec(), v.value().to_vec()))
+        })))
+    }
+}
+
+/// The writer thread and the channels to it.
+pub(super) struct Writer {
+    pub(super) jobs: SyncSender<Job>,
+    pub(super) done: Receiver<Done>,
+    pub(super) waker: Arc<AtomicWaker>,
+    pub(super) thread: Option<JoinHandle<()>>,
+}
+
+pub(super) fn writer_gone() -> StoreError {
+    StoreError::Database("the store's writer thread stopped".into())
+}
+
+impl PersistentStore {
+    // ----- the writer thread -----------------------------------------------------------------
+
+    /// Takes what the writer finished, without waiting, and gives it what waited for room.
+    pub(super) fn collect(&mut self) {
+        loop {
+            let Some(writer) = &self.writer else { return };
+            match writer.done.try_recv() {
+                Ok(done) => self.on_done(done),
+                Err(_) => break,
+            }
+        }
+        self.send_waiting();
+    }
+
+    /// Gives the writer the scans and the hand-over that waited for room in its queue.
+    pub(super) fn send_waiting(&mut self) {
+        while self.jobs < MAX_JOBS {
+            let Some(job) = self.deferred.pop_front() else {
+                break;
+            };
+            self.send(job);
+        }
+        if self.flush_wanted || self.overlay.pending() >= self.config.max_buffered_writes {
+            self.hand_over();
+        }
+    }
+
+    /// Queues a job; the caller checked that there is room.
+    pub(super) fn send(&mut self, job: Job) {
+        let Some(writer) = &self.writer else { return };
+        match writer.jobs.try_send(job) {
+            Ok(()) => self.jobs += 1,
+            Err(_) => {
+                // Never full (at most MAX_JOBS given): the thread is gone.
+                self.error = Some(writer_gone());
+            }
+        }
+    }
+
+    pub(super) fn on_done(&mut self, done: Done) {
+        self.jobs = self.jobs.saturating_sub(1);
+        match done {
+            Done::Committed { batch, result } => {
+                // The committed state changed: later reads need a new snapshot of it.
+                self.snapshot = None;
+                let ok = result.is_ok();
+                if let Err(error) = result {
+                    self.error = Some(error);
+                }
+                if let Err(error) = self.overlay.committed(batch, ok) {
+                    tracing::warn!(%error, "store writer out of step");
+                }
+                if let Some((carrier, _)) = &mut self.routing {
+                    if *carrier == Some(batch) {
+                        if ok {
+                            self.routing = None;
+                        } else {
+                            *carrier = None; // Goes again with the next batch.
+                        }
+                    }
+                }
+            }
+            Done::Scanned {
+                id,
+                entries,
+                complete,
+            } => match self.scans.remove(&id) {
+                Some(ScanFor::Gc { now, from }) => {
+                    self.gc_scan = None;
+                    let result = entries.and_then(|e| self.gc_page(&from, e, complete, now));
+                    if result.is_err() {
+                        self.gc_cursor = GcCursor::Values(Vec::new());
+                    }
+                    self.finished.push_back(Background::Gc(result));
+                }
+                None => {}
+            },
+        }
+    }
+
+    /// Hands a batch (the oldest waiting writes, at most `max_buffered_writes`, and a routing
+    /// snapshot) to the writer if its queue has room. What is left waits in the overlay, and
+    /// goes when a job finishes.
+    pub(super) fn hand_over(&mut self) {
+        let routing_waits = matches!(self.routing, Some((None, _)));
+        if self.overlay.pending() == 0 && !routing_waits {
+            self.flush_wanted = false;
+            return;
+        }
+        if self.jobs >= MAX_JOBS || self.writer.is_none() {
+            self.flush_wanted = true;
+            return;
+        }
+        let (batch, ops) = self.overlay.take_batch(self.config.max_buffered_writes);
+        let routing = match &mut self.routing {
+            Some((carrier @ None, peers)) => {
+                *carrier = Some(batch);
+                Some(
+                    peers
+                        .iter()
+                        .map(|(peer, addrs)| (peer.to_bytes(), codec::encode_routing(addrs)))
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
+        self.send(Job::Commit {
+            batch,
+            ops,
+            routing,
+        });
+        self.flush_wanted = self.overlay.pending() > 0;
+    }
+
+    /// Waits for one job of the writer to finish. Only for the calls that wait.
+    pub(super) fn wait_one(&mut self) -> Result<(), StoreError> {
+        let writer = self.writer.as_ref().ok_or_else(writer_gone)?;
+        let done = writer.done.recv().map_err(|_| writer_gone())?;
+        self.on_done(done);
+        Ok(())
+    }
+
+    /// Reads `limit` entries of `table` from `from` on the writer thread.
+    pub(super) fn scan(&mut self, table: Table, from: Vec<u8>, limit: usize, purpose: ScanFor) {
+        let id = self.next_scan;
+        self.next_scan += 1;
+        self.scans.insert(id, purpose);
+        let job = Job::Scan {
+            id,
+            table,
+            from,
+            limit,
+        };
+        if self.jobs < MAX_JOBS && self.deferred.is_empty() {
+            self.send(job);
+        } else {
+            self.deferred.push_back(job);
+        }
+    }
+
+    // ----- reads and writes through the overlay ------------------------------------------------
+
+    pub(super) fn snapshot(&mut self) -> Result<&Snapshot, StoreError> {
+        if self.snapshot.is_none() {
+            self.snapshot = Some(Snapshot::open(&self.db)?);
+        }
+        Ok(self.snapshot.as_ref().expect("just set"))
+    }
+
+    /// An entry as readers see it: the overlay's newest write, else the committed state.
+    pub(super) fn read(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.overlay.get(table, key) {
+            return Ok(value.map(<[u8]>::to_vec));
+        }
+        self.snapshot()?.get(table, key)
+    }
+
+    /// Up to `limit` entries of `table` from `from`, before the first key `past_end` refuses.
+    pub(super) fn read_range(
+        &mut self,
+        table: Table,
+        from: &[u8],
+        limit: usize,
+        past_end: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.snapshot()?;
+        let snapshot = self.snapshot.as_ref().expect("opened");
+        let base = snapshot.range(table, from)?;
+        merge(base, self.overlay.range(table, from), None, limit, past_end)
+    }
+
+    pub(super) fn write(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.overlay.write(table, key, value);
+        if self.overlay.pending() >= self.config.max_buffered_writes {
+            self.hand_over();
+        }
+    }
+
+    /// Admits a record from the network, unless too much waits for the disk already.
+    pub(super) fn admit(&mut self) -> Result<(), StoreError> {
+        self.collect();
+        if self.overlay.bytes() >= self.config.max_unwritten_bytes {
+            return Err(StoreError::Busy);
+        }
+        Ok(())
+    }
+
+    /// Removes the expired entries among `entries` (of the table the GC cursor is in, from
+    /// `from`), and moves the cursor on: past the last entry, or to the next table when
+    /// `complete`.
+    pub(super) fn gc_page(
+        &mut self,
+        from: &[u8],
+        entries: Vec<Entry>,
+        complete: bool,
+        now: u64,
+    ) -> Result<GcProgress, StoreError> {
+        let (table, _) = self.gc_cursor.table();
+        // The page is the committed state when the writer read it: newer writes win.
+        let upper = (!complete)
+            .then(|| entries.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let entries = merge(
+            entries.into_iter().map(Ok),
+            self.overlay.range(table, from),
+            upper.as_deref(),
+            usize::MAX,
+            |_| false,
+        )?;
+        let mut progress = GcProgress {
+            examined: entries.len(),
+            ..Default::default()
+        };
+        for (key, value) in &entries {
+            match table {
+                Table::Values => {
+                    let (_, expires, _) = codec::decode_value(value)?;
+                    if expires <= now {
+                        self.remove(key)?;
+                        progress.removed += 1;
+                    }
+                }
+                _ => {
+                    if codec::decode_provider(value)?.expires <= now {
+                        let (key, peer) = codec::split_provider_entry_key(key)?;
+                        self.remove_provider(&key, &peer)?;
+                        progress.removed += 1;
+                    }
+                }
+            }
+        }
+        self.gc_cursor = match (table, upper) {
+            (Table::Values, Some(last)) => GcCursor::Values(after(&last)),
+            (Table::Values, None) => GcCursor::Providers(Vec::new()),
+            (_, Some(last)) => GcCursor::Providers(after(&last)),
+            (_, None) => {
+                progress.done = true;
+                GcCursor::Values(Vec::new())
+            }
+        };
+        Ok(progress)
+    }
+}

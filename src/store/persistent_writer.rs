@@ -1,0 +1,247 @@
+//! The writer thread of [`PersistentStore`](super::PersistentStore): the only place that waits
+//! for the disk. It takes jobs from a bounded channel, in order: a batch of writes to commit
+//! (one redb transaction, one fsync), or a range of a table to read (the GC's and the reprovide
+//! sweep's scans). What it finished goes back on the completion channel, and the store's task
+//! is woken to collect it.
+//!
+//! Jobs run strictly in the order they were sent, so a scan sees every batch sent before it,
+//! and none sent after: that is what lets the store merge a scan with its own newer writes.
+
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+
+use futures::task::AtomicWaker;
+use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
+
+use super::StoreError;
+
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("values");
+pub(super) const PROVIDER_KEYS: TableDefinition<&[u8], u32> = TableDefinition::new("provider_keys");
+pub(super) const PROVIDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("providers");
+pub(super) const PROVIDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("provided");
+pub(super) const ROUTING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("routing");
+
+pub(super) fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// The tables written through the store's overlay. `provider_keys` holds a `u32`; in the
+/// overlay and in jobs it travels as 4 little-endian bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    Values = 0,
+    ProviderKeys = 1,
+    Providers = 2,
+    Provided = 3,
+}
+
+/// The value of a `provider_keys` entry as overlay bytes.
+pub(super) fn count_bytes(count: u32) -> Vec<u8> {
+    count.to_le_bytes().to_vec()
+}
+
+/// A `provider_keys` value from overlay bytes (a malformed one reads as no providers).
+pub(super) fn count_of(bytes: &[u8]) -> u32 {
+    bytes.try_into().map_or(0, u32::from_le_bytes)
+}
+
+/// One entry of a table: key and value.
+pub(super) type Entry = (Vec<u8>, Vec<u8>);
+
+/// One write: the entry's new value, or `None` to delete it (bytes shared with the overlay).
+pub(super) type Op = (Table, Arc<[u8]>, Option<Arc<[u8]>>);
+
+/// Work for the writer thread.
+pub(super) enum Job {
+    /// Commit these writes, in one transaction; `routing` replaces the routing snapshot.
+    Commit {
+        batch: u64,
+        ops: Vec<Op>,
+        routing: Option<Vec<Entry>>,
+    },
+    /// Read up to `limit` entries of `table` from `from` (inclusive), in key order.
+    Scan {
+        id: u64,
+        table: Table,
+        from: Vec<u8>,
+        limit: usize,
+    },
+}
+
+/// What the writer thread finished.
+pub(super) enum Done {
+    /// Batch `batch` (and nothing after it) is durable, or failed and changed nothing.
+    Committed {
+        batch: u64,
+        result: Result<(), StoreError>,
+    },
+    /// The entries found by scan `id`; `complete` when the table ended before `limit`.
+    Scanned {
+        id: u64,
+        entries: Result<Vec<Entry>, StoreError>,
+        complete: bool,
+    },
+}
+
+/// Runs jobs until the store drops its end of the channel.
+pub(super) fn run(
+    db: Arc<Database>,
+    jobs: Receiver<Job>,
+    done: Sender<Done>,
+    waker: Arc<AtomicWaker>,
+) {
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Commit {
+                batch,
+                ops,
+                routing,
+            } => {
+                // Batches queued behind this one go into the same transaction: a writer that
+                // fell behind catches up with one fsync for all of them. A scan stops the
+                // merge, so that it still sees exactly the batches sent before it.
+                let mut batches = vec![batch];
+                let mut all = vec![(ops, routing)];
+                loop {
+                    match jobs.try_recv() {
+                        Ok(Job::Commit {
+                            batch,
+                            ops,
+                            routing,
+                        }) => {
+                            batches.push(batch);
+                            all.push((ops, routing));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                }
+                let result = commit(&db, all);
+                if let Err(error) = &result {
+                    tracing::warn!(%error, "store commit failed");
+                }
+                for batch in batches {
+                    let result = result.clone();
+                    if done.send(Done::Committed { batch, result }).is_err() {
+                        return;
+                    }
+                }
+            }
+            Job::Scan {
+                id,
+                table,
+                from,
+                limit,
+            } => {
+                let (entries, complete) = match scan(&db, table, &from, limit) {
+                    Ok((entries, complete)) => (Ok(entries), complete),
+                    Err(e) => (Err(e), true),
+                };
+                if done
+                    .send(Done::Scanned {
+                        id,
+                        entries,
+                        complete,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        waker.wake();
+    }
+}
+
+type Batch = (Vec<Op>, Option<Vec<Entry>>);
+
+fn commit(db: &Database, batches: Vec<Batch>) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_err)?;
+    for (ops, routing) in batches {
+        apply(&txn, ops)?;
+        if let Some(routing) = routing {
+            let mut table = txn.open_table(ROUTING).map_err(db_err)?;
+            table.retain(|_, _| false).map_err(db_err)?;
+            for (peer, addrs) in routing {
+                table
+                    .insert(peer.as_slice(), addrs.as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+    }
+    txn.commit().map_err(db_err)
+}
+
+fn apply(txn: &WriteTransaction, ops: Vec<Op>) -> Result<(), StoreError> {
+    let mut values = txn.open_table(VALUES).map_err(db_err)?;
+    let mut counts = txn.open_table(PROVIDER_KEYS).map_err(db_err)?;
+    let mut providers = txn.open_table(PROVIDERS).map_err(db_err)?;
+    let mut provided = txn.open_table(PROVIDED).map_err(db_err)?;
+    for (table, key, value) in ops {
+        let key = &*key;
+        match (table, value) {
+            (Table::ProviderKeys, Some(v)) => {
+                counts.insert(key, count_of(&v)).map_err(db_err)?;
+            }
+            (Table::ProviderKeys, None) => {
+                counts.remove(key).map_err(db_err)?;
+            }
+            (table, value) => {
+                let target = match table {
+                    Table::Values => &mut values,
+                    Table::Providers => &mut providers,
+                    _ => &mut provided,
+                };
+                match value {
+                    Some(v) => target.insert(key, &*v).map(drop),
+                    None => target.remove(key).map(drop),
+                }
+                .map_err(db_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` entries from `from`; whether the table ended first.
+fn scan(
+    db: &Database,
+    table: Table,
+    from: &[u8],
+    limit: usize,
+) -> Result<(Vec<Entry>, bool), StoreError> {
+    let read = db.begin_read().map_err(db_err)?;
+    let mut out = Vec::new();
+    if table == Table::ProviderKeys {
+        let t = read.open_table(PROVIDER_KEYS).map_err(db_err)?;
+        for item in t.range(from..).map_err(db_err)?.take(limit) {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value().to_vec(), count_bytes(v.value())));
+        }
+    } else {
+        let definition = match table {
+            Table::Values => VALUES,
+            Table::Providers => PROVIDERS,
+            _ => PROVIDED,
+        };
+        let t = read.open_table(definition).map_err(db_err)?;
+        for item in t.range(from..).map_err(db_err)?.take(limit) {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+    }
+    let complete = out.len() < limit;
+    Ok((out, complete))
+}
