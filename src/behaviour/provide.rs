@@ -69,10 +69,12 @@ impl Behaviour {
         Ok(())
     }
 
-    /// StopProvide: removes `key` from the list; it is not announced again (records already
-    /// stored expire on their own).
+    /// StopProvide: removes `key` from the list; it is not announced again, not even by a
+    /// sweep under way that read it before (records already stored expire on their own).
     pub fn stop_providing(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.server.store_mut().remove_provided(key)
+        self.server.store_mut().remove_provided(key)?;
+        self.provider.stop(key);
+        Ok(())
     }
 
     /// ProvideList: up to `limit` provided keys in keyspace order from `from` (inclusive), with

@@ -15,7 +15,7 @@ pub mod sweep;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use fnv::FnvHashMap;
+use fnv::{FnvHashMap, FnvHashSet};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::key::Key;
@@ -74,6 +74,9 @@ struct Sending {
     in_flight: FnvHashMap<PeerId, usize>,
     /// Peers that took each key.
     took: Vec<u16>,
+    /// Keys stopped while the run was under way (indices): not announced any more, and not
+    /// recorded as announced.
+    stopped: FnvHashSet<usize>,
     outstanding: usize,
     messages: usize,
     failures: usize,
@@ -167,6 +170,22 @@ impl Provider {
         }
     }
 
+    /// StopProvide for the runs under way: `key` was read before it was stopped, and must not
+    /// be announced again. Its announcements not handed over yet are dropped (those already
+    /// sent cannot be called back; their records expire on their own).
+    pub(crate) fn stop(&mut self, key: &[u8]) {
+        for run in &mut self.runs {
+            match &mut run.phase {
+                Phase::Lookup { keys } => keys.retain(|k| k.as_slice() != key),
+                Phase::Sending(sending) => {
+                    if let Some(index) = sending.keys.iter().position(|k| k.as_slice() == key) {
+                        sending.stopped.insert(index);
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether regions wait for a worker.
     pub(crate) fn has_waiting(&self) -> bool {
         self.runs.len() < self.config.workers.max(1) && self.next_startable().is_some()
@@ -240,11 +259,15 @@ impl Provider {
             behind: run.behind,
         };
         if let Phase::Sending(sending) = run.phase {
-            report.keys = sending.keys.len();
+            report.keys = sending.keys.len() - sending.stopped.len();
             report.peers = sending.queues.len();
             report.messages = sending.messages;
             report.failures = sending.failures;
-            for (key, took) in sending.keys.into_iter().zip(sending.took) {
+            let done = sending.keys.into_iter().zip(sending.took).enumerate();
+            for (index, (key, took)) in done {
+                if sending.stopped.contains(&index) {
+                    continue;
+                }
                 actions.push(ProviderAction::KeyDone {
                     key,
                     at: run.started,
@@ -324,6 +347,7 @@ impl Provider {
             queues,
             in_flight: FnvHashMap::default(),
             took,
+            stopped: FnvHashSet::default(),
             outstanding: 0,
             messages: 0,
             failures: 0,
@@ -347,6 +371,9 @@ impl Provider {
                 let Some(index) = queue.pop_front() else {
                     break;
                 };
+                if sending.stopped.contains(&index) {
+                    continue;
+                }
                 *in_flight += 1;
                 sending.outstanding += 1;
                 actions.push(ProviderAction::Announce {
@@ -497,6 +524,77 @@ mod tests {
             got.sort();
             assert_eq!(got, closest);
         }
+    }
+
+    /// Review of a flaky test: a key stopped while its region was being swept went on being
+    /// announced by that sweep, for as long as it ran (seconds, under load).
+    #[test]
+    fn a_key_stopped_during_a_sweep_is_not_announced_again() {
+        let config = ReprovideConfig {
+            workers: 1,
+            per_peer_in_flight: 1,
+            ..Default::default()
+        };
+        let mut provider = Provider::new(config, 3);
+        let now = UNIX_EPOCH + Duration::from_secs(22 * 3600 * 1000);
+        let [ProviderAction::LoadRegion(region)] = provider.tick(now, 0)[..] else {
+            panic!()
+        };
+        let keys: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 8]).collect();
+        let stopped_early = keys[9].clone();
+        provider.region_keys(region, keys.clone());
+        // Stopped while the region's peers are being looked up.
+        provider.stop(&stopped_early);
+        let query = QueryId(1);
+        provider.lookup_started(query, region);
+        let peers: Vec<PeerRecord> = (0..4).map(|_| peer()).collect();
+        let mut pending = provider.region_peers(query, peers);
+        let stopped = keys[5].clone();
+        let mut stop_now = true;
+        let mut next = 0u64;
+        let mut sent_after_stop = Vec::new();
+        let mut done = Vec::new();
+        let mut report = None;
+        let mut in_flight: Vec<OutboundRequestId> = Vec::new();
+        loop {
+            for action in std::mem::take(&mut pending) {
+                match action {
+                    ProviderAction::Announce {
+                        region,
+                        peer,
+                        key,
+                        index,
+                        ..
+                    } => {
+                        if !stop_now {
+                            sent_after_stop.push(key.clone());
+                        }
+                        let id = OutboundRequestId(next);
+                        next += 1;
+                        provider.on_sent(id, region, peer, index);
+                        in_flight.push(id);
+                    }
+                    ProviderAction::KeyDone { key, .. } => done.push(key),
+                    ProviderAction::Report(r) => report = Some(r),
+                    other => panic!("{other:?}"),
+                }
+            }
+            if stop_now {
+                // One message per peer is out; every other announcement waits in line.
+                provider.stop(&stopped);
+                stop_now = false;
+            }
+            let Some(id) = in_flight.pop() else { break };
+            pending = provider.on_result(id, true);
+        }
+        assert!(
+            !sent_after_stop.contains(&stopped),
+            "announced after it was stopped"
+        );
+        assert!(!sent_after_stop.contains(&stopped_early));
+        assert!(!done.contains(&stopped) && !done.contains(&stopped_early));
+        assert_eq!(done.len(), 8);
+        assert_eq!(report.expect("the region finished").keys, 8);
     }
 
     #[test]
