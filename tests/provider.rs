@@ -149,6 +149,29 @@ async fn a_thousand_keys_are_provided_renewed_and_stopped() {
     }
 }
 
+/// Issue 14: a region's keys past the first read (100,000, never continued) were never
+/// announced, and at start-up the whole keyspace is one region. Five nodes (fewer than k: one
+/// region), 1,000 keys read 64 at a time: every key is announced, and found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_of_one_region_is_announced_page_by_page() {
+    let nodes = network(5, || fast_config().with_reprovide_keys_per_page(64)).await;
+    nodes[0]
+        .run(|dht| {
+            for i in 0..1000 {
+                dht.start_providing(cid(i)).unwrap();
+            }
+            None
+        })
+        .await;
+    wait_all_announced(&nodes[0], 1000).await;
+    // The first and last keys of the keyspace: the first and last pages.
+    let mut order: Vec<u32> = (0..1000).collect();
+    order.sort_by_key(|i| Key::new(&cid(*i)));
+    for i in [order[0], order[500], order[999]] {
+        until_found(&nodes[4], cid(i), nodes[0].id, true, &format!("key {i}")).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_networks_and_a_single_key() {
     // Fewer peers than k: one region, every key to every peer.
