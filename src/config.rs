@@ -584,6 +584,25 @@ impl Config {
     }
 }
 
+/// The reprovide sweep's pages (issue 14).
+impl Config {
+    /// Provided keys the reprovide sweep reads from the store at once. A region holding more
+    /// (at start-up the whole keyspace is one region) is swept page by page, every page
+    /// announced with the peers of the region's one lookup, so every provided key is announced
+    /// each interval however many share a region. Default 10,000: a page costs about 250 bytes
+    /// per key while it is announced (20 peers per key), and is read off the swarm's task by a
+    /// persistent store.
+    pub fn with_reprovide_keys_per_page(mut self, keys: usize) -> Self {
+        self.reprovide.keys_per_page = keys.max(1);
+        self
+    }
+
+    /// See [`Config::with_reprovide_keys_per_page`].
+    pub fn reprovide_keys_per_page(&self) -> usize {
+        self.reprovide.keys_per_page
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -480,6 +480,12 @@ impl Behaviour {
                     self.gc_waiting = false;
                     self.on_gc_step(result, cx);
                 }
+                Background::Provided { tag, page } => {
+                    let actions = self.provider.page_loaded(tag, page, SystemTime::now());
+                    self.apply_provider(actions);
+                    // A region lookup may have started after this poll drove the queries.
+                    cx.waker().wake_by_ref();
+                }
             }
         }
     }

@@ -69,10 +69,12 @@ impl Behaviour {
         Ok(())
     }
 
-    /// StopProvide: removes `key` from the list; it is not announced again (records already
-    /// stored expire on their own).
+    /// StopProvide: removes `key` from the list; it is not announced again, not even by a
+    /// sweep under way that read it before (records already stored expire on their own).
     pub fn stop_providing(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.server.store_mut().remove_provided(key)
+        self.server.store_mut().remove_provided(key)?;
+        self.provider.stop(key);
+        Ok(())
     }
 
     /// ProvideList: up to `limit` provided keys in keyspace order from `from` (inclusive), with
@@ -137,23 +139,23 @@ impl Behaviour {
         while let Some(action) = queue.pop_front() {
             tracing::trace!(?action, "sweep");
             match action {
-                ProviderAction::LoadRegion(region) => {
+                ProviderAction::LoadKeys { region, from } => {
+                    // Read off the swarm's task by a store that does I/O: the page then comes
+                    // back through the store's background work (see `poll_store`).
+                    let tag = self.provider.page_requested(region);
+                    let limit = self.config.reprovide.keys_per_page;
+                    let loaded = self
+                        .server
+                        .store_mut()
+                        .start_load_provided(tag, &from, limit);
                     let now = SystemTime::now();
-                    let max = self.config.reprovide.max_keys_per_region;
-                    let keys: Vec<Vec<u8>> =
-                        match self.server.store_mut().provided(&region.start(), max) {
-                            Ok(keys) => keys
-                                .into_iter()
-                                .take_while(|p| region.contains(&Key::new(&p.key)))
-                                .filter(|p| self.provider.key_due(p.last_provided, now))
-                                .map(|p| p.key)
-                                .collect(),
-                            Err(error) => {
-                                tracing::warn!(%error, "reading the provided keys failed");
-                                Vec::new()
-                            }
-                        };
-                    queue.extend(self.provider.region_keys(region, keys));
+                    match loaded {
+                        Ok(None) => {}
+                        Ok(Some(page)) => {
+                            queue.extend(self.provider.page_loaded(tag, Ok(page), now))
+                        }
+                        Err(error) => queue.extend(self.provider.page_loaded(tag, Err(error), now)),
+                    }
                 }
                 ProviderAction::FindPeers { region, target } => {
                     let k = self.config.kbuckets.k;

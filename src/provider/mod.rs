@@ -3,9 +3,10 @@
 //!
 //! The list lives in the store ([`Store::add_provided`](crate::Store::add_provided)), so it
 //! survives restarts. Every region of the keyspace (see [`sweep`]) comes due once per reprovide
-//! interval; then its keys due for a reprovide are read from the store, the region's closest
-//! peers are found with one lookup (3k peers around its middle key), and each key goes to its
-//! k closest among them. All of a peer's ADD_PROVIDER messages go on its one connection, at most
+//! interval; then its keys due for a reprovide are read from the store, page by page (however
+//! many keys share a region: at start-up the whole keyspace is one region), the region's
+//! closest peers are found with one lookup (3k peers around the middle key of its first page),
+//! and each key goes to its k closest among them. All of a peer's ADD_PROVIDER messages go on its one connection, at most
 //! `per_peer_in_flight` at a time (a bulk reprovide must pace what it sends to one peer).
 //!
 //! Sans-IO: the `Provider` state machine plans; the behaviour runs the lookups and sends the requests.
@@ -15,13 +16,14 @@ pub mod sweep;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use fnv::FnvHashMap;
+use fnv::{FnvHashMap, FnvHashSet};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::key::Key;
 use crate::network::message::PeerRecord;
 use crate::network::OutboundRequestId;
 use crate::routing::QueryId;
+use crate::store::{ProvidedPage, StoreError};
 use sweep::{Region, Schedule};
 
 /// Settings of the reprovide sweep.
@@ -34,9 +36,11 @@ pub struct ReprovideConfig {
     pub workers: usize,
     /// ADD_PROVIDER messages in flight to one peer. Default 8.
     pub per_peer_in_flight: usize,
-    /// Keys read from the store per region. Default 100,000; a region with more is swept in
-    /// several passes.
-    pub max_keys_per_region: usize,
+    /// Provided keys read from the store at once: a region with more is swept page by page,
+    /// each page announced before the next is read, with the peers of the region's one lookup.
+    /// Default 10,000 (a page costs about 250 bytes per key while it is announced, 20 peers per
+    /// key).
+    pub keys_per_page: usize,
 }
 
 impl Default for ReprovideConfig {
@@ -45,7 +49,7 @@ impl Default for ReprovideConfig {
             interval: Duration::from_secs(22 * 3600),
             workers: 4,
             per_peer_in_flight: 8,
-            max_keys_per_region: 100_000,
+            keys_per_page: 10_000,
         }
     }
 }
@@ -74,33 +78,49 @@ struct Sending {
     in_flight: FnvHashMap<PeerId, usize>,
     /// Peers that took each key.
     took: Vec<u16>,
+    /// Keys stopped while the run was under way (indices): not announced any more, and not
+    /// recorded as announced.
+    stopped: FnvHashSet<usize>,
     outstanding: usize,
-    messages: usize,
-    failures: usize,
+    /// Where the region's next page starts (`None`: this is its last).
+    next: Option<Key>,
+    /// The region's peers, for the pages after this one.
+    peers: Vec<PeerRecord>,
 }
 
 enum Phase {
-    /// Waiting for the lookup of the region's peers.
+    /// Waiting for a page of the region's keys; `peers` once its lookup is done.
+    Loading { peers: Option<Vec<PeerRecord>> },
+    /// Waiting for the lookup of the region's peers, with its first page of keys.
     Lookup {
         keys: Vec<Vec<u8>>,
+        next: Option<Key>,
     },
+    /// Announcing a page.
     Sending(Sending),
 }
 
 struct Run {
     region: Region,
-    /// When the region's keys were read: the time recorded as their last announcement, so
-    /// that the next cycle finds them due however long this run took.
+    /// When the region's first keys were read: the time recorded as the last announcement of
+    /// all its keys, so that the next cycle finds them due however long this run took.
     started: SystemTime,
     behind: Duration,
     phase: Phase,
+    /// Over all the pages so far: keys announced, peers reached, messages, failures.
+    keys: usize,
+    peers: FnvHashSet<PeerId>,
+    messages: usize,
+    failures: usize,
 }
 
 /// What the provider wants done.
 #[derive(Debug)]
 pub(crate) enum ProviderAction {
-    /// Read the region's keys due for a reprovide, then call [`Provider::region_keys`].
-    LoadRegion(Region),
+    /// Read a page of the provided keys from `from` (at most `keys_per_page`), keep those of
+    /// the region that are due for a reprovide, and call [`Provider::region_keys`] with them
+    /// and where the region's next page starts.
+    LoadKeys { region: Region, from: Key },
     /// Find the closest peers (3k) to `target` (a key in the middle of the region: a lookup
     /// needs key bytes, and a hash cannot be inverted), then call [`Provider::region_peers`].
     FindPeers { region: Region, target: Vec<u8> },
@@ -133,6 +153,9 @@ pub(crate) struct Provider {
     runs: Vec<Run>,
     lookups: FnvHashMap<QueryId, Region>,
     requests: FnvHashMap<OutboundRequestId, (Region, PeerId, usize)>,
+    /// Pages of keys being read, by the tag the store answers with.
+    pages: FnvHashMap<u64, Region>,
+    next_page: u64,
 }
 
 impl Provider {
@@ -145,7 +168,53 @@ impl Provider {
             runs: Vec::new(),
             lookups: FnvHashMap::default(),
             requests: FnvHashMap::default(),
+            pages: FnvHashMap::default(),
+            next_page: 0,
         }
+    }
+
+    /// The tag to read a page for `region` with (see [`ProviderAction::LoadKeys`]); the page
+    /// goes to [`Provider::page_loaded`] with it.
+    pub(crate) fn page_requested(&mut self, region: Region) -> u64 {
+        let tag = self.next_page;
+        self.next_page += 1;
+        self.pages.insert(tag, region);
+        tag
+    }
+
+    /// A page of the provided keys was read for the tag: keeps the keys of its region due for
+    /// a reprovide at `now`, and goes on with them (see [`Provider::region_keys`]).
+    pub(crate) fn page_loaded(
+        &mut self,
+        tag: u64,
+        page: Result<ProvidedPage, StoreError>,
+        now: SystemTime,
+    ) -> Vec<ProviderAction> {
+        let Some(region) = self.pages.remove(&tag) else {
+            return Vec::new();
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                // The region ends here; its keys come due again with its next slot.
+                tracing::warn!(%error, "reading the provided keys failed");
+                return self.region_keys(region, Vec::new(), None);
+            }
+        };
+        let mut keys = Vec::new();
+        let mut ended = false;
+        for provided in page.keys {
+            // Keyspace order: the first key past the region ends it.
+            if !region.contains(&Key::new(&provided.key)) {
+                ended = true;
+                break;
+            }
+            if self.key_due(provided.last_provided, now) {
+                keys.push(provided.key);
+            }
+        }
+        let next = page.next.filter(|from| !ended && region.contains(from));
+        self.region_keys(region, keys, next)
     }
 
     /// Whether a key last announced at `last` is due at `now`: once per interval, with a
@@ -164,6 +233,24 @@ impl Provider {
         let queued = self.waiting.iter().any(|(r, _)| *r == region);
         if !queued {
             self.waiting.push_back((region, now));
+        }
+    }
+
+    /// StopProvide for the runs under way: `key` was read before it was stopped, and must not
+    /// be announced again. Its announcements not handed over yet are dropped (those already
+    /// sent cannot be called back; their records expire on their own).
+    pub(crate) fn stop(&mut self, key: &[u8]) {
+        for run in &mut self.runs {
+            match &mut run.phase {
+                // The pages still to read are read after the stop: it is not in them.
+                Phase::Loading { .. } => {}
+                Phase::Lookup { keys, .. } => keys.retain(|k| k.as_slice() != key),
+                Phase::Sending(sending) => {
+                    if let Some(index) = sending.keys.iter().position(|k| k.as_slice() == key) {
+                        sending.stopped.insert(index);
+                    }
+                }
+            }
         }
     }
 
@@ -208,9 +295,16 @@ impl Provider {
                 region,
                 started: now,
                 behind: now.duration_since(due).unwrap_or_default(),
-                phase: Phase::Lookup { keys: Vec::new() },
+                phase: Phase::Loading { peers: None },
+                keys: 0,
+                peers: FnvHashSet::default(),
+                messages: 0,
+                failures: 0,
             });
-            actions.push(ProviderAction::LoadRegion(region));
+            actions.push(ProviderAction::LoadKeys {
+                region,
+                from: region.start(),
+            });
         }
         if let Some((_, oldest)) = self.waiting.front() {
             let behind = now.duration_since(*oldest).unwrap_or_default();
@@ -230,48 +324,86 @@ impl Provider {
             return Vec::new();
         };
         let run = self.runs.remove(i);
-        let mut actions = Vec::new();
-        let mut report = SweepReport {
+        vec![ProviderAction::Report(SweepReport {
             region,
-            keys: 0,
-            peers: 0,
-            messages: 0,
-            failures: 0,
+            keys: run.keys,
+            peers: run.peers.len(),
+            messages: run.messages,
+            failures: run.failures,
             behind: run.behind,
+        })]
+    }
+
+    /// A page is announced: its keys are done; the next page is read, or the region is done.
+    fn page_done(&mut self, region: Region) -> Vec<ProviderAction> {
+        let Some(run) = self.run_mut(region) else {
+            return Vec::new();
         };
-        if let Phase::Sending(sending) = run.phase {
-            report.keys = sending.keys.len();
-            report.peers = sending.queues.len();
-            report.messages = sending.messages;
-            report.failures = sending.failures;
-            for (key, took) in sending.keys.into_iter().zip(sending.took) {
-                actions.push(ProviderAction::KeyDone {
-                    key,
-                    at: run.started,
-                    peers: took,
-                });
+        let Phase::Sending(sending) =
+            std::mem::replace(&mut run.phase, Phase::Loading { peers: None })
+        else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        run.keys += sending.keys.len() - sending.stopped.len();
+        run.peers.extend(sending.queues.keys().copied());
+        let done = sending.keys.into_iter().zip(sending.took).enumerate();
+        for (index, (key, took)) in done {
+            if sending.stopped.contains(&index) {
+                continue;
             }
+            actions.push(ProviderAction::KeyDone {
+                key,
+                at: run.started,
+                peers: took,
+            });
         }
-        actions.push(ProviderAction::Report(report));
+        match sending.next {
+            Some(from) => {
+                run.phase = Phase::Loading {
+                    peers: Some(sending.peers),
+                };
+                actions.push(ProviderAction::LoadKeys { region, from });
+            }
+            None => actions.extend(self.finish(region)),
+        }
         actions
     }
 
-    /// The region's keys due for a reprovide (read by the behaviour from the store).
-    /// `keys` are in keyspace order, so the middle one is near the region's center.
+    /// A page of the region's keys due for a reprovide (read by the behaviour from the store),
+    /// in keyspace order, and where the region's next page starts (`None`: the region ends
+    /// with this page). The first page with keys starts the region's lookup (its middle key is
+    /// near the region's center); later pages go to the peers found then.
     pub(crate) fn region_keys(
         &mut self,
         region: Region,
         keys: Vec<Vec<u8>>,
+        next: Option<Key>,
     ) -> Vec<ProviderAction> {
-        if keys.is_empty() {
-            return self.finish(region);
-        }
-        let target = keys[keys.len() / 2].clone();
         let Some(run) = self.run_mut(region) else {
             return Vec::new();
         };
-        run.phase = Phase::Lookup { keys };
-        vec![ProviderAction::FindPeers { region, target }]
+        let Phase::Loading { peers } = &mut run.phase else {
+            return Vec::new();
+        };
+        let peers = peers.take();
+        if keys.is_empty() {
+            return match next {
+                Some(from) => {
+                    run.phase = Phase::Loading { peers };
+                    vec![ProviderAction::LoadKeys { region, from }]
+                }
+                None => self.finish(region),
+            };
+        }
+        match peers {
+            None => {
+                let target = keys[keys.len() / 2].clone();
+                run.phase = Phase::Lookup { keys, next };
+                vec![ProviderAction::FindPeers { region, target }]
+            }
+            Some(peers) => self.send_page(region, keys, next, peers),
+        }
     }
 
     /// The lookup for a region was started as `query`.
@@ -293,24 +425,38 @@ impl Provider {
         let Some(region) = self.lookups.remove(&query) else {
             return Vec::new();
         };
-        let k = self.k;
         let Some(run) = self.run_mut(region) else {
             return Vec::new();
         };
-        let Phase::Lookup { keys } =
-            std::mem::replace(&mut run.phase, Phase::Lookup { keys: Vec::new() })
+        let Phase::Lookup { keys, next } =
+            std::mem::replace(&mut run.phase, Phase::Loading { peers: None })
         else {
+            return Vec::new();
+        };
+        self.send_page(region, keys, next, peers)
+    }
+
+    /// Starts announcing a page: each key to its k closest among `peers`.
+    fn send_page(
+        &mut self,
+        region: Region,
+        keys: Vec<Vec<u8>>,
+        next: Option<Key>,
+        peers: Vec<PeerRecord>,
+    ) -> Vec<ProviderAction> {
+        let k = self.k;
+        let Some(run) = self.run_mut(region) else {
             return Vec::new();
         };
         let mut queues: FnvHashMap<PeerId, (Vec<Multiaddr>, VecDeque<usize>)> =
             FnvHashMap::default();
         let points: Vec<Key> = peers.iter().map(|p| Key::from_peer(&p.id)).collect();
+        let mut order: Vec<usize> = (0..peers.len()).collect();
         for (index, key) in keys.iter().enumerate() {
             let target = Key::new(key);
-            let mut order: Vec<usize> = (0..peers.len()).collect();
             order.sort_by_key(|i| points[*i].distance(&target));
-            for i in order.into_iter().take(k) {
-                let peer = &peers[i];
+            for i in order.iter().take(k) {
+                let peer = &peers[*i];
                 queues
                     .entry(peer.id)
                     .or_insert_with(|| (peer.addrs.clone(), VecDeque::new()))
@@ -324,14 +470,15 @@ impl Provider {
             queues,
             in_flight: FnvHashMap::default(),
             took,
+            stopped: FnvHashSet::default(),
             outstanding: 0,
-            messages: 0,
-            failures: 0,
+            next,
+            peers,
         });
         self.pump(region)
     }
 
-    /// Sends what the per-peer windows allow; finishes the region when all is done.
+    /// Sends what the per-peer windows allow; moves on when the page is done.
     fn pump(&mut self, region: Region) -> Vec<ProviderAction> {
         let window = self.config.per_peer_in_flight.max(1);
         let Some(run) = self.run_mut(region) else {
@@ -347,6 +494,9 @@ impl Provider {
                 let Some(index) = queue.pop_front() else {
                     break;
                 };
+                if sending.stopped.contains(&index) {
+                    continue;
+                }
                 *in_flight += 1;
                 sending.outstanding += 1;
                 actions.push(ProviderAction::Announce {
@@ -359,7 +509,7 @@ impl Provider {
             }
         }
         if sending.outstanding == 0 && sending.queues.values().all(|(_, q)| q.is_empty()) {
-            return self.finish(region);
+            actions.extend(self.page_done(region));
         }
         actions
     }
@@ -388,18 +538,20 @@ impl Provider {
         let Some(run) = self.run_mut(region) else {
             return Vec::new();
         };
+        if ok {
+            run.messages += 1;
+        } else {
+            run.failures += 1;
+        }
         if let Phase::Sending(sending) = &mut run.phase {
             sending.outstanding = sending.outstanding.saturating_sub(1);
             if let Some(n) = sending.in_flight.get_mut(&peer) {
                 *n = n.saturating_sub(1);
             }
             if ok {
-                sending.messages += 1;
                 if let Some(took) = sending.took.get_mut(index) {
                     *took = took.saturating_add(1);
                 }
-            } else {
-                sending.failures += 1;
             }
         }
         self.pump(region)
@@ -407,142 +559,4 @@ impl Provider {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::UNIX_EPOCH;
-
-    use super::*;
-    use crate::network::message::ConnectionType;
-
-    fn peer() -> PeerRecord {
-        PeerRecord {
-            id: PeerId::random(),
-            addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
-            connection: ConnectionType::NotConnected,
-        }
-    }
-
-    #[test]
-    fn a_region_goes_to_each_keys_k_closest_paced_per_peer() {
-        let config = ReprovideConfig {
-            workers: 1,
-            per_peer_in_flight: 2,
-            ..Default::default()
-        };
-        let mut provider = Provider::new(config, 3);
-        let now = UNIX_EPOCH + Duration::from_secs(22 * 3600 * 1000);
-        let actions = provider.tick(now, 0);
-        let [ProviderAction::LoadRegion(region)] = actions[..] else {
-            panic!("{actions:?}")
-        };
-        let keys: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 8]).collect();
-        let actions = provider.region_keys(region, keys.clone());
-        assert!(matches!(actions[..], [ProviderAction::FindPeers { .. }]));
-        let query = QueryId(7);
-        provider.lookup_started(query, region);
-        let peers: Vec<PeerRecord> = (0..5).map(|_| peer()).collect();
-        let mut pending = provider.region_peers(query, peers.clone());
-        let mut next = 0u64;
-        let mut done = Vec::new();
-        let mut report = None;
-        let mut max_in_flight: FnvHashMap<PeerId, usize> = FnvHashMap::default();
-        let mut in_flight: FnvHashMap<PeerId, usize> = FnvHashMap::default();
-        let mut sent: Vec<(OutboundRequestId, PeerId)> = Vec::new();
-        let mut announced: Vec<(Vec<u8>, PeerId)> = Vec::new();
-        loop {
-            for action in std::mem::take(&mut pending) {
-                match action {
-                    ProviderAction::Announce {
-                        region,
-                        peer,
-                        index,
-                        key,
-                        ..
-                    } => {
-                        announced.push((key, peer));
-                        let id = OutboundRequestId(next);
-                        next += 1;
-                        provider.on_sent(id, region, peer, index);
-                        let n = in_flight.entry(peer).or_default();
-                        *n += 1;
-                        let m = max_in_flight.entry(peer).or_default();
-                        *m = (*m).max(*n);
-                        sent.push((id, peer));
-                    }
-                    ProviderAction::KeyDone { key, peers, .. } => done.push((key, peers)),
-                    ProviderAction::Report(r) => report = Some(r),
-                    other => panic!("{other:?}"),
-                }
-            }
-            let Some((id, peer)) = sent.pop() else { break };
-            *in_flight.get_mut(&peer).unwrap() -= 1;
-            pending = provider.on_result(id, true);
-        }
-        let report = report.expect("the region finished");
-        assert_eq!(report.keys, 10);
-        assert_eq!(report.messages, 30, "each key to its 3 closest");
-        assert!(max_in_flight.values().all(|m| *m <= 2), "paced per peer");
-        assert_eq!(done.len(), 10);
-        assert!(done.iter().all(|(_, peers)| *peers == 3));
-        // Each key went to its 3 closest peers.
-        for key in &keys {
-            let mut by_distance = peers.clone();
-            by_distance.sort_by_key(|p| Key::from_peer(&p.id).distance(&Key::new(key)));
-            let mut closest: Vec<PeerId> = by_distance.iter().take(3).map(|p| p.id).collect();
-            let mut got: Vec<PeerId> = announced
-                .iter()
-                .filter(|(k, _)| k == key)
-                .map(|(_, p)| *p)
-                .collect();
-            closest.sort();
-            got.sort();
-            assert_eq!(got, closest);
-        }
-    }
-
-    #[test]
-    fn a_region_without_due_keys_ends_at_once_and_work_beyond_the_workers_waits() {
-        let config = ReprovideConfig {
-            workers: 1,
-            ..Default::default()
-        };
-        let mut provider = Provider::new(config, 20);
-        let now = UNIX_EPOCH + Duration::from_secs(22 * 3600 * 1000);
-        provider.kick(&Key::new(b"a"), now);
-        provider.kick(&Key::new(b"b"), now);
-        let actions = provider.tick(now, 0);
-        assert!(matches!(actions[0], ProviderAction::LoadRegion(_)));
-        let ProviderAction::LoadRegion(region) = actions[0] else {
-            unreachable!()
-        };
-        let actions = provider.region_keys(region, Vec::new());
-        assert!(matches!(
-            actions[..],
-            [ProviderAction::Report(SweepReport { keys: 0, .. })]
-        ));
-        assert!(provider.key_due(None, now));
-        assert!(!provider.key_due(Some(now), now + Duration::from_secs(3600)));
-        assert!(provider.key_due(Some(now), now + Duration::from_secs(20 * 3600)));
-    }
-
-    #[test]
-    fn falling_behind_is_reported_with_how_much() {
-        let config = ReprovideConfig {
-            workers: 1,
-            interval: Duration::from_secs(8000),
-            ..Default::default()
-        };
-        let mut provider = Provider::new(config, 20);
-        // Late in a cycle with 4 regions: all four are due; one worker takes the first.
-        let now = UNIX_EPOCH + Duration::from_secs(8000 * 100 + 7000);
-        let actions = provider.tick(now, 2);
-        let behind: Vec<Duration> = actions
-            .iter()
-            .filter_map(|a| match a {
-                ProviderAction::Behind(by) => Some(*by),
-                _ => None,
-            })
-            .collect();
-        // The oldest waiting region (index 1) was due at 2000 s into the cycle.
-        assert_eq!(behind, vec![Duration::from_secs(5000)]);
-    }
-}
+mod tests;

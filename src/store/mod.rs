@@ -283,6 +283,26 @@ pub trait Store: RecordStore + ProviderStore {
         self.gc(now, budget).map(Some)
     }
 
+    /// Starts reading a page of the provided keys ([`Store::provided`]: up to `limit` keys in
+    /// keyspace order from `from`) without waiting for the disk: `Some` when it is read
+    /// already, `None` when it comes later as [`Background::Provided`] with this `tag`.
+    fn start_load_provided(
+        &mut self,
+        tag: u64,
+        from: &Key,
+        limit: usize,
+    ) -> Result<Option<ProvidedPage>, StoreError> {
+        let _ = tag;
+        let limit = limit.max(1);
+        let keys = self.provided(from, limit)?;
+        let next = if keys.len() < limit {
+            None
+        } else {
+            keys.last().and_then(|k| key_after(&Key::new(&k.key)))
+        };
+        Ok(Some(ProvidedPage { keys, next }))
+    }
+
     /// Background work that finished, one item per call; when there is none, the task of `cx`
     /// is woken once there is.
     fn poll_background(&mut self, cx: &mut Context<'_>) -> Poll<Background> {
@@ -297,6 +317,35 @@ pub trait Store: RecordStore + ProviderStore {
 pub enum Background {
     /// The GC step started by [`Store::start_gc`].
     Gc(Result<GcProgress, StoreError>),
+    /// The page asked for with [`Store::start_load_provided`] and this tag.
+    Provided {
+        /// The caller's tag.
+        tag: u64,
+        /// The page.
+        page: Result<ProvidedPage, StoreError>,
+    },
+}
+
+/// A page of the provided keys (see [`Store::start_load_provided`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvidedPage {
+    /// Keys in keyspace order, from where the page was asked for.
+    pub keys: Vec<ProvidedKey>,
+    /// Where the next page starts; `None` when the list ends with this page.
+    pub next: Option<Key>,
+}
+
+/// The first keyspace point after `key`; `None` after the last one.
+pub(crate) fn key_after(key: &Key) -> Option<Key> {
+    let mut bytes = *key.as_bytes();
+    for byte in bytes.iter_mut().rev() {
+        let (next, carry) = byte.overflowing_add(1);
+        *byte = next;
+        if !carry {
+            return Some(Key::from_hash(bytes));
+        }
+    }
+    None
 }
 
 /// What one [`Store::gc`] call did.

@@ -58,7 +58,7 @@ mod writer;
 
 use super::persistent_codec::{self as codec, ProviderFields, SCHEMA_VERSION};
 use super::{from_unix_secs, unix_secs, Background, GcProgress, ProviderRecord, ProviderStore};
-use super::{ProvidedKey, RecordStore, Store, StoreError, ValueRecord};
+use super::{ProvidedKey, ProvidedPage, RecordStore, Store, StoreError, ValueRecord};
 use crate::key::Key;
 use io::{Snapshot, Writer};
 use overlay::Overlay;
@@ -138,6 +138,7 @@ type Peers = Vec<(PeerId, Vec<Multiaddr>)>;
 /// What a scan on the writer thread was for.
 enum ScanFor {
     Gc { now: u64, from: Vec<u8> },
+    Provided { tag: u64, from: Vec<u8> },
 }
 
 /// Entry counts of the store as readers see it (the database and the overlay), kept up to date
@@ -622,6 +623,22 @@ impl Store for PersistentStore {
             self.gc_scan = Some(self.next_scan);
             self.scan(table, from, budget.max(1), purpose);
         }
+        Ok(None)
+    }
+
+    fn start_load_provided(
+        &mut self,
+        tag: u64,
+        from: &Key,
+        limit: usize,
+    ) -> Result<Option<ProvidedPage>, StoreError> {
+        self.collect();
+        let from = from.as_bytes().to_vec();
+        let purpose = ScanFor::Provided {
+            tag,
+            from: from.clone(),
+        };
+        self.scan(Table::Provided, from, limit.max(1), purpose);
         Ok(None)
     }
 

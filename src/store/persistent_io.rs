@@ -15,7 +15,8 @@ use super::writer::{count_bytes, db_err, Done, Entry, Job, Table};
 use super::writer::{PROVIDED, PROVIDERS, PROVIDER_KEYS, VALUES};
 use super::{after, codec, Background, GcCursor, GcProgress, PersistentStore, ScanFor};
 use super::{StoreError, MAX_JOBS};
-use crate::store::{ProviderStore, RecordStore};
+use crate::key::Key;
+use crate::store::{key_after, ProvidedPage, ProviderStore, RecordStore};
 
 /// The committed state as of the last completion, one read transaction's tables.
 pub(super) struct Snapshot {
@@ -159,9 +160,48 @@ impl PersistentStore {
                     }
                     self.finished.push_back(Background::Gc(result));
                 }
+                Some(ScanFor::Provided { tag, from }) => {
+                    let page = entries.and_then(|e| self.provided_page(&from, e, complete));
+                    self.finished.push_back(Background::Provided { tag, page });
+                }
                 None => {}
             },
         }
+    }
+
+    /// A page of the provided keys read by the writer from `from`, with the overlay's newer
+    /// writes over it, and where the next page starts.
+    pub(super) fn provided_page(
+        &mut self,
+        from: &[u8],
+        entries: Vec<Entry>,
+        complete: bool,
+    ) -> Result<ProvidedPage, StoreError> {
+        let upper = (!complete)
+            .then(|| entries.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let entries = merge(
+            entries.into_iter().map(Ok),
+            self.overlay.range(Table::Provided, from),
+            upper.as_deref(),
+            usize::MAX,
+            |_| false,
+        )?;
+        // Entries start with the key's point: the next page starts past the last one read.
+        let next = match upper {
+            Some(last) => {
+                let point: [u8; 32] = last
+                    .get(..32)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| StoreError::Corrupt("provided entry".into()))?;
+                key_after(&Key::from_hash(point))
+            }
+            None => None,
+        };
+        Ok(ProvidedPage {
+            keys: PersistentStore::decode_provided(entries)?,
+            next,
+        })
     }
 
     /// Hands a batch (the oldest waiting writes, at most `max_buffered_writes`, and a routing

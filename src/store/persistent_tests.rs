@@ -304,6 +304,7 @@ fn gc_runs_in_the_background_and_reports_through_poll_background() {
             let progress = loop {
                 match store.poll_background(&mut cx) {
                     Poll::Ready(Background::Gc(result)) => break result.unwrap(),
+                    Poll::Ready(other) => panic!("{other:?}"),
                     Poll::Pending => {
                         assert!(std::time::Instant::now() < deadline, "no GC outcome");
                         std::thread::sleep(Duration::from_millis(1));
@@ -370,4 +371,53 @@ fn writes_beyond_the_unwritten_bytes_bound_are_refused_as_busy() {
     let zero = Key::from_hash([0; 32]);
     assert_eq!(store.provider_keys(&zero, 10_000).unwrap().len(), accepted);
     assert_eq!(store.provided_len().unwrap(), 1);
+}
+
+/// Pages of the provided keys are read on the writer thread, and come back with the writes
+/// not yet committed over them: added keys in, removed keys out, and where the next page
+/// starts past what was read.
+#[test]
+fn provided_pages_come_from_the_writer_with_newer_writes_over_them() {
+    use std::task::{Context, Poll};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store =
+        PersistentStore::open(dir.path().join("p.redb"), PersistentStoreConfig::default()).unwrap();
+    let now = suite::now();
+    let keys: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    for key in &keys {
+        store.add_provided(key, now).unwrap();
+    }
+    store.flush().unwrap();
+    // Not committed when the pages are read.
+    store.remove_provided(&keys[7]).unwrap();
+    store.add_provided(b"new", now).unwrap();
+    let mut expected: Vec<Vec<u8>> = keys.iter().filter(|k| **k != keys[7]).cloned().collect();
+    expected.push(b"new".to_vec());
+    expected.sort_by_key(|k| Key::new(k));
+
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    let mut from = Some(Key::from_hash([0; 32]));
+    let mut read = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut tag = 0;
+    while let Some(start) = from.take() {
+        tag += 1;
+        assert_eq!(store.start_load_provided(tag, &start, 16).unwrap(), None);
+        let page = loop {
+            match store.poll_background(&mut cx) {
+                Poll::Ready(Background::Provided { tag: t, page }) => {
+                    assert_eq!(t, tag);
+                    break page.unwrap();
+                }
+                Poll::Ready(other) => panic!("{other:?}"),
+                Poll::Pending => {
+                    assert!(std::time::Instant::now() < deadline, "no page");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        read.extend(page.keys.into_iter().map(|p| p.key));
+        from = page.next;
+    }
+    assert_eq!(read, expected);
 }
