@@ -30,6 +30,13 @@
 //! keys, GC removals, the routing snapshot) is still taken. Batches queued behind a slow commit
 //! go to the disk together, in one transaction.
 //!
+//! ## Bounds and quotas
+//! Records are bounded in count and in disk bytes ([`PersistentStoreConfig::max_record_bytes`],
+//! [`PersistentStoreConfig::max_provider_bytes`]), the cache in keys and in heap bytes. What
+//! the network writes is charged to its source, and a full store makes room from the source
+//! holding the most, as the memory store does ([`Source`]); the books are on disk
+//! (`persistent_quota.rs`), so they cost memory per network block, not per record.
+//!
 //! The layout is in `persistent_codec.rs`.
 
 use std::collections::VecDeque;
