@@ -11,6 +11,7 @@ use common::*;
 use hostile::*;
 use kadence::network::codec::{read_frame, write_frame};
 use kadence::network::message::encode_request;
+use kadence::store::{PersistentStore, PersistentStoreConfig};
 use kadence::{MemoryStoreConfig, Request};
 use libp2p::Multiaddr;
 
@@ -278,4 +279,130 @@ async fn a_pk_record_flood_locks_no_one_out() {
         })
         .await;
     assert_eq!(held.map(|r| r.value), Some(record.value));
+}
+
+/// A victim whose records are in a [`PersistentStore`] at `path`.
+fn persistent_victim(
+    path: std::path::PathBuf,
+    store: PersistentStoreConfig,
+    config: kadence::Config,
+) -> impl FnOnce(libp2p::PeerId) -> kadence::Behaviour + Send + 'static {
+    move |id| {
+        let store = PersistentStore::open(path, store).expect("store opened");
+        let table = kadence::KBucketTable::new(id, config.kbuckets().clone());
+        kadence::Behaviour::with_parts(id, config, table, store)
+    }
+}
+
+/// Makes everything the victim's store accepted durable, and returns its file's size.
+async fn flushed_size(victim: &Victim, path: &std::path::Path) -> u64 {
+    victim
+        .run(|swarm| swarm.behaviour_mut().store_mut().flush())
+        .await
+        .expect("flushed");
+    std::fs::metadata(path).expect("store file").len()
+}
+
+/// Item 2 on disk: before the fix a provider record of an 8 KiB entry took 11.6 KiB of the
+/// persistent store's file (110 GiB at its 10,000,000-key default). Now its 16 addresses do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_provider_records_of_fat_entries_stay_small_on_disk() {
+    const KEYS: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let make = persistent_victim(path.clone(), Default::default(), server_config());
+    let victim = Victim::start_with(make).await;
+    let attacker = RawPeer::dialing(&victim).await;
+    attacker
+        .announce([provider_key(u64::MAX)], &loopback_addr())
+        .await;
+    let id = attacker.id;
+    victim
+        .wait_for(30, "the first record", move |t| t.stored_by(&id) == 1)
+        .await;
+    let before = flushed_size(&victim, &path).await;
+
+    attacker
+        .announce((0..KEYS).map(provider_key), &fat_short_addrs())
+        .await;
+    victim
+        .wait_for(120, "every record", move |t| {
+            t.decided_for(&id) == KEYS as usize + 1
+        })
+        .await;
+    let stored = victim.tally().await.stored_by(&attacker.id);
+    let per_record = (flushed_size(&victim, &path).await - before) / KEYS;
+    eprintln!("{stored} records stored; file bytes per record of an 8 KiB entry: {per_record}");
+    assert_eq!(stored, KEYS as usize + 1);
+    assert!(per_record <= 2048, "{per_record} bytes of file per record");
+}
+
+/// Item 2 on disk: the persistent store's bytes are bounded too. A flood of 8 KiB entries
+/// stops at the budget, and the file stays within a small multiple of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_budget_bounds_the_persistent_store() {
+    const KEYS: u64 = 1_000;
+    const BUDGET: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let store = PersistentStoreConfig {
+        max_provider_bytes: BUDGET,
+        ..Default::default()
+    };
+    let victim = Victim::start_with(persistent_victim(path.clone(), store, server_config())).await;
+    let attacker = RawPeer::dialing(&victim).await;
+    let long: Vec<Multiaddr> = (0..16)
+        .map(|i| {
+            format!("/dns4/{}.example/tcp/{}", "a".repeat(470), 1000 + i)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    attacker.announce((0..KEYS).map(provider_key), &long).await;
+    let id = attacker.id;
+    victim
+        .wait_for(120, "every record", move |t| {
+            t.decided_for(&id) == KEYS as usize
+        })
+        .await;
+    let stored = victim.tally().await.stored_by(&attacker.id);
+    let size = flushed_size(&victim, &path).await;
+    eprintln!("{stored} records of 8 KiB stored; file of {size} bytes, budget {BUDGET}");
+    // Each record is charged about 8 KiB: the budget holds 128 of them.
+    assert!(stored <= 128, "the budget bound: {stored} stored");
+    assert!(size <= 4 * BUDGET + (2 << 20), "file of {size} bytes");
+}
+
+/// Item 5 with the persistent store: one peer id fills its provider keys, peers from other
+/// network blocks are still accepted, and the books survive in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_locks_no_one_out_of_the_persistent_store() {
+    const MAX_KEYS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let store = PersistentStoreConfig {
+        max_provider_keys: MAX_KEYS,
+        ..Default::default()
+    };
+    let victim = Victim::start_with(persistent_victim(path, store, server_config())).await;
+    let flood = RawPeer::dialing(&victim).await;
+    flood
+        .announce((0..2 * MAX_KEYS as u64).map(provider_key), &loopback_addr())
+        .await;
+    let id = flood.id;
+    victim
+        .wait_for(60, "the flood", move |t| t.decided_for(&id) == 2 * MAX_KEYS)
+        .await;
+    assert_eq!(victim.tally().await.stored_by(&flood.id), MAX_KEYS);
+    let honest = RawPeer::dialled_from(&victim, "127.40.0.1").await;
+    honest
+        .announce((0..30).map(|k| provider_key(900_000 + k)), &loopback_addr())
+        .await;
+    let id = honest.id;
+    victim
+        .wait_for(60, "the honest records", move |t| t.decided_for(&id) == 30)
+        .await;
+    let tally = victim.tally().await;
+    assert_eq!(tally.stored_by(&honest.id), 30, "{tally:?}");
+    assert_eq!(provider_keys_held(&victim).await, MAX_KEYS);
 }

@@ -30,6 +30,13 @@
 //! keys, GC removals, the routing snapshot) is still taken. Batches queued behind a slow commit
 //! go to the disk together, in one transaction.
 //!
+//! ## Bounds and quotas
+//! Records are bounded in count and in disk bytes ([`PersistentStoreConfig::max_record_bytes`],
+//! [`PersistentStoreConfig::max_provider_bytes`]), the cache in keys and in heap bytes. What
+//! the network writes is charged to its source, and a full store makes room from the source
+//! holding the most, as the memory store does ([`Source`]); the books are on disk
+//! (`persistent_quota.rs`), so they cost memory per network block, not per record.
+//!
 //! The layout is in `persistent_codec.rs`.
 
 use std::collections::VecDeque;
@@ -42,7 +49,6 @@ use std::time::SystemTime;
 
 use fnv::FnvHashMap;
 use futures::task::AtomicWaker;
-use hashlink::LruCache;
 use libp2p::{Multiaddr, PeerId};
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
@@ -53,17 +59,23 @@ use redb::{
 mod io;
 #[path = "persistent_overlay.rs"]
 mod overlay;
+#[path = "persistent_quota.rs"]
+mod quota;
+#[path = "persistent_records.rs"]
+mod records;
 #[path = "persistent_writer.rs"]
 mod writer;
 
-use super::persistent_codec::{self as codec, ProviderFields, SCHEMA_VERSION};
+use super::persistent_codec::{self as codec, Charge, ValueFields, SCHEMA_VERSION};
 use super::{from_unix_secs, unix_secs, Background, GcProgress, ProviderRecord, ProviderStore};
-use super::{ProvidedKey, ProvidedPage, RecordStore, Store, StoreError, ValueRecord};
+use super::{ProvidedKey, ProvidedPage, RecordStore, Source, Store, StoreError, ValueRecord};
 use crate::key::Key;
 use io::{Snapshot, Writer};
 use overlay::Overlay;
-use writer::{count_bytes, count_of, db_err, Entry, Job, Table};
-use writer::{META, PROVIDED, PROVIDERS, PROVIDER_KEYS, ROUTING, VALUES};
+use quota::{Charged, GroupBooks, Kind, NewSlot};
+use records::{value_cost, ProviderCache};
+use writer::{count_of, db_err, Entry, Job, Table};
+use writer::{META, PROVIDED, PROVIDERS, PROVIDER_KEYS, ROUTING, SOURCES, VALUES};
 
 /// Jobs (commits and scans) given to the writer thread and not finished. What bounds the
 /// memory is [`PersistentStoreConfig::max_unwritten_bytes`]: writes that wait behind a full
@@ -86,6 +98,11 @@ pub struct PersistentStoreConfig {
     pub max_providers_per_key: usize,
     /// Provider keys whose records are cached in memory. Default 256.
     pub cache_keys: usize,
+    /// Most heap, in bytes, the cached provider records take (as estimated); the least
+    /// recently used keys leave first. Default 8 MiB: the 256 keys with a few providers of a
+    /// few addresses each, while 256 full keys of 256 providers with 16 addresses each (some
+    /// 50 MB) no longer fit.
+    pub max_cache_bytes: usize,
     /// Most writes handed to the writer thread in one batch, and writes buffered before they
     /// are handed over without waiting for the next [`Store::start_flush`]. The work of a
     /// hand-over, and of taking back its completion, grows with it and happens on the
@@ -100,6 +117,16 @@ pub struct PersistentStoreConfig {
     /// cannot grow the memory, nor make the caller wait. Default 32 MiB: about 40,000 provider
     /// records, several batch commits even at the slowest rate measured (BENCHMARKS.md).
     pub max_unwritten_bytes: usize,
+    /// Most disk, in bytes, that value records take (as the store estimates it: entries and
+    /// their share of the B-trees and of the quota bookkeeping). Default 256 MiB: every one of
+    /// the 65,536 records at 4 KiB (an IPNS record is at most 10 KiB, most are well under 1).
+    pub max_record_bytes: u64,
+    /// Most disk, in bytes, that provider records take (estimated likewise). Default 4 GiB:
+    /// the 10,000,000 keys with one honest provider each (a few addresses, about 300 bytes),
+    /// while a store filled with hostile 8 KiB entries stops at 4 GiB instead of 110 GiB.
+    /// When full (in count or in bytes), the source holding the most makes room
+    /// ([`Source`](super::Source)).
+    pub max_provider_bytes: u64,
 }
 
 impl Default for PersistentStoreConfig {
@@ -110,8 +137,11 @@ impl Default for PersistentStoreConfig {
             max_provider_keys: 10_000_000,
             max_providers_per_key: 256,
             cache_keys: 256,
+            max_cache_bytes: 8 << 20,
             max_buffered_writes: 256,
             max_unwritten_bytes: 32 * 1024 * 1024,
+            max_record_bytes: 256 << 20,
+            max_provider_bytes: 4 << 30,
         }
     }
 }
@@ -171,8 +201,14 @@ pub struct PersistentStore {
     error: Option<StoreError>,
     /// A hand-over found the writer's queue full: retried as soon as a job finishes.
     flush_wanted: bool,
-    cache: LruCache<Vec<u8>, Vec<ProviderRecord>>,
+    cache: ProviderCache,
     lens: Lens,
+    /// Bytes charged to each group, for value and provider records (the rest of the quota
+    /// books is on disk).
+    value_books: GroupBooks,
+    provider_books: GroupBooks,
+    /// The order place given to the last record written ([`Charge::written`]).
+    last_written: u64,
     gc_cursor: GcCursor,
     gc_scan: Option<u64>,
 }
@@ -251,8 +287,11 @@ impl PersistentStore {
                 txn.open_table(PROVIDERS).map_err(db_err)?;
                 txn.open_table(PROVIDED).map_err(db_err)?;
                 txn.open_table(ROUTING).map_err(db_err)?;
+                txn.open_table(SOURCES).map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
+        } else {
+            Self::add_sources_table(&db)?;
         }
         let snapshot = Snapshot::open(&db)?;
         let lens = Lens {
@@ -271,9 +310,9 @@ impl PersistentStore {
                 .spawn(move || writer::run(db, job_queue, done_tx, waker))
                 .map_err(db_err)?
         };
-        Ok(Self {
+        let mut store = Self {
             db,
-            cache: LruCache::new(config.cache_keys.max(1)),
+            cache: ProviderCache::new(config.cache_keys, config.max_cache_bytes),
             config,
             overlay: Overlay::default(),
             snapshot: Some(snapshot),
@@ -292,9 +331,27 @@ impl PersistentStore {
             error: None,
             flush_wanted: false,
             lens,
+            value_books: GroupBooks::default(),
+            provider_books: GroupBooks::default(),
+            last_written: 0,
             gc_cursor: GcCursor::Values(Vec::new()),
             gc_scan: None,
-        })
+        };
+        store.load_books()?;
+        Ok(store)
+    }
+
+    /// A store written before per-source quotas has no `sources` table: it is added (its
+    /// records were charged to no one, and count as the local node's).
+    fn add_sources_table(db: &Database) -> Result<(), StoreError> {
+        let read = db.begin_read().map_err(db_err)?;
+        if read.open_table(SOURCES).is_ok() {
+            return Ok(());
+        }
+        drop(read);
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(SOURCES).map_err(db_err)?;
+        txn.commit().map_err(db_err)
     }
 
     /// Refuses, without writing, a file that is not a kadence store of this schema version.
@@ -343,61 +400,6 @@ impl PersistentStore {
         Ok(self
             .read(Table::ProviderKeys, key_entry)?
             .map_or(0, |v| count_of(&v)))
-    }
-
-    /// Inserts provider records. Returns the records not stored: `Ok(record)` for a key already
-    /// at its provider limit (the caller may purge and retry), `Err(Full)` for a new key when
-    /// the store holds the most keys it may.
-    fn insert_providers(
-        &mut self,
-        records: Vec<ProviderRecord>,
-    ) -> Result<Vec<Result<ProviderRecord, StoreError>>, StoreError> {
-        let max_keys = self.config.max_provider_keys as u64;
-        let max_per_key = self.config.max_providers_per_key;
-        let mut refused = Vec::new();
-        for record in records {
-            if record.key.len() > u16::MAX as usize {
-                // The layout stores the key length in 16 bits.
-                refused.push(Err(StoreError::ValueTooLarge {
-                    len: record.key.len(),
-                    max: u16::MAX as usize,
-                }));
-                continue;
-            }
-            let key_entry = codec::keyspace_key(&record.key);
-            let entry = codec::provider_entry_key(&record.key, &record.provider);
-            let count = self.provider_count(&key_entry)?;
-            let exists = count > 0 && self.read(Table::Providers, &entry)?.is_some();
-            if !exists {
-                if count == 0 && self.lens.provider_keys >= max_keys {
-                    refused.push(Err(StoreError::Full));
-                    continue;
-                }
-                if count as usize >= max_per_key {
-                    refused.push(Ok(record));
-                    continue;
-                }
-            }
-            self.cache.remove(&record.key);
-            let fields = ProviderFields {
-                received: unix_secs(record.received),
-                expires: unix_secs(record.expires),
-                addrs_expire: unix_secs(record.addrs_expire),
-                addrs: record.addrs,
-            };
-            self.write(
-                Table::Providers,
-                entry,
-                Some(codec::encode_provider(&fields)),
-            );
-            if !exists {
-                self.write(Table::ProviderKeys, key_entry, Some(count_bytes(count + 1)));
-                if count == 0 {
-                    self.lens.provider_keys += 1;
-                }
-            }
-        }
-        Ok(refused)
     }
 
     fn read_providers(&mut self, key: &[u8]) -> Result<Vec<ProviderRecord>, StoreError> {
@@ -457,19 +459,23 @@ impl RecordStore for PersistentStore {
         let Some(stored) = self.read(Table::Values, key)? else {
             return Ok(None);
         };
-        let (received, expires, value) = codec::decode_value(&stored)?;
-        if expires <= unix_secs(now) {
+        let stored = codec::decode_value(&stored)?;
+        if stored.expires <= unix_secs(now) {
             return Ok(None);
         }
         Ok(Some(ValueRecord {
             key: key.to_vec(),
-            value,
-            received: from_unix_secs(received),
-            expires: from_unix_secs(expires),
+            value: stored.value,
+            received: from_unix_secs(stored.received),
+            expires: from_unix_secs(stored.expires),
         }))
     }
 
     fn put(&mut self, record: ValueRecord) -> Result<(), StoreError> {
+        self.put_from(record, Source::Local)
+    }
+
+    fn put_from(&mut self, record: ValueRecord, source: Source) -> Result<(), StoreError> {
         if record.value.len() > self.config.max_value_size {
             return Err(StoreError::ValueTooLarge {
                 len: record.value.len(),
@@ -477,50 +483,84 @@ impl RecordStore for PersistentStore {
             });
         }
         self.admit()?;
-        let exists = self.read(Table::Values, &record.key)?.is_some();
-        if !exists && self.lens.values >= self.config.max_records as u64 {
-            return Err(StoreError::Full);
-        }
-        let bytes = codec::encode_value(
-            unix_secs(record.received),
-            unix_secs(record.expires),
-            &record.value,
+        let old = self
+            .read(Table::Values, &record.key)?
+            .map(|v| codec::decode_value(&v))
+            .transpose()?;
+        let account = source.account();
+        let mut fields = ValueFields {
+            received: unix_secs(record.received),
+            expires: unix_secs(record.expires),
+            charge: Some(Charge {
+                group: account.map(|a| a.group),
+                cost: 0,
+                written: 0,
+            }),
+            holder: account.map(|a| a.holder),
+            value: record.value,
+        };
+        let cost = value_cost(&record.key, &codec::encode_value(&fields));
+        let replacing = old.as_ref().and_then(|o| o.charge).map_or(0, |c| c.cost);
+        let slot = match old {
+            None => NewSlot::Value,
+            Some(_) => NewSlot::None,
+        };
+        self.make_room(Kind::Values, account, cost, replacing, slot, &record.key)?;
+        self.remove_value(&record.key)?;
+        let charge = Charge {
+            group: account.map(|a| a.group),
+            cost,
+            written: self.next_written(fields.received),
+        };
+        fields.charge = Some(charge);
+        self.write(
+            Table::Values,
+            record.key.clone(),
+            Some(codec::encode_value(&fields)),
         );
-        self.write(Table::Values, record.key, Some(bytes));
-        if !exists {
-            self.lens.values += 1;
-        }
-        Ok(())
+        self.lens.values += 1;
+        let charged = Charged {
+            charge,
+            holder: fields.holder,
+            record: &record.key,
+        };
+        self.charge(Kind::Values, charged)
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        if self.read(Table::Values, key)?.is_some() {
-            self.write(Table::Values, key.to_vec(), None);
-            self.lens.values = self.lens.values.saturating_sub(1);
-        }
-        Ok(())
+        self.remove_value(key)
     }
 }
 
 impl ProviderStore for PersistentStore {
     fn add_provider(&mut self, record: ProviderRecord) -> Result<(), StoreError> {
+        self.add_provider_from(record, Source::Local)
+    }
+
+    fn add_provider_from(
+        &mut self,
+        record: ProviderRecord,
+        source: Source,
+    ) -> Result<(), StoreError> {
         self.admit()?;
         let key = record.key.clone();
         let now = unix_secs(record.received);
-        let record = match self.insert_providers(vec![record])?.pop() {
-            None => return Ok(()),
-            Some(Err(e)) => return Err(e),
-            Some(Ok(full)) => full,
-        };
-        // The key is full: make room only from expired records, never from live ones.
-        if self.purge_key(&key, now)? == 0 {
-            return Err(StoreError::TooManyProviders);
+        let writer = source.account().map(|a| a.group);
+        let mut record = (record, source);
+        // A full key makes room from expired providers first, then by the quota rule.
+        for attempt in 0..3 {
+            record = match self.insert_providers(vec![record])?.pop() {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(full)) => full,
+            };
+            match attempt {
+                0 if self.purge_key(&key, now)? > 0 => {}
+                0 | 1 => self.make_room_on_key(&key, writer)?,
+                _ => {}
+            }
         }
-        match self.insert_providers(vec![record])?.pop() {
-            None => Ok(()),
-            Some(Err(e)) => Err(e),
-            Some(Ok(_)) => Err(StoreError::TooManyProviders),
-        }
+        Err(StoreError::TooManyProviders)
     }
 
     fn providers(
@@ -538,21 +578,7 @@ impl ProviderStore for PersistentStore {
     }
 
     fn remove_provider(&mut self, key: &[u8], provider: &PeerId) -> Result<(), StoreError> {
-        let entry = codec::provider_entry_key(key, provider);
-        if self.read(Table::Providers, &entry)?.is_none() {
-            return Ok(());
-        }
-        self.cache.remove(key);
-        self.write(Table::Providers, entry, None);
-        let key_entry = codec::keyspace_key(key);
-        let count = self.provider_count(&key_entry)?;
-        if count <= 1 {
-            self.write(Table::ProviderKeys, key_entry, None);
-            self.lens.provider_keys = self.lens.provider_keys.saturating_sub(1);
-        } else {
-            self.write(Table::ProviderKeys, key_entry, Some(count_bytes(count - 1)));
-        }
-        Ok(())
+        self.remove_provider_entry(key, provider)
     }
 
     fn provider_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -564,10 +590,11 @@ impl ProviderStore for PersistentStore {
         self.admit()?;
         let offered = records.len();
         // One pass; records of full keys take the slow path.
+        let records = records.into_iter().map(|r| (r, Source::Local)).collect();
         let refused = self.insert_providers(records)?;
         let mut stored = offered - refused.len();
-        for record in refused.into_iter().flatten() {
-            match self.add_provider(record) {
+        for (record, source) in refused.into_iter().flatten() {
+            match self.add_provider_from(record, source) {
                 Ok(()) => stored += 1,
                 Err(StoreError::TooManyProviders | StoreError::Full) => {}
                 Err(e) => return Err(e),

@@ -5,24 +5,42 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` (str -> u64) | `"schema_version"` | 1 |
-//! | `values` | record key | `1, received u64, expires u64, value...` |
+//! | `values` | record key | `2, received u64, expires u64, group, holder, cost u64, written u64, value...` |
 //! | `provider_keys` | `sha256(key) (32), key` | number of providers (u32) |
-//! | `providers` | `sha256(key) (32), len(key) u16, key, provider peer id` | `1, received u64, expires u64, addrs_expire u64, n u16, (len u16, multiaddr)*n` |
+//! | `providers` | `sha256(key) (32), len(key) u16, key, provider peer id` | `2, received u64, expires u64, addrs_expire u64, group, cost u64, written u64, n u16, (len u16, multiaddr)*n` |
 //! | `provided` | `sha256(key) (32), key` | `1, added u64, last provided u64 (0: never), peers u16` |
 //! | `routing` | peer id | `1, n u16, (len u16, multiaddr)*n` |
+//! | `sources` | `kind, b'g', group` | bytes charged to the group (u64), records (u64) |
+//! | `sources` | `kind, b'h', group, holder peer id` | bytes charged to the holder (u64) |
+//! | `sources` | `kind, b'o', group, written u64, record's table key` | holder peer id |
 //!
 //! Integers are big-endian; times are Unix seconds. Keys start with the SHA-256 of the DHT key,
 //! so iterating a table walks the keyspace in order, and all providers of one key are adjacent.
 //! Every value starts with its own format byte, so a record can evolve without a new schema.
+//!
+//! A record written by the network is charged to its source (per-source quotas, see
+//! [`Source`](super::Source)): its `group` is `0` for the local node, `1` for a connection
+//! without IP address, `4, a, b` for the IPv4 block `a.b.0.0/16`, `6, a, b, c, d` for an IPv6
+//! /32; a value record's `holder` is `len u8, peer id` (`0` for the local node; a provider's
+//! holder is the provider); `cost` is what it is charged against the disk budget, `written`
+//! its place in its group's order (the second it was written, times 2^20, plus a count of
+//! the writes within that second). The
+//! `sources` table keeps the charges (`kind` is `b'v'` for value records, `b'p'` for provider
+//! records): each group's total, each holder's, and each group's records oldest first, which
+//! is where a full store finds what to evict. Records of format 1 (written before quotas)
+//! were charged to no one, and read as the local node's.
 
 use libp2p::{Multiaddr, PeerId};
 
-use super::StoreError;
+use super::quota::GroupKey;
+use super::{NetGroup, StoreError};
 use crate::key::Key;
 
 /// The layout version written and read by this build.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
 const FORMAT: u8 = 1;
+/// The format of value and provider records charged to a source.
+const CHARGED: u8 = 2;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("malformed {what} entry"))
@@ -69,10 +87,10 @@ pub(crate) fn split_provider_entry_key(entry: &[u8]) -> Result<(Vec<u8>, PeerId)
 }
 
 /// Reads fields in order, failing on truncation.
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], StoreError> {
+    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], StoreError> {
         if self.0.len() < n {
             return Err(corrupt(what));
         }
@@ -81,7 +99,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64, StoreError> {
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, StoreError> {
         let b = self.take(8, what)?;
         Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
     }
@@ -96,6 +114,31 @@ impl<'a> Reader<'a> {
             [FORMAT] => Ok(()),
             _ => Err(corrupt(what)),
         }
+    }
+
+    /// The format byte of a record that may be charged: whether it is.
+    fn charged_format(&mut self, what: &str) -> Result<bool, StoreError> {
+        match self.take(1, what)? {
+            [FORMAT] => Ok(false),
+            [CHARGED] => Ok(true),
+            _ => Err(corrupt(what)),
+        }
+    }
+
+    pub(crate) fn group(&mut self, what: &str) -> Result<Option<GroupKey>, StoreError> {
+        Ok(match self.take(1, what)? {
+            [0] => None,
+            [1] => Some(GroupKey::NoIp),
+            [4] => {
+                let b = self.take(2, what)?;
+                Some(GroupKey::Net(NetGroup::V4([b[0], b[1]])))
+            }
+            [6] => {
+                let b = self.take(4, what)?;
+                Some(GroupKey::Net(NetGroup::V6([b[0], b[1], b[2], b[3]])))
+            }
+            _ => return Err(corrupt(what)),
+        })
     }
 
     fn addrs(&mut self, what: &str) -> Result<Vec<Multiaddr>, StoreError> {
@@ -119,22 +162,96 @@ fn put_addrs(out: &mut Vec<u8>, addrs: &[Multiaddr]) {
     }
 }
 
-/// A value record's stored fields: received, expires, value.
-pub(crate) fn encode_value(received: u64, expires: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + value.len());
-    out.push(FORMAT);
-    out.extend_from_slice(&received.to_be_bytes());
-    out.extend_from_slice(&expires.to_be_bytes());
-    out.extend_from_slice(value);
+/// Whom a record is charged to, and how much of the disk budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Charge {
+    /// `None`: the local node.
+    pub(crate) group: Option<GroupKey>,
+    pub(crate) cost: u64,
+    /// Its place in its group's order, oldest first: the Unix second it was written, times
+    /// 2^20, plus a count of the store's writes within that second.
+    pub(crate) written: u64,
+}
+
+/// A group as stored: see the module docs.
+pub(crate) fn group_bytes(group: Option<GroupKey>) -> Vec<u8> {
+    match group {
+        None => vec![0],
+        Some(GroupKey::NoIp) => vec![1],
+        Some(GroupKey::Net(NetGroup::V4([a, b]))) => vec![4, a, b],
+        Some(GroupKey::Net(NetGroup::V6([a, b, c, d]))) => vec![6, a, b, c, d],
+    }
+}
+
+/// A value record's stored fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ValueFields {
+    pub(crate) received: u64,
+    pub(crate) expires: u64,
+    /// `None` for a record of format 1, charged to no one.
+    pub(crate) charge: Option<Charge>,
+    /// The peer that wrote it; `None` for the local node.
+    pub(crate) holder: Option<PeerId>,
+    pub(crate) value: Vec<u8>,
+}
+
+pub(crate) fn encode_value(fields: &ValueFields) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + fields.value.len());
+    match fields.charge {
+        None => out.push(FORMAT),
+        Some(_) => out.push(CHARGED),
+    }
+    out.extend_from_slice(&fields.received.to_be_bytes());
+    out.extend_from_slice(&fields.expires.to_be_bytes());
+    if let Some(charge) = fields.charge {
+        out.extend_from_slice(&group_bytes(charge.group));
+        match fields.holder {
+            Some(peer) => {
+                let id = peer.to_bytes();
+                out.push(id.len() as u8);
+                out.extend_from_slice(&id);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&charge.cost.to_be_bytes());
+        out.extend_from_slice(&charge.written.to_be_bytes());
+    }
+    out.extend_from_slice(&fields.value);
     out
 }
 
-pub(crate) fn decode_value(bytes: &[u8]) -> Result<(u64, u64, Vec<u8>), StoreError> {
+pub(crate) fn decode_value(bytes: &[u8]) -> Result<ValueFields, StoreError> {
     let mut r = Reader(bytes);
-    r.format("value")?;
+    let charged = r.charged_format("value")?;
     let received = r.u64("value")?;
     let expires = r.u64("value")?;
-    Ok((received, expires, r.0.to_vec()))
+    let (charge, holder) = if charged {
+        let group = r.group("value")?;
+        let len = r.take(1, "value")?[0] as usize;
+        let holder = match len {
+            0 => None,
+            _ => Some(PeerId::from_bytes(r.take(len, "value")?).map_err(|_| corrupt("value"))?),
+        };
+        let cost = r.u64("value")?;
+        let written = r.u64("value")?;
+        (
+            Some(Charge {
+                group,
+                cost,
+                written,
+            }),
+            holder,
+        )
+    } else {
+        (None, None)
+    };
+    Ok(ValueFields {
+        received,
+        expires,
+        charge,
+        holder,
+        value: r.0.to_vec(),
+    })
 }
 
 /// A provider entry's stored fields.
@@ -143,26 +260,52 @@ pub(crate) struct ProviderFields {
     pub(crate) received: u64,
     pub(crate) expires: u64,
     pub(crate) addrs_expire: u64,
+    /// `None` for an entry of format 1, charged to no one.
+    pub(crate) charge: Option<Charge>,
     pub(crate) addrs: Vec<Multiaddr>,
 }
 
 pub(crate) fn encode_provider(fields: &ProviderFields) -> Vec<u8> {
-    let mut out = Vec::with_capacity(27 + fields.addrs.len() * 20);
-    out.push(FORMAT);
+    let mut out = Vec::with_capacity(40 + fields.addrs.len() * 20);
+    match fields.charge {
+        None => out.push(FORMAT),
+        Some(_) => out.push(CHARGED),
+    }
     out.extend_from_slice(&fields.received.to_be_bytes());
     out.extend_from_slice(&fields.expires.to_be_bytes());
     out.extend_from_slice(&fields.addrs_expire.to_be_bytes());
+    if let Some(charge) = fields.charge {
+        out.extend_from_slice(&group_bytes(charge.group));
+        out.extend_from_slice(&charge.cost.to_be_bytes());
+        out.extend_from_slice(&charge.written.to_be_bytes());
+    }
     put_addrs(&mut out, &fields.addrs);
     out
 }
 
 pub(crate) fn decode_provider(bytes: &[u8]) -> Result<ProviderFields, StoreError> {
     let mut r = Reader(bytes);
-    r.format("provider")?;
+    let charged = r.charged_format("provider")?;
+    let received = r.u64("provider")?;
+    let expires = r.u64("provider")?;
+    let addrs_expire = r.u64("provider")?;
+    let charge = if charged {
+        let group = r.group("provider")?;
+        let cost = r.u64("provider")?;
+        let written = r.u64("provider")?;
+        Some(Charge {
+            group,
+            cost,
+            written,
+        })
+    } else {
+        None
+    };
     Ok(ProviderFields {
-        received: r.u64("provider")?,
-        expires: r.u64("provider")?,
-        addrs_expire: r.u64("provider")?,
+        received,
+        expires,
+        addrs_expire,
+        charge,
         addrs: r.addrs("provider")?,
     })
 }
@@ -200,20 +343,44 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_truncation_is_corrupt() {
-        let fields = ProviderFields {
-            received: 1,
-            expires: 2,
-            addrs_expire: 3,
-            addrs: vec!["/ip4/1.2.3.4/tcp/1".parse().unwrap()],
-        };
-        let bytes = encode_provider(&fields);
-        assert_eq!(decode_provider(&bytes).unwrap(), fields);
-        for cut in 0..bytes.len() {
-            assert!(decode_provider(&bytes[..cut]).is_err(), "cut at {cut}");
+        let groups = [
+            None,
+            Some(GroupKey::NoIp),
+            Some(GroupKey::Net(NetGroup::V4([10, 1]))),
+            Some(GroupKey::Net(NetGroup::V6([0x20, 1, 0xd, 0xb8]))),
+        ];
+        let charges = [None].into_iter().chain(groups.map(|group| {
+            Some(Charge {
+                group,
+                cost: 77,
+                written: 5 << 20 | 3,
+            })
+        }));
+        for charge in charges {
+            let fields = ProviderFields {
+                received: 1,
+                expires: 2,
+                addrs_expire: 3,
+                charge,
+                addrs: vec!["/ip4/1.2.3.4/tcp/1".parse().unwrap()],
+            };
+            let bytes = encode_provider(&fields);
+            assert_eq!(decode_provider(&bytes).unwrap(), fields);
+            for cut in 0..bytes.len() {
+                assert!(decode_provider(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            for holder in [None, Some(PeerId::random())] {
+                let value = ValueFields {
+                    received: 5,
+                    expires: 6,
+                    charge,
+                    holder: holder.filter(|_| charge.is_some()),
+                    value: b"v".to_vec(),
+                };
+                assert_eq!(decode_value(&encode_value(&value)).unwrap(), value);
+            }
         }
-        let value = encode_value(5, 6, b"v");
-        assert_eq!(decode_value(&value).unwrap(), (5, 6, b"v".to_vec()));
-        assert!(decode_value(&[2, 0]).is_err(), "unknown format byte");
+        assert!(decode_value(&[3, 0]).is_err(), "unknown format byte");
         let peer = PeerId::random();
         let entry = provider_entry_key(b"key", &peer);
         assert!(entry.starts_with(&providers_prefix(b"key")));

@@ -12,7 +12,7 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use super::overlay::merge;
 use super::writer::{count_bytes, db_err, Done, Entry, Job, Table};
-use super::writer::{PROVIDED, PROVIDERS, PROVIDER_KEYS, VALUES};
+use super::writer::{PROVIDED, PROVIDERS, PROVIDER_KEYS, SOURCES, VALUES};
 use super::{after, codec, Background, GcCursor, GcProgress, PersistentStore, ScanFor};
 use super::{StoreError, MAX_JOBS};
 use crate::key::Key;
@@ -24,6 +24,7 @@ pub(super) struct Snapshot {
     pub(super) provider_keys: ReadOnlyTable<&'static [u8], u32>,
     pub(super) providers: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub(super) provided: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub(super) sources: ReadOnlyTable<&'static [u8], &'static [u8]>,
 }
 
 type Items<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
@@ -36,6 +37,7 @@ impl Snapshot {
             provider_keys: read.open_table(PROVIDER_KEYS).map_err(db_err)?,
             providers: read.open_table(PROVIDERS).map_err(db_err)?,
             provided: read.open_table(PROVIDED).map_err(db_err)?,
+            sources: read.open_table(SOURCES).map_err(db_err)?,
         })
     }
 
@@ -43,6 +45,7 @@ impl Snapshot {
         match table {
             Table::Values => &self.values,
             Table::Providers => &self.providers,
+            Table::Sources => &self.sources,
             _ => &self.provided,
         }
     }
@@ -340,8 +343,7 @@ impl PersistentStore {
         for (key, value) in &entries {
             match table {
                 Table::Values => {
-                    let (_, expires, _) = codec::decode_value(value)?;
-                    if expires <= now {
+                    if codec::decode_value(value)?.expires <= now {
                         self.remove(key)?;
                         progress.removed += 1;
                     }

@@ -46,7 +46,7 @@ struct InFlight {
 /// Writes not yet durable, newest per entry.
 #[derive(Default)]
 pub(super) struct Overlay {
-    tables: [BTreeMap<Bytes, Slot>; 4],
+    tables: [BTreeMap<Bytes, Slot>; 5],
     /// The number of the next batch.
     next_batch: u64,
     /// Entries written and not handed over yet, oldest write first.

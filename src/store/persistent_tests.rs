@@ -13,6 +13,8 @@ fn config_from(bounds: MemoryStoreConfig) -> PersistentStoreConfig {
         max_value_size: bounds.max_value_size,
         max_provider_keys: bounds.max_provider_keys,
         max_providers_per_key: bounds.max_providers_per_key,
+        max_record_bytes: bounds.max_record_bytes as u64,
+        max_provider_bytes: bounds.max_provider_bytes as u64,
         ..Default::default()
     }
 }
@@ -26,6 +28,70 @@ fn persistent_store_passes_the_shared_suite() {
         let path = dir.path().join(format!("store-{}.redb", counter.get()));
         PersistentStore::open(path, config_from(bounds)).unwrap()
     });
+}
+
+#[test]
+fn persistent_store_passes_the_quota_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::cell::Cell::new(0);
+    suite::run_quotas(|bounds| {
+        counter.set(counter.get() + 1);
+        let path = dir.path().join(format!("quota-{}.redb", counter.get()));
+        PersistentStore::open(path, config_from(bounds)).unwrap()
+    });
+}
+
+/// The quota books are on disk: a reopened store still knows who holds what, and a flood
+/// from before the restart still gives way to other sources after it.
+#[test]
+fn quotas_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let config = PersistentStoreConfig {
+        max_provider_keys: 20,
+        ..Default::default()
+    };
+    let now = suite::now();
+    let (flood, flood_src) = suite::peer_in(1);
+    {
+        let mut store = PersistentStore::open(&path, config).unwrap();
+        for i in 0..20u32 {
+            let record = provider(&i.to_be_bytes(), flood, now);
+            store.add_provider_from(record, flood_src).unwrap();
+        }
+        let more = provider(b"more", flood, now);
+        assert_eq!(
+            store.add_provider_from(more, flood_src),
+            Err(StoreError::Full)
+        );
+    }
+    let mut store = PersistentStore::open(&path, config).unwrap();
+    assert!(store.books(quota::Kind::Providers).total() > 0);
+    let more = provider(b"more", flood, now);
+    assert_eq!(
+        store.add_provider_from(more, flood_src),
+        Err(StoreError::Full),
+        "still the largest source"
+    );
+    let (honest, honest_src) = suite::peer_in(2);
+    store
+        .add_provider_from(provider(b"honest", honest, now), honest_src)
+        .unwrap();
+    assert_eq!(store.providers(b"honest", now).unwrap().len(), 1);
+    assert!(store
+        .providers(&0u32.to_be_bytes(), now)
+        .unwrap()
+        .is_empty());
+    // Everything removed, everything released.
+    for i in 1..20u32 {
+        store.remove_provider(&i.to_be_bytes(), &flood).unwrap();
+    }
+    store.remove_provider(b"honest", &honest).unwrap();
+    assert_eq!(store.books(quota::Kind::Providers).total(), 0);
+    store.flush().unwrap();
+    let read = store.db.begin_read().unwrap();
+    let sources = read.open_table(writer::SOURCES).unwrap();
+    assert_eq!(sources.len().unwrap(), 0, "no quota entry left behind");
 }
 
 #[test]
@@ -420,4 +486,28 @@ fn provided_pages_come_from_the_writer_with_newer_writes_over_them() {
         from = page.next;
     }
     assert_eq!(read, expected);
+}
+
+#[test]
+fn the_provider_cache_is_bounded_in_keys_and_bytes() {
+    let now = suite::now();
+    let records = |n: usize| -> Vec<ProviderRecord> {
+        (0..n)
+            .map(|_| provider(b"k", PeerId::random(), now))
+            .collect()
+    };
+    let mut cache = records::ProviderCache::new(4, 4096);
+    for i in 0..10u8 {
+        cache.insert(vec![i], records(1));
+    }
+    assert!(cache.get(&[9]).is_some());
+    assert!(cache.get(&[5]).is_none(), "at most 4 keys");
+    // A key of many records pushes the others out to stay within the bytes...
+    cache.insert(vec![20], records(17));
+    assert!(cache.get(&[20]).is_some());
+    assert!(cache.get(&[9]).is_none());
+    // ...and one too large for the whole budget is not cached at all.
+    cache.insert(vec![21], records(100));
+    assert!(cache.get(&[21]).is_none());
+    assert!(cache.get(&[20]).is_some());
 }

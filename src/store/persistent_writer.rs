@@ -20,6 +20,7 @@ pub(super) const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("v
 pub(super) const PROVIDER_KEYS: TableDefinition<&[u8], u32> = TableDefinition::new("provider_keys");
 pub(super) const PROVIDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("providers");
 pub(super) const PROVIDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("provided");
+pub(super) const SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sources");
 pub(super) const ROUTING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("routing");
 
 pub(super) fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -34,6 +35,7 @@ pub(super) enum Table {
     ProviderKeys = 1,
     Providers = 2,
     Provided = 3,
+    Sources = 4,
 }
 
 /// The value of a `provider_keys` entry as overlay bytes.
@@ -189,6 +191,7 @@ fn apply(txn: &WriteTransaction, ops: Vec<Op>) -> Result<(), StoreError> {
     let mut counts = txn.open_table(PROVIDER_KEYS).map_err(db_err)?;
     let mut providers = txn.open_table(PROVIDERS).map_err(db_err)?;
     let mut provided = txn.open_table(PROVIDED).map_err(db_err)?;
+    let mut sources = txn.open_table(SOURCES).map_err(db_err)?;
     for (table, key, value) in ops {
         let key = &*key;
         match (table, value) {
@@ -202,6 +205,7 @@ fn apply(txn: &WriteTransaction, ops: Vec<Op>) -> Result<(), StoreError> {
                 let target = match table {
                     Table::Values => &mut values,
                     Table::Providers => &mut providers,
+                    Table::Sources => &mut sources,
                     _ => &mut provided,
                 };
                 match value {
@@ -234,6 +238,7 @@ fn scan(
         let definition = match table {
             Table::Values => VALUES,
             Table::Providers => PROVIDERS,
+            Table::Sources => SOURCES,
             _ => PROVIDED,
         };
         let t = read.open_table(definition).map_err(db_err)?;

@@ -430,8 +430,13 @@ fn a_full_key_shares_its_slots_among_blocks<S: Store>(make: &impl Fn(MemoryStore
     assert_eq!(listed.len(), 4);
     assert!(listed.iter().any(|p| p.provider == honest));
     // Known providers still renew on a full key.
+    let (known, known_src) = sybils
+        .iter()
+        .find(|(p, _)| listed.iter().any(|l| l.provider == *p))
+        .copied()
+        .unwrap();
     store
-        .add_provider_from(provider(b"k", sybils[3].0, now), sybils[3].1)
+        .add_provider_from(provider(b"k", known, now), known_src)
         .unwrap();
 }
 

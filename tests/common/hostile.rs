@@ -145,7 +145,13 @@ pub struct Victim {
 }
 
 impl Victim {
+    /// A victim with the default stores.
     pub async fn start(config: Config) -> Victim {
+        Self::start_with(move |id| Behaviour::new(id, config)).await
+    }
+
+    /// A victim whose behaviour `make` builds, on the victim's thread, for its peer id.
+    pub async fn start_with(make: impl FnOnce(PeerId) -> Behaviour + Send + 'static) -> Victim {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (commands, rx) = mpsc::unbounded_channel();
         let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +162,7 @@ impl Victim {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(run_victim(config, ready_tx, rx));
+            runtime.block_on(run_victim(make, ready_tx, rx));
         });
         let (id, addr) = ready_rx.await.expect("victim started");
         Victim {
@@ -250,12 +256,12 @@ impl Victim {
 }
 
 async fn run_victim(
-    config: Config,
+    make: impl FnOnce(PeerId) -> Behaviour,
     ready: oneshot::Sender<(PeerId, Multiaddr)>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut swarm = tcp_swarm(libp2p::identity::Keypair::generate_ed25519(), |key| {
-        Behaviour::new(key.public().to_peer_id(), config)
+        make(key.public().to_peer_id())
     });
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
