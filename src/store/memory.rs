@@ -213,6 +213,14 @@ impl Provider {
 
 type Providers = SmallVec<[Provider; 1]>;
 
+/// The providers of one key, with the key's place in the keyspace (kept: hashing it again on
+/// every read and write was most of their cost).
+#[derive(Debug)]
+struct KeyProviders {
+    hash: Key,
+    list: Providers,
+}
+
 /// Value and provider records in memory. Expired entries are never returned; they are dropped
 /// when read and by [`Store::gc`]. Bounded in count and in bytes; when a bound is reached, the
 /// source holding the most makes room (see [`FullPolicy`]).
@@ -221,7 +229,7 @@ pub struct MemoryStore {
     config: MemoryStoreConfig,
     records: LinkedHashMap<Vec<u8>, StoredValue>,
     values: Books<Vec<u8>>,
-    providers: LinkedHashMap<Box<[u8]>, Providers>,
+    providers: LinkedHashMap<Box<[u8]>, KeyProviders>,
     /// A provider entry is identified by its key within its holder, the provider.
     provider_books: Books<Key>,
     /// Provider keys in keyspace order, for [`ProviderStore::provider_keys`] and GC.
@@ -331,10 +339,10 @@ impl MemoryStore {
     /// Drops the expired providers of a key (and the key when none is left). Returns whether
     /// the key still has providers.
     fn prune_key(&mut self, key: &[u8], now: u64) -> bool {
-        let Some(list) = self.providers.get_mut(key) else {
+        let Some(KeyProviders { hash, list }) = self.providers.get_mut(key) else {
             return false;
         };
-        let hash = Key::new(key);
+        let hash = *hash;
         let books = &mut self.provider_books;
         list.retain(|p| {
             let keep = p.expires > now;
@@ -353,35 +361,34 @@ impl MemoryStore {
 
     /// Removes one provider of a key (and the key when none is left).
     fn remove_entry(&mut self, key: &[u8], peer: &PeerId) {
-        let Some(list) = self.providers.get_mut(key) else {
+        let Some(KeyProviders { hash, list }) = self.providers.get_mut(key) else {
             return;
         };
+        let hash = *hash;
         if let Some(i) = list.iter().position(|p| p.peer == *peer) {
             let p = list.remove(i);
-            self.provider_books
-                .release(p.account(), &Key::new(key), p.cost);
+            self.provider_books.release(p.account(), &hash, p.cost);
         }
         if list.is_empty() {
             self.providers.remove(key);
-            self.keyspace.remove(&Key::new(key));
+            self.keyspace.remove(&hash);
         }
     }
 
     /// Removes a key with all its providers.
     fn remove_key(&mut self, key: &[u8]) {
-        let hash = Key::new(key);
-        if let Some(list) = self.providers.remove(key) {
+        if let Some(KeyProviders { hash, list }) = self.providers.remove(key) {
             for p in &list {
                 self.provider_books.release(p.account(), &hash, p.cost);
             }
+            self.keyspace.remove(&hash);
         }
-        self.keyspace.remove(&hash);
     }
 
     /// Makes a slot on a key that has the most providers it may: the network block holding
     /// the most slots of the key gives up its oldest, unless the writer's block holds as many.
     fn make_room_on_key(&mut self, key: &[u8], writer: Option<GroupKey>) -> Result<(), StoreError> {
-        let Some(list) = self.providers.get(key) else {
+        let Some(KeyProviders { list, .. }) = self.providers.get(key) else {
             return Ok(());
         };
         // (group, slots, oldest entry of the group): a key has at most a few hundred entries.
@@ -539,14 +546,17 @@ impl ProviderStore for MemoryStore {
             group,
             holder: record.provider,
         });
-        let hash = Key::new(&record.key);
         let cost = provider_cost(&record.key, &record.addrs);
         let exists = self.prune_key(&record.key, now);
-        let replacing = self.providers.get(record.key.as_slice()).and_then(|list| {
-            list.iter()
-                .find(|p| p.peer == record.provider)
-                .map(|p| p.cost)
-        });
+        let hash = match self.providers.get(record.key.as_slice()) {
+            Some(entry) => entry.hash,
+            None => Key::new(&record.key),
+        };
+        let replacing = self
+            .providers
+            .get(record.key.as_slice())
+            .and_then(|e| e.list.iter().find(|p| p.peer == record.provider))
+            .map(|p| p.cost);
         if replacing.is_none() {
             if self.config.max_providers_per_key == 0 {
                 return Err(StoreError::TooManyProviders);
@@ -554,7 +564,7 @@ impl ProviderStore for MemoryStore {
             let slots = self
                 .providers
                 .get(record.key.as_slice())
-                .map_or(0, |l| l.len());
+                .map_or(0, |e| e.list.len());
             if slots >= self.config.max_providers_per_key {
                 self.make_room_on_key(&record.key, group)?;
             }
@@ -572,18 +582,22 @@ impl ProviderStore for MemoryStore {
             cost,
         };
         let account = stored.account();
-        if let Some(list) = self.providers.to_back(record.key.as_slice()) {
-            if let Some(existing) = list.iter_mut().find(|p| p.peer == stored.peer) {
-                // A renewal: the old charge goes (from whichever account it was in).
+        if let Some(entry) = self.providers.to_back(record.key.as_slice()) {
+            if let Some(existing) = entry.list.iter_mut().find(|p| p.peer == stored.peer) {
+                // A renewal: the ledger replaces a charge in the same account by itself; the
+                // local sum, or another account, gives up the old one here.
                 let old = std::mem::replace(existing, stored);
-                self.provider_books.release(old.account(), &hash, old.cost);
+                if old.account().is_none() || old.account() != account {
+                    self.provider_books.release(old.account(), &hash, old.cost);
+                }
             } else {
-                list.push(stored);
+                entry.list.push(stored);
             }
         } else {
             let key: Box<[u8]> = record.key.into_boxed_slice();
             self.keyspace.insert(hash, key.clone());
-            self.providers.insert(key, smallvec::smallvec![stored]);
+            let list = smallvec::smallvec![stored];
+            self.providers.insert(key, KeyProviders { hash, list });
         }
         self.provider_books.charge(account, hash, cost);
         Ok(())
@@ -597,12 +611,11 @@ impl ProviderStore for MemoryStore {
         if !self.prune_key(key, unix_secs(now)) {
             return Ok(Vec::new());
         }
-        let Some(list) = self.providers.to_back(key) else {
+        let Some(KeyProviders { hash, list }) = self.providers.to_back(key) else {
             return Ok(Vec::new());
         };
-        let hash = Key::new(key);
         for p in list.iter() {
-            self.provider_books.touch(p.account(), &hash);
+            self.provider_books.touch(p.account(), hash);
         }
         Ok(list.iter().map(|p| Self::to_record(key, p)).collect())
     }
@@ -685,9 +698,9 @@ impl Store for MemoryStore {
             .collect();
         for (_, key) in &batch {
             progress.examined += 1;
-            let before = self.providers.get(key).map_or(0, |l| l.len());
+            let before = self.providers.get(key).map_or(0, |e| e.list.len());
             self.prune_key(key, now_secs);
-            let after = self.providers.get(key).map_or(0, |l| l.len());
+            let after = self.providers.get(key).map_or(0, |e| e.list.len());
             progress.removed += before - after;
         }
         self.gc_cursor = batch.last().map(|(k, _)| *k);
