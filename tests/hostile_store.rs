@@ -334,7 +334,10 @@ async fn persistent_provider_records_of_fat_entries_stay_small_on_disk() {
     let per_record = (flushed_size(&victim, &path).await - before) / KEYS;
     eprintln!("{stored} records stored; file bytes per record of an 8 KiB entry: {per_record}");
     assert_eq!(stored, KEYS as usize + 1);
-    assert!(per_record <= 2048, "{per_record} bytes of file per record");
+    // redb's file grows by whole regions and with the number of commits, which a loaded
+    // machine changes (1.1 KiB per record quiet, 2.2 KiB seen under load); before the fix a
+    // record took 8.7-11.6 KiB.
+    assert!(per_record <= 4096, "{per_record} bytes of file per record");
 }
 
 /// Item 2 on disk: the persistent store's bytes are bounded too. A flood of 8 KiB entries
