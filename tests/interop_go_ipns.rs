@@ -376,6 +376,22 @@ async fn refused_by_both(
     }
 }
 
+/// A record the go peer makes with `command`: its name and bytes, after checking that
+/// kadence's `verify` refuses it with `expected`.
+async fn go_made_refused(
+    go: &mut GoPeer,
+    command: &str,
+    now: SystemTime,
+    expected: IpnsError,
+) -> (PeerId, Vec<u8>) {
+    let made = go.ok(command).await;
+    let name = name_of(&made);
+    let value = unhex(made["record"].as_str().unwrap());
+    let decoded = IpnsRecord::decode(&value).expect("well-formed");
+    assert_eq!(decoded.verify(&name, now), Err(expected));
+    (name, value)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_are_refused_by_both() {
     let Some(binary) = binary() else { return };
@@ -383,17 +399,13 @@ async fn bad_records_are_refused_by_both() {
     let now = SystemTime::now();
 
     // Expired, made by go: kadence's verify says so, and nobody takes it.
-    let expired = gos[0]
-        .ok("ipns-record /ipfs/bafkqaaa/old 1 3600 expired")
-        .await;
-    let go_name = name_of(&expired);
-    let value = unhex(expired["record"].as_str().unwrap());
-    let decoded = IpnsRecord::decode(&value).expect("well-formed");
-    assert!(
-        matches!(decoded.verify(&go_name, now), Err(IpnsError::Expired)),
-        "{:?}",
-        decoded.verify(&go_name, now)
-    );
+    let (go_name, value) = go_made_refused(
+        &mut gos[0],
+        "ipns-record /ipfs/bafkqaaa/old 1 3600 expired",
+        now,
+        IpnsError::Expired,
+    )
+    .await;
     refused_by_both(
         &mut gos,
         &kadence,
@@ -425,17 +437,13 @@ async fn bad_records_are_refused_by_both() {
     .await;
 
     // A flipped bit in signatureV2, made by go.
-    let forged = gos[0]
-        .ok("ipns-record /ipfs/bafkqaaa/bad 1 3600 badsig")
-        .await;
-    let go_name = name_of(&forged);
-    let value = unhex(forged["record"].as_str().unwrap());
-    let decoded = IpnsRecord::decode(&value).expect("well-formed");
-    assert!(
-        matches!(decoded.verify(&go_name, now), Err(IpnsError::BadSignature)),
-        "{:?}",
-        decoded.verify(&go_name, now)
-    );
+    let (go_name, value) = go_made_refused(
+        &mut gos[0],
+        "ipns-record /ipfs/bafkqaaa/bad 1 3600 badsig",
+        now,
+        IpnsError::BadSignature,
+    )
+    .await;
     refused_by_both(
         &mut gos,
         &kadence,
