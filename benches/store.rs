@@ -427,42 +427,36 @@ const FLOOD_STREAMS: usize = 4;
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
 
 thread_local! {
-    /// This thread's /proc schedstat, kept open and read again from the start for each sample.
-    static SCHEDSTAT: std::cell::RefCell<Option<std::fs::File>> =
+    /// This thread's /proc status, kept open and read again from the start for each sample.
+    static STATUS: std::cell::RefCell<Option<std::fs::File>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Nanoseconds the calling thread has been on a CPU, and waiting in the run queue for one
-/// (Linux only; the kernel updates them at ticks and context switches, so they are exact to a
-/// few milliseconds).
-fn sched_times() -> Option<(u64, u64)> {
+/// How many times the calling thread has gone to sleep: waited for I/O or a lock, as opposed
+/// to being preempted (Linux only). Exact, unlike the kernel's CPU times.
+fn voluntary_switches() -> Option<u64> {
     use std::io::{Read, Seek};
-    SCHEDSTAT.with(|file| {
+    STATUS.with(|file| {
         let mut file = file.borrow_mut();
         if file.is_none() {
-            *file = std::fs::File::open("/proc/thread-self/schedstat").ok();
+            *file = std::fs::File::open("/proc/thread-self/status").ok();
         }
         let file = file.as_mut()?;
         let mut text = String::new();
         file.rewind().ok()?;
         file.read_to_string(&mut text).ok()?;
-        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-        Some((fields.next()??, fields.next()??))
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     })
-}
-
-/// A poll of 1 ms or more: how long it took, and of that, on a CPU and waiting for one.
-#[derive(Debug, Clone, Copy)]
-struct SlowPoll {
-    wall: Duration,
-    cpu: Duration,
-    runqueue: Duration,
 }
 
 /// What the server's swarm did while flooded.
 struct FloodRun {
     polls: Vec<Duration>,
-    slow: Vec<SlowPoll>,
+    /// The polls in which the thread went to sleep (waited for the disk or a lock).
+    slept: Vec<Duration>,
     stored: usize,
     refused: usize,
     elapsed: Duration,
@@ -473,24 +467,18 @@ async fn drive_timed(
     mut swarm: Swarm<Behaviour>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> (Vec<Duration>, Vec<SlowPoll>) {
+) -> (Vec<Duration>, Vec<Duration>) {
     let mut times = Vec::with_capacity(2 * FLOOD);
-    let mut slow = Vec::new();
+    let mut slept = Vec::new();
     let polled = futures::future::poll_fn(|cx| loop {
         // Read before the clock starts: its cost (a few microseconds) is not the poll's.
-        let sched = sched_times();
+        let before = voluntary_switches();
         let start = Instant::now();
         let next = swarm.poll_next_unpin(cx);
         let wall = start.elapsed();
         times.push(wall);
-        if wall >= Duration::from_millis(1) {
-            if let (Some((cpu0, wait0)), Some((cpu1, wait1))) = (sched, sched_times()) {
-                slow.push(SlowPoll {
-                    wall,
-                    cpu: Duration::from_nanos(cpu1 - cpu0).min(wall),
-                    runqueue: Duration::from_nanos(wait1 - wait0).min(wall),
-                });
-            }
+        if before.zip(voluntary_switches()).is_some_and(|(b, a)| a > b) {
+            slept.push(wall);
         }
         match next {
             Poll::Ready(Some(SwarmEvent::Behaviour(event))) => {
@@ -507,7 +495,7 @@ async fn drive_timed(
     }
     // The store's last commit happens when it is dropped, outside the timed polls.
     drop(swarm);
-    (times, slow)
+    (times, slept)
 }
 
 async fn flood_run(path: PathBuf) -> FloodRun {
@@ -571,10 +559,10 @@ async fn flood_run(path: PathBuf) -> FloodRun {
     // The commits of the last writes happen in the next flush intervals: time those polls too.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop_tx.send(());
-    let (polls, slow) = driver.await.expect("the server's task");
+    let (polls, slept) = driver.await.expect("the server's task");
     FloodRun {
         polls,
-        slow,
+        slept,
         stored,
         refused,
         elapsed,
@@ -629,33 +617,20 @@ fn poll_under_flood() {
         over(10),
         over(30)
     );
-    // Where the slow ones went: running, waiting for a CPU (the machine is shared), or
-    // blocked (off the CPU without waiting for one: the disk, a lock).
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (mut preempted, mut running, mut blocked) = (0, 0, 0);
-    for poll in &run.slow {
-        let off = poll.wall.saturating_sub(poll.cpu + poll.runqueue);
-        if poll.runqueue * 2 >= poll.wall {
-            preempted += 1;
-        } else if off * 2 >= poll.wall {
-            blocked += 1;
-        } else {
-            running += 1;
-        }
-        if poll.wall >= Duration::from_millis(10) {
-            println!(
-                "  slow poll {:.1} ms: on a CPU {:.1} ms, waiting for one {:.1} ms, \
-                 blocked {:.1} ms",
-                ms(poll.wall),
-                ms(poll.cpu),
-                ms(poll.runqueue),
-                ms(off)
-            );
-        }
-    }
+    // Preemption (the machine is shared) makes polls slow without them waiting for anything;
+    // a poll that went to sleep waited for the disk or a lock.
+    let slept_over = |ms: u64| {
+        run.slept
+            .iter()
+            .filter(|d| **d >= Duration::from_millis(ms))
+            .count()
+    };
     println!(
-        "  polls >= 1 ms, mostly: waiting for a CPU {preempted}, blocked {blocked}, \
-         running {running} (the kernel's times are exact to a tick, ~4 ms)"
+        "  polls that went to sleep (waited for the disk or a lock): {}, >= 1 ms: {}, \
+         >= 10 ms: {}",
+        run.slept.len(),
+        slept_over(1),
+        slept_over(10)
     );
     println!();
 }

@@ -128,24 +128,31 @@ impl PersistentStore {
     }
 
     pub(super) fn on_done(&mut self, done: Done) {
-        self.jobs = self.jobs.saturating_sub(1);
         match done {
-            Done::Committed { batch, result } => {
-                // The committed state changed: later reads need a new snapshot of it.
-                self.snapshot = None;
+            Done::Committed {
+                batches,
+                result,
+                snapshot,
+            } => {
+                self.jobs = self.jobs.saturating_sub(batches.len());
+                // The committed state changed: reads now go to a snapshot of the new one (before
+                // the overlay lets go of the entries it holds).
+                self.snapshot = snapshot.map(|s| *s);
                 let ok = result.is_ok();
                 if let Err(error) = result {
                     self.error = Some(error);
                 }
-                if let Err(error) = self.overlay.committed(batch, ok) {
-                    tracing::warn!(%error, "store writer out of step");
-                }
-                if let Some((carrier, _)) = &mut self.routing {
-                    if *carrier == Some(batch) {
-                        if ok {
-                            self.routing = None;
-                        } else {
-                            *carrier = None; // Goes again with the next batch.
+                for batch in batches {
+                    if let Err(error) = self.overlay.committed(batch, ok) {
+                        tracing::warn!(%error, "store writer out of step");
+                    }
+                    if let Some((carrier, _)) = &mut self.routing {
+                        if *carrier == Some(batch) {
+                            if ok {
+                                self.routing = None;
+                            } else {
+                                *carrier = None; // Goes again with the next batch.
+                            }
                         }
                     }
                 }
@@ -154,21 +161,24 @@ impl PersistentStore {
                 id,
                 entries,
                 complete,
-            } => match self.scans.remove(&id) {
-                Some(ScanFor::Gc { now, from }) => {
-                    self.gc_scan = None;
-                    let result = entries.and_then(|e| self.gc_page(&from, e, complete, now));
-                    if result.is_err() {
-                        self.gc_cursor = GcCursor::Values(Vec::new());
+            } => {
+                self.jobs = self.jobs.saturating_sub(1);
+                match self.scans.remove(&id) {
+                    Some(ScanFor::Gc { now, from }) => {
+                        self.gc_scan = None;
+                        let result = entries.and_then(|e| self.gc_page(&from, e, complete, now));
+                        if result.is_err() {
+                            self.gc_cursor = GcCursor::Values(Vec::new());
+                        }
+                        self.finished.push_back(Background::Gc(result));
                     }
-                    self.finished.push_back(Background::Gc(result));
+                    Some(ScanFor::Provided { tag, from }) => {
+                        let page = entries.and_then(|e| self.provided_page(&from, e, complete));
+                        self.finished.push_back(Background::Provided { tag, page });
+                    }
+                    None => {}
                 }
-                Some(ScanFor::Provided { tag, from }) => {
-                    let page = entries.and_then(|e| self.provided_page(&from, e, complete));
-                    self.finished.push_back(Background::Provided { tag, page });
-                }
-                None => {}
-            },
+            }
         }
     }
 

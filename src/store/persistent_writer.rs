@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures::task::AtomicWaker;
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
+use super::io::Snapshot;
 use super::StoreError;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -73,10 +74,13 @@ pub(super) enum Job {
 
 /// What the writer thread finished.
 pub(super) enum Done {
-    /// Batch `batch` (and nothing after it) is durable, or failed and changed nothing.
+    /// These batches (committed together, and nothing after them) are durable, or failed and
+    /// changed nothing. `snapshot`: the committed state right after them, opened here so that
+    /// the store's reads never wait for the writer's locks to open it themselves.
     Committed {
-        batch: u64,
+        batches: Vec<u64>,
         result: Result<(), StoreError>,
+        snapshot: Option<Box<Snapshot>>,
     },
     /// The entries found by scan `id`; `complete` when the table ended before `limit`.
     Scanned {
@@ -134,11 +138,15 @@ pub(super) fn run(
                 if let Err(error) = &result {
                     tracing::warn!(%error, "store commit failed");
                 }
-                for batch in batches {
-                    let result = result.clone();
-                    if done.send(Done::Committed { batch, result }).is_err() {
-                        return;
-                    }
+                // Without a snapshot the store opens one itself when it next reads.
+                let snapshot = Snapshot::open(&db).ok().map(Box::new);
+                let finished = Done::Committed {
+                    batches,
+                    result,
+                    snapshot,
+                };
+                if done.send(finished).is_err() {
+                    return;
                 }
             }
             Job::Scan {
