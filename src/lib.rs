@@ -75,6 +75,6 @@ pub use server::{
     Validators,
 };
 pub use store::{
-    MemoryStore, MemoryStoreConfig, PersistentStore, PersistentStoreConfig, ProviderStore,
-    RecordStore, Store,
+    MemoryStore, MemoryStoreConfig, NetGroup, PersistentStore, PersistentStoreConfig,
+    ProviderStore, RecordStore, Source, Store,
 };

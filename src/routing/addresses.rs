@@ -72,6 +72,18 @@ pub(crate) fn scope_of_connection(remote: Option<&Multiaddr>) -> Scope {
         .map_or(Scope::Public, |s| s.scope)
 }
 
+/// The scope of an address a peer advertises for others to dial (a provider's): `None` when
+/// its IP address is one nothing can be dialled at (unspecified, multicast, broadcast,
+/// reserved), otherwise as [`scope_of_connection`] counts it.
+pub(crate) fn scope_of_advertised(addr: &Multiaddr) -> Option<Scope> {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip_scope(IpAddr::V4(ip))?,
+        Some(Protocol::Ip6(ip)) => ip_scope(IpAddr::V6(ip))?,
+        _ => Scope::Public,
+    };
+    Some(scope_of_connection(Some(addr)))
+}
+
 /// The kinds of transport the local node has in use, learned from its listen addresses and
 /// its connections.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,11 +1,8 @@
 //! Where a request came from, and which addresses of a provider record are worth keeping.
 
-use std::net::IpAddr;
-
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-use crate::routing::addresses::{scope_of_connection, Scope};
+use crate::routing::addresses::{scope_of_advertised, scope_of_connection, Scope};
 use crate::store::{NetGroup, Source};
 
 /// What the server knows of a connection's remote end.
@@ -44,22 +41,8 @@ impl Remote {
     }
 }
 
-/// Whether no one can dial the address: its IP is unspecified, multicast or broadcast.
-fn is_undialable(addr: &Multiaddr) -> bool {
-    let ip = addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    });
-    match ip {
-        Some(IpAddr::V4(v4)) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
-        Some(IpAddr::V6(v6)) => v6.is_unspecified() || v6.is_multicast(),
-        None => false,
-    }
-}
-
 /// The addresses kept from an ADD_PROVIDER entry, in the order given, at most `max`:
-/// - never an unspecified, multicast or broadcast IP, which no one can dial;
+/// - never an unspecified, multicast, broadcast or reserved IP, which no one can dial;
 /// - only those at least as public as the network the provider's connection came from, as the
 ///   dial policy takes addresses from informants (see `routing::addresses`): a provider that
 ///   reached us from a public address keeps only public ones (go's public DHT filters the
@@ -69,7 +52,7 @@ fn is_undialable(addr: &Multiaddr) -> bool {
 pub(crate) fn provider_addrs(addrs: Vec<Multiaddr>, from: &Remote, max: usize) -> Vec<Multiaddr> {
     addrs
         .into_iter()
-        .filter(|addr| !is_undialable(addr) && scope_of_connection(Some(addr)) >= from.scope)
+        .filter(|addr| scope_of_advertised(addr).is_some_and(|scope| scope >= from.scope))
         .take(max)
         .collect()
 }
