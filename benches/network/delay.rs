@@ -1,12 +1,19 @@
 //! A connection wrapper that delays reads: bytes are handed out only once `arrival + delay`
 //! has passed, so every connection of a node pays that node's access delay on receive. Every
 //! byte written is counted in [`SENT`].
+//!
+//! A node can be made silent (`--churn silent:SHARE`): from then on every read, write, flush
+//! and close on its end of every connection stays pending, including the connections dialled
+//! to it later. Its peers see what an unreachable or overloaded peer shows on the live
+//! network: connections that stay open but carry nothing back, and dials whose handshake never
+//! ends. Both implementations see exactly the same thing, since neither knows of the wrapper.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,10 +24,12 @@ use futures_timer::Delay;
 /// included): what the network carried.
 pub static SENT: AtomicU64 = AtomicU64::new(0);
 
-/// `inner` with its reads delayed by `delay`.
+/// `inner` with its reads delayed by `delay`, stalled altogether while `silent` is set.
 pub struct DelayedConn<C> {
     inner: C,
     delay: Duration,
+    /// The node's silence switch, shared by all its connections.
+    silent: Arc<AtomicBool>,
     /// Received chunks with their arrival time; an empty chunk marks end of stream.
     queue: VecDeque<(Instant, Vec<u8>)>,
     inner_done: bool,
@@ -28,14 +37,23 @@ pub struct DelayedConn<C> {
 }
 
 impl<C> DelayedConn<C> {
-    pub fn new(inner: C, delay: Duration) -> Self {
+    pub fn new(inner: C, delay: Duration, silent: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             delay,
+            silent,
             queue: VecDeque::new(),
             inner_done: false,
             timer: None,
         }
+    }
+}
+
+impl<C> DelayedConn<C> {
+    /// A silent end never makes progress again, so no waker is kept: the connection's task
+    /// simply stops hearing from it, as from a peer that went quiet.
+    fn is_silent(&self) -> bool {
+        self.silent.load(Ordering::Relaxed)
     }
 }
 
@@ -46,6 +64,9 @@ impl<C: AsyncRead + Unpin> AsyncRead for DelayedConn<C> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.is_silent() {
+            return Poll::Pending;
+        }
         // Take in everything that has arrived, stamping it with its arrival time.
         while !this.inner_done {
             let mut chunk = [0u8; 16 * 1024];
@@ -103,6 +124,9 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for DelayedConn<C> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.is_silent() {
+            return Poll::Pending;
+        }
         let written = Pin::new(&mut self.get_mut().inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &written {
             SENT.fetch_add(*n as u64, Ordering::Relaxed);
@@ -111,10 +135,16 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for DelayedConn<C> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.is_silent() {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.is_silent() {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }

@@ -3,7 +3,8 @@
 //! it and answers each when its query ends. What is common to both lives in `queries.rs`; a
 //! driver only translates its implementation's events.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,6 +26,10 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
 /// kadence routing-table removals (`Event::PeerRemoved`) during the run.
 pub static REMOVED: AtomicUsize = AtomicUsize::new(0);
 
+/// Connections established by the dialling side, every node of every network: the new
+/// connections the DHTs (and identify, which never dials by itself) made the nodes open.
+pub static DIALS: AtomicU64 = AtomicU64::new(0);
+
 /// A kadence node: kadence learns servers and their addresses from identify by itself.
 #[derive(NetworkBehaviour)]
 pub struct KadenceNode {
@@ -44,26 +49,56 @@ fn identify(key: &Keypair) -> identify::Behaviour {
     identify::Behaviour::new(identify::Config::new("/bench/1.0.0".into(), key.public()))
 }
 
-pub struct Node {
-    pub commands: mpsc::UnboundedSender<Command>,
-    pub task: tokio::task::JoinHandle<()>,
+/// What one node is made of, the same for every implementation.
+pub struct NodeSpec<'a> {
+    pub key: &'a Keypair,
+    /// The node's access delay, paid on every read.
+    pub delay: Duration,
+    pub addr: Multiaddr,
+    /// The peers (and addresses) the node starts from.
+    pub boot: Vec<(PeerId, Multiaddr)>,
+    /// The swarm's idle-connection timeout.
+    pub idle: Duration,
+    /// Set to make the node silent (see `delay.rs`).
+    pub silent: Arc<AtomicBool>,
 }
 
-fn swarm<B: NetworkBehaviour>(key: &Keypair, delay: Duration, behaviour: B) -> Swarm<B> {
+/// A running node, as the bench holds it.
+pub struct Node {
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// `None` once the node was stopped.
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Set to make the node silent from now on.
+    pub silent: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Stops the node and waits until its swarm is dropped: its listener and connections
+    /// close, and its memory is freed before anything else is measured.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+fn swarm<B: NetworkBehaviour>(spec: &NodeSpec<'_>, behaviour: B) -> Swarm<B> {
+    let (key, delay, silent) = (spec.key, spec.delay, spec.silent.clone());
     let transport = MemoryTransport::default()
-        .map(move |conn, _| DelayedConn::new(conn, delay))
+        .map(move |conn, _| DelayedConn::new(conn, delay, silent.clone()))
         .upgrade(Version::V1)
         .authenticate(libp2p::noise::Config::new(key).expect("noise keys"))
         .multiplex(libp2p::yamux::Config::default())
         .timeout(Duration::from_secs(20))
         .boxed();
-    Swarm::new(
+    let swarm = Swarm::new(
         transport,
         behaviour,
         key.public().to_peer_id(),
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(60)),
-    )
+        libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(spec.idle),
+    );
+    listening(swarm, spec.addr.clone())
 }
 
 /// Listens on `addr` (announced as the node's external address, which libp2p-kad puts in
@@ -75,13 +110,11 @@ fn listening<B: NetworkBehaviour>(mut swarm: Swarm<B>, addr: Multiaddr) -> Swarm
 }
 
 pub fn kadence_swarm(
-    key: &Keypair,
-    delay: Duration,
-    addr: Multiaddr,
-    boot: Vec<(PeerId, Multiaddr)>,
+    spec: NodeSpec<'_>,
     finish: kadence::LookupFinish,
     alpha: usize,
 ) -> Swarm<KadenceNode> {
+    let key = spec.key;
     let config = kadence::Config::new(PROTOCOL)
         .with_mode(Some(kadence::Mode::Server))
         .with_lookup_finish(finish)
@@ -90,20 +123,16 @@ pub fn kadence_swarm(
         dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
         identify: identify(key),
     };
-    let mut swarm = listening(swarm(key, delay, behaviour), addr);
-    for (peer, a) in boot {
+    let mut swarm = swarm(&spec, behaviour);
+    for (peer, a) in spec.boot {
         swarm.behaviour_mut().dht.add_address(peer, a);
     }
     swarm
 }
 
-pub fn kad_swarm(
-    key: &Keypair,
-    delay: Duration,
-    addr: Multiaddr,
-    boot: Vec<(PeerId, Multiaddr)>,
-    alpha: Option<usize>,
-) -> Swarm<KadNode> {
+/// `alpha`: libp2p-kad's parallelism, `None` for its default (3).
+pub fn kad_swarm(spec: NodeSpec<'_>, alpha: Option<usize>) -> Swarm<KadNode> {
+    let key = spec.key;
     let id = key.public().to_peer_id();
     let mut config = libp2p_kad::Config::new(PROTOCOL);
     if let Some(alpha) = alpha.and_then(std::num::NonZeroUsize::new) {
@@ -115,8 +144,8 @@ pub fn kad_swarm(
         dht: kad,
         identify: identify(key),
     };
-    let mut swarm = listening(swarm(key, delay, behaviour), addr);
-    for (peer, a) in boot {
+    let mut swarm = swarm(&spec, behaviour);
+    for (peer, a) in spec.boot {
         swarm.behaviour_mut().dht.add_address(&peer, a);
     }
     swarm
@@ -165,6 +194,7 @@ async fn next_event<N: WithDht>(
 /// `on_event` with the node's query bookkeeping.
 fn spawn<N>(
     mut swarm: Swarm<N>,
+    silent: Arc<AtomicBool>,
     mut on_event: impl FnMut(&mut Swarm<N>, SwarmEvent<N::ToSwarm>, &mut Queries<<N::Dht as Dht>::Id>)
         + Send
         + 'static,
@@ -178,15 +208,25 @@ where
     let task = tokio::spawn(async move {
         let mut queries = Queries::new();
         while let Some(event) = next_event(&mut swarm, &mut rx, &mut queries).await {
+            if let SwarmEvent::ConnectionEstablished { endpoint, .. } = &event {
+                if endpoint.is_dialer() {
+                    DIALS.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             on_event(&mut swarm, event, &mut queries);
         }
     });
-    Node { commands: tx, task }
+    Node {
+        commands: tx,
+        task: Some(task),
+        silent,
+    }
 }
 
-pub fn spawn_kadence(swarm: Swarm<KadenceNode>) -> Node {
+/// `silent`: the switch its transport was built with (`NodeSpec::silent`).
+pub fn spawn_kadence(swarm: Swarm<KadenceNode>, silent: Arc<AtomicBool>) -> Node {
     use kadence::{Event, QueryProgress, QueryResult};
-    spawn(swarm, |_, event, queries| {
+    spawn(swarm, silent, |_, event, queries| {
         let SwarmEvent::Behaviour(KadenceNodeEvent::Dht(event)) = event else {
             return;
         };
@@ -218,9 +258,10 @@ pub fn spawn_kadence(swarm: Swarm<KadenceNode>) -> Node {
     })
 }
 
-pub fn spawn_kad(swarm: Swarm<KadNode>) -> Node {
+/// `silent`: the switch its transport was built with (`NodeSpec::silent`).
+pub fn spawn_kad(swarm: Swarm<KadNode>, silent: Arc<AtomicBool>) -> Node {
     use libp2p_kad::{Event, GetClosestPeersError, GetProvidersOk, QueryResult};
-    spawn(swarm, |swarm, event, queries| {
+    spawn(swarm, silent, |swarm, event, queries| {
         let (id, result, stats, step) = match event {
             SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed {
                 id,

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::swarm::{NetworkBehaviour, Swarm};
 use libp2p::PeerId;
-use libp2p_kad::store::MemoryStore;
+use libp2p_kad::store::{MemoryStore, RecordStore};
 use libp2p_kad::RecordKey;
 use tokio::sync::oneshot;
 
@@ -25,6 +25,13 @@ pub enum Command {
     ConnectedPeers(oneshot::Sender<usize>),
     /// Close every connection of the node.
     DisconnectAll(oneshot::Sender<()>),
+    /// The peers in the node's routing table.
+    TablePeers(oneshot::Sender<Vec<PeerId>>),
+    /// For each (key, provider): whether the node's store holds that provider record.
+    HeldProviders {
+        records: Vec<(Vec<u8>, PeerId)>,
+        reply: oneshot::Sender<Vec<bool>>,
+    },
     Lookup(Vec<u8>, oneshot::Sender<Found>),
     /// Announce the key once; answers whether the announcement reached any peer.
     Provide(Vec<u8>, oneshot::Sender<bool>),
@@ -46,6 +53,10 @@ pub trait Dht {
     /// `None` when it cannot start.
     fn provide(&mut self, key: Vec<u8>) -> Option<Self::Id>;
     fn find_providers(&mut self, key: Vec<u8>) -> Self::Id;
+    /// Every peer in the routing table.
+    fn table_peers(&mut self) -> Vec<PeerId>;
+    /// Whether the store holds `provider`'s record for `key`.
+    fn holds_provider(&mut self, key: &[u8], provider: &PeerId) -> bool;
 }
 
 impl Dht for kadence::Behaviour {
@@ -62,6 +73,18 @@ impl Dht for kadence::Behaviour {
     fn find_providers(&mut self, key: Vec<u8>) -> Self::Id {
         kadence::Behaviour::find_providers(self, key, None)
     }
+    fn table_peers(&mut self) -> Vec<PeerId> {
+        self.routing_table()
+            .peers()
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    }
+    fn holds_provider(&mut self, key: &[u8], provider: &PeerId) -> bool {
+        self.store_mut()
+            .providers(key, SystemTime::now())
+            .is_ok_and(|records| records.iter().any(|r| r.provider == *provider))
+    }
 }
 
 impl Dht for libp2p_kad::Behaviour<MemoryStore> {
@@ -77,6 +100,22 @@ impl Dht for libp2p_kad::Behaviour<MemoryStore> {
     }
     fn find_providers(&mut self, key: Vec<u8>) -> Self::Id {
         self.get_providers(RecordKey::new(&key))
+    }
+    fn table_peers(&mut self) -> Vec<PeerId> {
+        self.kbuckets()
+            .flat_map(|bucket| {
+                bucket
+                    .iter()
+                    .map(|entry| *entry.node.key.preimage())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+    fn holds_provider(&mut self, key: &[u8], provider: &PeerId) -> bool {
+        self.store_mut()
+            .providers(&RecordKey::new(&key))
+            .iter()
+            .any(|r| r.provider == *provider)
     }
 }
 
@@ -120,6 +159,19 @@ impl<Id: Eq + Hash> Queries<Id> {
     pub fn start<D: Dht<Id = Id>>(&mut self, dht: &mut D, command: Command) {
         let (id, pending) = match command {
             Command::ConnectedPeers(_) | Command::DisconnectAll(_) => return,
+            // Read off the node's state at once: no query to wait on.
+            Command::TablePeers(reply) => {
+                let _ = reply.send(dht.table_peers());
+                return;
+            }
+            Command::HeldProviders { records, reply } => {
+                let held = records
+                    .iter()
+                    .map(|(key, provider)| dht.holds_provider(key, provider))
+                    .collect();
+                let _ = reply.send(held);
+                return;
+            }
             Command::Bootstrap(reply) => match dht.bootstrap() {
                 Some(id) => (id, Pending::Bootstrap(reply)),
                 None => {

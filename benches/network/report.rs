@@ -2,16 +2,24 @@
 
 use std::time::Duration;
 
-use crate::Kind;
+use crate::options::{Kind, Options};
 
 #[derive(Default)]
 pub struct Report {
     pub kind: Kind,
+    /// The network's name in the table (with its alpha when set).
+    pub name: String,
+    /// Lookups started (`--kad-lookups` runs fewer on libp2p-kad's networks).
+    pub lookups_asked: usize,
     pub latency_ms: Vec<f64>,
     pub recall: Vec<f64>,
     pub requests: Vec<f64>,
     pub returned: Vec<f64>,
     pub failures: Vec<f64>,
+    /// Per lookup: returned peers that churn stopped or silenced.
+    pub down_returned: Vec<f64>,
+    /// Connections opened by the dialling side during the lookup phase, per lookup done.
+    pub dials_per_lookup: f64,
     /// Bytes written on every connection during the lookup phase, per lookup done.
     pub bytes_per_lookup: f64,
     /// CPU time of the whole process (every node) during the lookup phase, per lookup done.
@@ -25,8 +33,16 @@ pub struct Report {
     /// Time until the provider was found, for the finds that found it.
     pub find_ms: Vec<f64>,
     pub setup_s: f64,
-    /// Peers each node had a connection to when the lookups began.
+    /// Peers each live node had a connection to when the lookups began, and at the end.
     pub connected_per_node: f64,
+    pub connected_end_per_node: f64,
+    /// Per provided key: how many of its K closest live peers hold the record, read from
+    /// every node's store once the provides are done.
+    pub placement: Vec<f64>,
+    /// With churn: the share of live nodes' routing-table entries that point to churned
+    /// nodes, when the lookups begin and at the end.
+    pub stale_at_start: Option<f64>,
+    pub stale_at_end: Option<f64>,
     pub table_removals: usize,
 }
 
@@ -41,7 +57,31 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len().max(1) as f64
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().reduce(f64::min).unwrap_or(f64::NAN)
+}
+
+/// Share of `values` at least `floor`.
+fn share_at_least(values: &[f64], floor: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.iter().filter(|&&v| v >= floor).count() as f64 / values.len() as f64
+}
+
+/// Only runs with churn have anything down: elsewhere the row stays out of the table.
+fn with_churn(r: &Report, value: f64) -> f64 {
+    if r.stale_at_start.is_some() {
+        value
+    } else {
+        f64::NAN
+    }
 }
 
 /// One row of the table: its name, its JSON field, and how to read it off a report.
@@ -84,6 +124,12 @@ const METRICS: &[Metric] = &[
         decimals: 1,
     },
     Metric {
+        name: "returned peers that are down, mean",
+        field: "down_returned_mean",
+        value: |r| with_churn(r, mean(&r.down_returned)),
+        decimals: 2,
+    },
+    Metric {
         name: "requests per lookup p50",
         field: "requests_p50",
         value: |r| percentile(&r.requests, 0.5),
@@ -99,6 +145,12 @@ const METRICS: &[Metric] = &[
         name: "failed requests per lookup, mean",
         field: "failures_mean",
         value: |r| mean(&r.failures),
+        decimals: 2,
+    },
+    Metric {
+        name: "new connections per lookup (dialler side, whole network)",
+        field: "dials_per_lookup",
+        value: |r| r.dials_per_lookup,
         decimals: 2,
     },
     Metric {
@@ -144,6 +196,36 @@ const METRICS: &[Metric] = &[
         decimals: 2,
     },
     Metric {
+        name: "provider record on the 20 closest live peers: min",
+        field: "placement_min",
+        value: |r| min(&r.placement),
+        decimals: 0,
+    },
+    Metric {
+        name: "provider record on the 20 closest live peers: p5",
+        field: "placement_p5",
+        value: |r| percentile(&r.placement, 0.05),
+        decimals: 0,
+    },
+    Metric {
+        name: "provider record on the 20 closest live peers: mean",
+        field: "placement_mean",
+        value: |r| mean(&r.placement),
+        decimals: 2,
+    },
+    Metric {
+        name: "keys on >= 15 of their 20 closest live peers (share)",
+        field: "placement_at_least_15",
+        value: |r| share_at_least(&r.placement, 15.0),
+        decimals: 2,
+    },
+    Metric {
+        name: "keys on >= 18 of their 20 closest live peers (share)",
+        field: "placement_at_least_18",
+        value: |r| share_at_least(&r.placement, 18.0),
+        decimals: 2,
+    },
+    Metric {
         name: "find-providers success (another node)",
         field: "find_success",
         value: |r| r.find_ms.len() as f64 / r.provides.max(1) as f64,
@@ -162,10 +244,34 @@ const METRICS: &[Metric] = &[
         decimals: 0,
     },
     Metric {
+        name: "lookups asked",
+        field: "lookups_asked",
+        value: |r| r.lookups_asked as f64,
+        decimals: 0,
+    },
+    Metric {
         name: "peers connected per node at the first lookup",
         field: "connected_per_node",
         value: |r| r.connected_per_node,
         decimals: 1,
+    },
+    Metric {
+        name: "peers connected per node at the end",
+        field: "connected_end_per_node",
+        value: |r| r.connected_end_per_node,
+        decimals: 1,
+    },
+    Metric {
+        name: "routing-table entries pointing to down nodes, first lookup (share)",
+        field: "stale_entries_at_start",
+        value: |r| r.stale_at_start.unwrap_or(f64::NAN),
+        decimals: 3,
+    },
+    Metric {
+        name: "routing-table entries pointing to down nodes, end (share)",
+        field: "stale_entries_at_end",
+        value: |r| r.stale_at_end.unwrap_or(f64::NAN),
+        decimals: 3,
     },
     Metric {
         name: "setup: start, bootstrap, settle (s)",
@@ -180,14 +286,17 @@ const METRICS: &[Metric] = &[
 pub fn print(command: &str, wall: Duration, reports: &[Report]) {
     let (first, others) = reports.split_first().expect("at least one run");
     println!("\n`{command}`: wall {:.0} s\n", wall.as_secs_f64());
-    let mut header = format!("| measure | {}", first.kind.name());
+    let mut header = format!("| measure | {}", first.name);
     let mut rule = String::from("|---|---:");
     for other in others {
-        header += &format!(" | {} | {} ÷ it", other.kind.name(), first.kind.name());
+        header += &format!(" | {} | {} ÷ it", other.name, first.name);
         rule += "|---:|---:";
     }
     println!("{header} |\n{rule}|");
     for metric in METRICS {
+        if reports.iter().all(|r| !(metric.value)(r).is_finite()) {
+            continue;
+        }
         let ours = (metric.value)(first);
         let mut row = format!("| {} | {:.*}", metric.name, metric.decimals, ours);
         for other in others {
@@ -196,24 +305,28 @@ pub fn print(command: &str, wall: Duration, reports: &[Report]) {
         }
         println!("{row} |");
     }
-    println!(
-        "\nkadence routing-table removals during the run: {}",
-        first.table_removals
-    );
+    for r in reports.iter().filter(|r| r.kind.is_kadence()) {
+        println!(
+            "\n{}: routing-table removals during the run: {}",
+            r.name, r.table_removals
+        );
+    }
 }
 
+/// The run as JSON: its configuration, every metric per network, and the raw latencies (for
+/// other plots).
 pub fn json(
-    command: &str,
-    nodes: usize,
-    seed: u64,
+    options: &Options,
     wall: Duration,
     reports: &[Report],
+    files: &[String],
 ) -> serde_json::Value {
     let results: Vec<serde_json::Value> = reports
         .iter()
         .map(|r| {
             let mut row = serde_json::Map::new();
-            row.insert("implementation".into(), r.kind.name().into());
+            row.insert("implementation".into(), r.name.clone().into());
+            row.insert("network".into(), r.kind.flag().into());
             for metric in METRICS {
                 let v = (metric.value)(r);
                 row.insert(
@@ -225,13 +338,24 @@ pub fn json(
                     },
                 );
             }
+            row.insert(
+                "samples".into(),
+                serde_json::json!({
+                    "lookup_ms": r.latency_ms,
+                    "provide_ms": r.provide_ms,
+                    "placement": r.placement,
+                }),
+            );
             serde_json::Value::Object(row)
         })
         .collect();
     serde_json::json!({
-        "command": command,
-        "nodes": nodes,
-        "seed": seed,
+        "command": options.command(),
+        "label": options.label(),
+        "config": options.json(),
+        "nodes": options.nodes,
+        "seed": options.seed,
+        "files": files,
         "revision": revision(),
         "unix_time_s": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
