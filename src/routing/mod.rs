@@ -6,6 +6,7 @@
 pub(crate) mod addresses;
 pub mod lookup;
 pub(crate) mod query;
+pub mod rtt;
 
 use std::time::{Duration, Instant};
 
