@@ -5,6 +5,8 @@
 
 pub(crate) mod addresses;
 pub mod lookup;
+#[cfg(test)]
+mod lookup_sim;
 pub(crate) mod query;
 pub mod rtt;
 
