@@ -9,6 +9,7 @@ use crate::mode::Mode;
 use crate::network::message::Limits;
 use crate::provider::ReprovideConfig;
 use crate::routing::lookup::LookupFinish;
+use crate::routing::rtt::RequestDeadlines;
 use crate::routing_table::{DiversityConfig, KBucketConfig};
 use crate::server::{Validator, Validators};
 use crate::store::{Lifetimes, MemoryStoreConfig};
@@ -61,6 +62,9 @@ pub struct Config {
     pub(crate) max_answer_size: usize,
     pub(crate) max_response_bytes_in_flight: usize,
     pub(crate) max_provider_addrs: usize,
+    // Lookups that widen and request deadlines that adapt (issue 15).
+    pub(crate) widened_alpha: usize,
+    pub(crate) request_deadlines: RequestDeadlines,
 }
 
 impl Config {
@@ -104,6 +108,8 @@ impl Config {
             max_answer_size: 64 * 1024,
             max_response_bytes_in_flight: 1024 * 1024,
             max_provider_addrs: 16,
+            widened_alpha: 20,
+            request_deadlines: RequestDeadlines::default(),
         }
     }
 
@@ -603,6 +609,42 @@ impl Config {
     }
 }
 
+/// Lookups that widen and request deadlines that adapt (issue 15).
+impl Config {
+    /// Requests in flight per lookup once it has widened: once the `beta` closest answered
+    /// (converged), or once `alpha` answers in a row brought no peer closer than the closest
+    /// known (stalled, as libp2p-kad), the rest of the `k` closest are asked this many at a
+    /// time rather than `alpha`. Default 20 (k): all at once, so a lookup takes about its hops
+    /// in round trips, not its requests / alpha. Never below `alpha`; set it to `alpha` for
+    /// the old pace.
+    pub fn with_widened_alpha(mut self, requests: usize) -> Self {
+        self.widened_alpha = requests.max(1);
+        self
+    }
+
+    /// See [`Config::with_widened_alpha`].
+    pub fn widened_alpha(&self) -> usize {
+        self.widened_alpha
+    }
+
+    /// How long a lookup waits for each request, from the round trips observed (per route:
+    /// open connection or dial; see [`RequestDeadlines`] for the defaults and why). Past the
+    /// 90th percentile of the latest answer times a request is overdue: the next candidate is
+    /// asked in its stead. Past its deadline, 1.5 x that percentile within 1 s and the request
+    /// timeout (3 s before there are answers to go by), the lookup no longer waits for it. The
+    /// request itself runs until the request timeout, and a late answer still counts while the
+    /// lookup runs. A silent peer costs a few round trips rather than the request timeout.
+    pub fn with_request_deadlines(mut self, deadlines: RequestDeadlines) -> Self {
+        self.request_deadlines = deadlines;
+        self
+    }
+
+    /// See [`Config::with_request_deadlines`].
+    pub fn request_deadlines(&self) -> RequestDeadlines {
+        self.request_deadlines
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,6 +671,17 @@ mod tests {
         let mut namespaces: Vec<_> = c.validators().namespaces().collect();
         namespaces.sort();
         assert_eq!(namespaces, vec!["ipns", "pk"]);
+    }
+
+    #[test]
+    fn lookup_widening_and_deadline_defaults() {
+        let c = Config::amino();
+        assert_eq!(c.widened_alpha(), 20);
+        let deadlines = c.request_deadlines();
+        assert_eq!(deadlines.multiplier, 1.5);
+        assert_eq!(deadlines.floor, Duration::from_secs(1));
+        assert_eq!(deadlines.cold, Duration::from_secs(3));
+        assert_eq!(c.with_widened_alpha(0).widened_alpha(), 1);
     }
 
     #[test]

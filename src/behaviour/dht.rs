@@ -68,6 +68,8 @@ impl Behaviour {
             max_addresses_per_peer: self.config.max_dial_addresses_per_peer,
             max_dials: self.config.max_dials_per_lookup,
             finish: self.config.lookup_finish,
+            widened_alpha: self.config.widened_alpha,
+            deadlines: self.config.request_deadlines,
         }
     }
 
@@ -352,12 +354,13 @@ impl Behaviour {
         if !self.queries.owns(&id) {
             return Some(result);
         }
+        let now = Instant::now();
         let informant = scope_of_connection(self.maintenance.observed_address(&peer));
         let policy = &self.addresses;
         let learned = |p: &PeerId, addrs: Vec<Multiaddr>| policy.learned(p, addrs, informant);
         let actions = self
             .queries
-            .on_result(id, result, self.server.validators(), &learned);
+            .on_result(id, result, now, self.server.validators(), &learned);
         self.apply_pool(actions);
         None
     }

@@ -5,7 +5,10 @@
 
 pub(crate) mod addresses;
 pub mod lookup;
+#[cfg(test)]
+mod lookup_sim;
 pub(crate) mod query;
+pub mod rtt;
 
 use std::time::{Duration, Instant};
 

@@ -14,6 +14,7 @@ use fnv::{FnvHashMap, FnvHashSet};
 use libp2p::{Multiaddr, PeerId};
 
 use super::lookup::{Lookup, LookupStep};
+use super::rtt::{Route, RttEstimator};
 use super::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats};
 use crate::network::message::{PeerRecord, Record, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
@@ -49,6 +50,13 @@ pub(crate) enum QueryKind {
     },
 }
 
+/// When and how a lookup request left, to time its answer.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    route: Route,
+}
+
 /// After the lookup: requests to the closest peers, counted as they finish.
 #[derive(Debug, Default)]
 struct Fanout {
@@ -69,6 +77,8 @@ struct Query {
     stats: QueryStats,
     /// Requests to send before anything else (fan-out, entry correction).
     outbox: Vec<(PeerId, Vec<Multiaddr>, Request)>,
+    /// Lookup requests asked for in this poll, until their ids are known (`on_sent`).
+    unsent: Vec<(PeerId, Sent)>,
     finished: Option<QueryResult>,
 }
 
@@ -99,6 +109,11 @@ pub(crate) struct QueryPool {
     orphans: FnvHashSet<OutboundRequestId>,
     /// Request ids by query, so that ending a query finds its requests without a scan.
     by_query: FnvHashMap<QueryId, Vec<OutboundRequestId>>,
+    /// Lookup requests in flight, of running and ended queries: when they left. Each leaves
+    /// with its outcome, like an orphan.
+    sent: FnvHashMap<OutboundRequestId, Sent>,
+    /// Round trips of the lookup requests answered, which set the next requests' deadlines.
+    rtt: RttEstimator,
 }
 
 impl QueryPool {
@@ -124,6 +139,7 @@ impl QueryPool {
                 deadline: now.checked_add(timeout).unwrap_or(now),
                 stats: QueryStats::new(now),
                 outbox: Vec::new(),
+                unsent: Vec::new(),
                 finished: None,
             },
         );
@@ -186,6 +202,9 @@ impl QueryPool {
         match self.queries.get_mut(&query) {
             Some(q) => {
                 q.stats.requests += 1;
+                if let Some(i) = q.unsent.iter().position(|(p, _)| *p == peer) {
+                    self.sent.insert(id, q.unsent.swap_remove(i).1);
+                }
                 self.requests.insert(id, (query, peer));
                 self.by_query.entry(query).or_default().push(id);
             }
@@ -210,15 +229,24 @@ impl QueryPool {
             .min()
     }
 
-    /// Feeds back the outcome of a request sent for a query. `addresses` keeps, of the
-    /// addresses the answer gives for a peer, those worth dialling (it knows who answered).
+    /// Feeds back the outcome of a request sent for a query, at `now`. `addresses` keeps, of
+    /// the addresses the answer gives for a peer, those worth dialling (it knows who answered).
     pub(crate) fn on_result(
         &mut self,
         id: OutboundRequestId,
         result: Result<Option<Response>, RequestError>,
+        now: Instant,
         validators: &Validators,
         addresses: &AddressFilter<'_>,
     ) -> Vec<PoolAction> {
+        // Every lookup request answered is a sample, however late, even for a query that
+        // ended: see `routing::rtt`.
+        if let Some(sent) = self.sent.remove(&id) {
+            if matches!(result, Ok(Some(_))) {
+                let rtt = now.saturating_duration_since(sent.at);
+                self.rtt.record(sent.route, rtt);
+            }
+        }
         if self.orphans.remove(&id) {
             return Vec::new();
         }
@@ -286,7 +314,8 @@ impl QueryPool {
                 query.finished = Some(timeout_result(query, validators));
             }
             if query.finished.is_none() {
-                advance(query, *id, now, validators, connected, &mut actions);
+                let rtt = &self.rtt;
+                advance(query, *id, now, validators, connected, rtt, &mut actions);
             }
             // After `advance`: what it queued (fan-out, entry correction) goes out now.
             for (peer, addrs, request) in query.outbox.drain(..) {
@@ -518,6 +547,7 @@ fn advance(
     now: Instant,
     validators: &Validators,
     connected: &dyn Fn(&PeerId) -> bool,
+    rtt: &RttEstimator,
     actions: &mut Vec<PoolAction>,
 ) {
     if let Some(fanout) = &query.fanout {
@@ -529,14 +559,22 @@ fn advance(
     loop {
         match query.lookup.step(now) {
             LookupStep::Ask { peer, addrs } => {
-                if !connected(&peer) {
+                let route = if connected(&peer) {
+                    Route::Connected
+                } else {
                     if query.dials >= query.lookup.config().max_dials {
                         // The budget is spent: only peers already connected are asked now.
                         query.lookup.on_failure(&peer);
                         continue;
                     }
                     query.dials += 1;
-                }
+                    Route::Dial
+                };
+                let config = query.lookup.config();
+                let slot = rtt.deadlines(route, &config.deadlines, config.slot_timeout);
+                let (overdue, deadline) = (now + slot.overdue, now + slot.deadline);
+                query.lookup.set_deadlines(&peer, overdue, deadline);
+                query.unsent.push((peer, Sent { at: now, route }));
                 actions.push(PoolAction::Send {
                     query: id,
                     peer,

@@ -89,7 +89,7 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
         let answer = Ok(Some(Response::FindNode {
             closer_peers: vec![],
         }));
-        pool.on_result(*id, answer, &validators, &keep_all);
+        pool.on_result(*id, answer, now, &validators, &keep_all);
     }
     let actions = pool.poll(now, &validators, &all_connected);
     let puts = sent(&mut pool, actions, &mut next);
@@ -102,7 +102,7 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
     let echo = Ok(Some(Response::PutValue {
         record: record.clone(),
     }));
-    pool.on_result(puts[0].0, echo, &validators, &keep_all);
+    pool.on_result(puts[0].0, echo, now, &validators, &keep_all);
     let actions = pool.poll(now + Duration::from_secs(61), &validators, &all_connected);
     let finished: Vec<_> = actions
         .into_iter()
@@ -118,6 +118,7 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
         .on_result(
             puts[1].0,
             Err(RequestError::Timeout),
+            now,
             &validators,
             &keep_all
         )
@@ -146,7 +147,7 @@ fn requests_of_a_query_ended_by_its_quorum_stay_owned() {
         record: Some(record.clone()),
         closer_peers: vec![],
     }));
-    let actions = pool.on_result(asked[0].0, answer, &validators, &keep_all);
+    let actions = pool.on_result(asked[0].0, answer, now, &validators, &keep_all);
     assert!(actions
         .iter()
         .any(|a| matches!(a, PoolAction::Progress(..))));
@@ -158,7 +159,7 @@ fn requests_of_a_query_ended_by_its_quorum_stay_owned() {
     for (id, _, _) in &asked[1..] {
         assert!(pool.owns(id));
         assert!(pool
-            .on_result(*id, Ok(None), &validators, &keep_all)
+            .on_result(*id, Ok(None), now, &validators, &keep_all)
             .is_empty());
     }
     // A request sent for the ended query (entry correction) is owned too.
@@ -186,7 +187,7 @@ fn a_hostile_provider_flood_is_bounded_by_the_limit() {
         providers: flood,
         closer_peers: vec![],
     }));
-    let actions = pool.on_result(asked[0].0, answer, &validators, &keep_all);
+    let actions = pool.on_result(asked[0].0, answer, now, &validators, &keep_all);
     let reported: usize = actions
         .iter()
         .map(|a| match a {
@@ -226,8 +227,8 @@ fn get_value_corrects_the_closest_peers_without_the_record() {
         record: None,
         closer_peers: vec![],
     }));
-    pool.on_result(asked[0].0, with, &validators, &keep_all);
-    pool.on_result(asked[1].0, without, &validators, &keep_all);
+    pool.on_result(asked[0].0, with, now, &validators, &keep_all);
+    pool.on_result(asked[1].0, without, now, &validators, &keep_all);
     let actions = pool.poll(now, &validators, &all_connected);
     let corrected: Vec<PeerId> = actions
         .iter()
@@ -283,12 +284,12 @@ fn a_lookup_dials_at_most_its_budget_of_new_peers() {
     let answer = Ok(Some(Response::FindNode {
         closer_peers: strangers,
     }));
-    pool.on_result(asked[0].0, answer, &validators, &keep_all);
+    pool.on_result(asked[0].0, answer, now, &validators, &keep_all);
     let actions = pool.poll(now, &validators, &connected);
     let dialled = sent(&mut pool, actions, &mut next);
     assert_eq!(dialled.len(), 3, "three dials, the others count as failed");
     for (id, _, _) in dialled {
-        pool.on_result(id, Err(RequestError::Timeout), &validators, &keep_all);
+        pool.on_result(id, Err(RequestError::Timeout), now, &validators, &keep_all);
     }
     let actions = pool.poll(now, &validators, &connected);
     assert!(!actions.iter().any(|a| matches!(a, PoolAction::Send { .. })));
@@ -320,11 +321,106 @@ fn every_address_an_answer_gives_passes_the_filter() {
         }],
     }));
     let first_two = |_: &PeerId, addrs: Vec<Multiaddr>| addrs.into_iter().take(2).collect();
-    pool.on_result(asked[0].0, answer, &validators, &first_two);
+    pool.on_result(asked[0].0, answer, now, &validators, &first_two);
     let actions = pool.poll(now, &validators, &all_connected);
     let found = actions.iter().find_map(|a| match a {
         PoolAction::Finished(_, QueryResult::FindPeer(Ok(found)), _) => Some(found),
         _ => None,
     });
     assert_eq!(found.map(|f| f.addrs.len()), Some(2));
+}
+
+fn find_node_answer() -> Result<Option<Response>, RequestError> {
+    Ok(Some(Response::FindNode {
+        closer_peers: Vec::new(),
+    }))
+}
+
+/// Issue 15: the pool times every lookup request from send to answer, per route, and gives
+/// the next requests deadlines from it: cold at first, then from the estimate.
+#[test]
+fn lookup_requests_get_deadlines_from_the_round_trips_observed() {
+    use crate::routing::rtt::{RequestDeadlines, Route};
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let t0 = Instant::now();
+    let peers: Vec<PeerId> = (0..30).map(|_| PeerId::random()).collect();
+    start(&mut pool, b"rtt", QueryKind::ClosestPeers, &peers, t0);
+    let mut next = 0;
+    let actions = pool.poll(t0, &validators, &all_connected);
+    let asked = sent(&mut pool, actions, &mut next);
+    assert_eq!(asked.len(), 10);
+    // Nothing observed yet: the cold deadline.
+    let cold = RequestDeadlines::default().cold;
+    assert_eq!(pool.next_deadline(), Some(t0 + cold));
+    // Five answers after 400 ms: the estimate.
+    let t1 = t0 + Duration::from_millis(400);
+    for (id, _, _) in &asked[..5] {
+        pool.on_result(*id, find_node_answer(), t1, &validators, &keep_all);
+    }
+    assert_eq!(
+        pool.rtt.estimate(Route::Connected),
+        Some(Duration::from_millis(400))
+    );
+    assert_eq!(pool.rtt.estimate(Route::Dial), None, "no dial was timed");
+    // The next requests are overdue after one estimate, not after the cold deadline.
+    let actions = pool.poll(t1, &validators, &all_connected);
+    assert!(!sent(&mut pool, actions, &mut next).is_empty());
+    assert_eq!(pool.next_deadline(), Some(t1 + Duration::from_millis(400)));
+}
+
+/// Issue 15: a request that needs a dial is timed apart from those over open connections.
+#[test]
+fn dials_are_timed_apart() {
+    use crate::routing::rtt::Route;
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let t0 = Instant::now();
+    let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+    start(&mut pool, b"dial", QueryKind::ClosestPeers, &peers, t0);
+    let nobody = |_: &PeerId| false;
+    let mut next = 0;
+    let actions = pool.poll(t0, &validators, &nobody);
+    let asked = sent(&mut pool, actions, &mut next);
+    let t1 = t0 + Duration::from_millis(900);
+    for (id, _, _) in &asked {
+        pool.on_result(*id, find_node_answer(), t1, &validators, &keep_all);
+    }
+    assert_eq!(
+        pool.rtt.estimate(Route::Dial),
+        Some(Duration::from_millis(900))
+    );
+    assert_eq!(pool.rtt.estimate(Route::Connected), None);
+}
+
+/// Issue 15: answers that come after their query ended still teach the estimator (without
+/// them it could only shrink), failures teach it nothing, and no request is kept once its
+/// outcome is in.
+#[test]
+fn late_answers_of_ended_queries_are_samples_and_nothing_stays() {
+    use crate::routing::rtt::Route;
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let t0 = Instant::now();
+    let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+    let query = start(&mut pool, b"late", QueryKind::ClosestPeers, &peers, t0);
+    let mut next = 0;
+    let actions = pool.poll(t0, &validators, &all_connected);
+    let asked = sent(&mut pool, actions, &mut next);
+    assert_eq!(asked.len(), 10);
+    assert!(pool.cancel(query));
+    let t1 = t0 + Duration::from_secs(2);
+    for (id, _, _) in &asked[..5] {
+        assert!(pool.owns(id));
+        pool.on_result(*id, find_node_answer(), t1, &validators, &keep_all);
+    }
+    for (id, _, _) in &asked[5..] {
+        pool.on_result(*id, Err(RequestError::Timeout), t1, &validators, &keep_all);
+    }
+    assert_eq!(
+        pool.rtt.estimate(Route::Connected),
+        Some(Duration::from_secs(2)),
+        "five answers, the timeouts not counted"
+    );
+    assert!(pool.sent.is_empty() && pool.orphans.is_empty());
 }
