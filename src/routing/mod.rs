@@ -5,6 +5,7 @@
 
 pub(crate) mod addresses;
 pub mod lookup;
+pub mod netsize;
 pub(crate) mod query;
 
 use std::time::{Duration, Instant};
