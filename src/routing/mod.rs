@@ -6,6 +6,7 @@
 pub(crate) mod addresses;
 pub mod lookup;
 pub mod netsize;
+pub(crate) mod optimistic;
 pub(crate) mod query;
 
 use std::time::{Duration, Instant};
@@ -58,6 +59,25 @@ pub enum QueryResult {
     Provide(Result<usize, QueryError>),
     /// [`bootstrap`](crate::Behaviour::bootstrap) or a refresh: peers that answered.
     Bootstrap(Result<usize, QueryError>),
+}
+
+/// What became of the writes of a [`put_value`](crate::Behaviour::put_value) or
+/// [`provide`](crate::Behaviour::provide) that reported its result before its last write
+/// finished (optimistic provide, see
+/// [`Config::with_optimistic_provide`](crate::Config::with_optimistic_provide)); sent with
+/// [`Event::WritesSettled`](crate::Event::WritesSettled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritesSummary {
+    /// Peers that stored the record: for PUT_VALUE, those that echoed it; for ADD_PROVIDER
+    /// (which has no answer), those the message was written and flushed to.
+    pub stored: usize,
+    /// Peers sent the record that did not store it (failed, or still pending at the
+    /// operation's deadline).
+    pub failed: usize,
+    /// Peers in the lookup's final result: the `k` closest that answered.
+    pub closest: usize,
+    /// Of those, how many stored the record.
+    pub stored_at_closest: usize,
 }
 
 /// A partial result, streamed while the operation runs.
