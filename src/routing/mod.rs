@@ -50,12 +50,18 @@ pub enum QueryResult {
     FindPeer(Result<PeerRecord, QueryError>),
     /// [`get_value`](crate::Behaviour::get_value): the best valid record.
     GetValue(Result<Record, QueryError>),
-    /// [`put_value`](crate::Behaviour::put_value): how many peers stored it.
+    /// [`put_value`](crate::Behaviour::put_value): how many peers stored it (echoed it back)
+    /// when the result was reported. With optimistic provide that can be before the last
+    /// write finished (once 15 of 20 stored it); [`Event::WritesSettled`](crate::Event::WritesSettled)
+    /// then has the final count.
     PutValue(Result<usize, QueryError>),
     /// [`find_providers`](crate::Behaviour::find_providers): how many distinct providers were
     /// reported (the providers themselves came as progress).
     GetProviders(Result<usize, QueryError>),
-    /// [`provide`](crate::Behaviour::provide): to how many peers the ADD_PROVIDER was written.
+    /// [`provide`](crate::Behaviour::provide): to how many peers the ADD_PROVIDER was written
+    /// (and flushed) when the result was reported. With optimistic provide that can be before
+    /// the last write finished (once 15 of 20 were written);
+    /// [`Event::WritesSettled`](crate::Event::WritesSettled) then has the final count.
     Provide(Result<usize, QueryError>),
     /// [`bootstrap`](crate::Behaviour::bootstrap) or a refresh: peers that answered.
     Bootstrap(Result<usize, QueryError>),
