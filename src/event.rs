@@ -87,7 +87,9 @@ pub enum Event {
     /// A [`put_value`](crate::Behaviour::put_value) or [`provide`](crate::Behaviour::provide)
     /// whose [`Event::QueryFinished`] came early (optimistic provide, once enough peers stored
     /// the record) finished its other writes and its lookup: how many peers stored the record
-    /// in the end. Not sent for operations that reported only at their end.
+    /// in the end. Not sent for operations that reported only at their end, nor for one
+    /// stopped with [`cancel_query`](crate::Behaviour::cancel_query) (which stops the writes
+    /// still to come).
     WritesSettled {
         /// The operation.
         id: QueryId,

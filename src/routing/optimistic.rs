@@ -12,7 +12,8 @@
 //!   `P^-1(k/2 + 1, 0.9) / N` (15.4 / N for k = 20; the true set's mean is about 10.5 / N): a
 //!   true closest set is farther than that one time in ten;
 //! - **the operation reports its result** once `ceil(0.75 k)` writes succeeded (15 of 20), and
-//!   at least its quorum for a `put_value`.
+//!   at least its quorum for a `put_value` (go counts writes that finished, failed or not:
+//!   kadence reports only what was stored).
 //!
 //! kadence differs from go in what it trusts and in what it keeps doing. Only peers that
 //! answered the lookup are written to (go also writes to peers it has only heard of), so no
@@ -73,6 +74,9 @@ pub(crate) struct Writes {
     plan: Option<Plan>,
     /// Every peer sent the record: none is sent it twice.
     written: FnvHashSet<PeerId>,
+    /// Peers that answered the lookup (with go's finish rule, its result also holds peers
+    /// that did not): only they are written to early. As many as the lookup's requests.
+    answered: FnvHashSet<PeerId>,
     pending: FnvHashSet<PeerId>,
     stored: FnvHashSet<PeerId>,
     set_close: bool,
@@ -114,15 +118,26 @@ impl Writes {
         self.pending.is_empty()
     }
 
-    /// A peer answered the lookup for `target`; `closest` are the `k` closest that answered so
-    /// far, closest first. Returns the peers to send the record to now.
-    pub(crate) fn on_answer(&mut self, target: &Key, closest: &[PeerRecord]) -> Vec<PeerRecord> {
+    /// `peer` answered the lookup for `target`; `closest` is the lookup's result so far
+    /// (closest first: the `k` closest that answered, or with go's finish rule the `k` closest
+    /// not failed). Returns the peers to send the record to now.
+    pub(crate) fn on_answer(
+        &mut self,
+        peer: PeerId,
+        target: &Key,
+        closest: &[PeerRecord],
+    ) -> Vec<PeerRecord> {
         let Some(plan) = self.plan else {
             return Vec::new();
         };
         if self.walked {
             return Vec::new();
         }
+        self.answered.insert(peer);
+        let closest: Vec<&PeerRecord> = closest
+            .iter()
+            .filter(|p| self.answered.contains(&p.id))
+            .collect();
         let distances: Vec<f64> = closest
             .iter()
             .map(|p| normalized(&Key::from_peer(&p.id).distance(target)))
@@ -132,7 +147,7 @@ impl Writes {
             self.set_close = mean < plan.set_threshold;
         }
         let mut now = Vec::new();
-        for (peer, distance) in closest.iter().zip(distances).take(plan.k) {
+        for (peer, distance) in closest.into_iter().zip(distances).take(plan.k) {
             if (self.set_close || distance <= plan.peer_threshold) && self.written.insert(peer.id) {
                 self.pending.insert(peer.id);
                 now.push(peer.clone());

@@ -107,11 +107,11 @@ fn a_peer_close_enough_is_written_at_once_and_only_once() {
         .cloned()
         .unwrap();
     // A set of two, one far peer first: the far one is not written.
-    let far_only = writes.on_answer(&target, std::slice::from_ref(&far));
+    let far_only = writes.on_answer(far.id, &target, std::slice::from_ref(&far));
     assert!(far_only.is_empty());
     // Fake the near peer's distance by giving a target it is close to.
     let near_target = Key::from_peer(&near.id);
-    let now = writes.on_answer(&near_target, &[near.clone(), far.clone()]);
+    let now = writes.on_answer(near.id, &near_target, &[near.clone(), far.clone()]);
     assert_eq!(
         now.iter().map(|p| p.id).collect::<Vec<_>>(),
         vec![near.id],
@@ -119,14 +119,42 @@ fn a_peer_close_enough_is_written_at_once_and_only_once() {
     );
     assert!(writes.awaits(&near.id));
     assert!(writes
-        .on_answer(&near_target, &[near.clone(), far.clone()])
+        .on_answer(near.id, &near_target, &[near.clone(), far.clone()])
         .is_empty());
     // The lookup ends with both: only the far one is new.
     let rest = writes.on_walk_end(&[near.clone(), far.clone()]);
     assert_eq!(rest.iter().map(|p| p.id).collect::<Vec<_>>(), vec![far.id]);
     assert!(writes
-        .on_answer(&near_target, std::slice::from_ref(&far))
+        .on_answer(far.id, &near_target, std::slice::from_ref(&far))
         .is_empty());
+}
+
+/// Every peer of `closest` answers, in turn.
+fn answer_each(writes: &mut Writes, target: &Key, closest: &[PeerRecord]) -> Vec<PeerRecord> {
+    closest
+        .iter()
+        .flat_map(|p| writes.on_answer(p.id, target, closest))
+        .collect()
+}
+
+#[test]
+fn only_peers_that_answered_are_written_early() {
+    // With go's finish rule the lookup's result holds peers not asked yet: however close,
+    // they get no early write (their lookup answer could be taken for the write's outcome).
+    let target = Key::new(b"key");
+    let peers = peers_around(&target, 1_000, &mut StdRng::seed_from_u64(6));
+    let closest: Vec<PeerRecord> = peers.iter().take(3).map(|(p, _)| p.clone()).collect();
+    let mut writes = Writes::optimistic(Plan::new(999.0, 20));
+    let now = writes.on_answer(closest[1].id, &target, &closest);
+    assert_eq!(
+        now.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![closest[1].id]
+    );
+    let now = writes.on_answer(closest[0].id, &target, &closest);
+    assert_eq!(
+        now.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![closest[0].id]
+    );
 }
 
 #[test]
@@ -140,15 +168,15 @@ fn a_set_close_enough_is_written_whole() {
     let closest: Vec<PeerRecord> = peers.iter().take(k).map(|(p, _)| p.clone()).collect();
     let mut writes = Writes::optimistic(Plan::new(1_999.0, k));
     // 19 of them: no set yet, only the individually close ones.
-    let some = writes.on_answer(&target, &closest[..k - 1]);
+    let some = answer_each(&mut writes, &target, &closest[..k - 1]);
     assert!(some.len() < k - 1);
-    let all = writes.on_answer(&target, &closest);
+    let all = writes.on_answer(closest[k - 1].id, &target, &closest);
     assert_eq!(some.len() + all.len(), k, "the rest of the set at once");
 
     // A set far out (every 50th peer) is not close enough: nothing but the close ones.
     let sparse: Vec<PeerRecord> = peers.iter().step_by(50).map(|(p, _)| p.clone()).collect();
     let mut writes = Writes::optimistic(Plan::new(1_999.0, k));
-    let now = writes.on_answer(&target, &sparse[..k]);
+    let now = answer_each(&mut writes, &target, &sparse[..k]);
     assert!(now.len() <= 1, "{}", now.len());
 }
 
@@ -180,7 +208,9 @@ fn the_result_is_ready_at_15_stored_and_the_quorum() {
         plain.on_outcome(&peer.id, true);
     }
     assert!(!plain.ready_to_report(1));
-    assert!(plain.on_answer(&Key::new(b"x"), &peers).is_empty());
+    assert!(plain
+        .on_answer(peers[0].id, &Key::new(b"x"), &peers)
+        .is_empty());
     assert_eq!(
         plain.summary(&peers[..10]),
         WritesSummary {
@@ -434,5 +464,94 @@ fn without_an_estimate_writes_wait_for_the_lookup_and_each_other() {
         finished,
         Some(QueryResult::Provide(Ok(20))),
         "all 20 writes counted"
+    );
+}
+
+#[test]
+fn a_lookup_answer_is_not_taken_for_a_write_to_the_same_peer() {
+    // go's finish rule ends the lookup while peers of its result are still being asked; they
+    // are written to at once. Their FIND_NODE answers, arriving after, are not ADD_PROVIDERs
+    // that succeeded.
+    use crate::routing::lookup::LookupFinish;
+    let validators = Validators::default();
+    let mut rng = StdRng::seed_from_u64(7);
+    let local = peer(&mut rng);
+    let now = Instant::now();
+    let key = b"k".to_vec();
+    let target = Key::new(&key);
+    let mut peers: Vec<PeerId> = (0..5).map(|_| peer(&mut rng)).collect();
+    peers.sort_by_key(|p| Key::from_peer(p).distance(&target));
+    let config = LookupConfig {
+        k: 3,
+        beta: 1,
+        finish: LookupFinish::BetaAnswered,
+        ..LookupConfig::default()
+    };
+    let lookup = Lookup::new(target, local, peers.iter().map(|p| record(*p)), config);
+    let kind = QueryKind::Provide {
+        provider: record(local),
+    };
+    let mut pool = QueryPool::default();
+    let id = pool.start(key, kind, lookup, Duration::from_secs(60), now);
+    let mut next = 0u64;
+    let mut sent = Vec::new();
+    let mut send = |pool: &mut QueryPool, actions: Vec<PoolAction>, sent: &mut Vec<_>| {
+        let mut finished = None;
+        for action in actions {
+            match action {
+                PoolAction::Send {
+                    query,
+                    peer,
+                    request,
+                    ..
+                } => {
+                    pool.on_sent(OutboundRequestId(next), query, peer);
+                    sent.push((OutboundRequestId(next), peer, request));
+                    next += 1;
+                }
+                PoolAction::Finished(q, result, _) if q == id => finished = Some(result),
+                _ => {}
+            }
+        }
+        finished
+    };
+    let actions = pool.poll(now, &validators, &all_connected);
+    assert_eq!(send(&mut pool, actions, &mut sent), None);
+    let lookups: Vec<(OutboundRequestId, PeerId)> = sent.iter().map(|(r, p, _)| (*r, *p)).collect();
+    // The closest answers: converged; the result is the 3 closest, two still asked.
+    let answer = || {
+        Ok(Some(Response::FindNode {
+            closer_peers: vec![],
+        }))
+    };
+    pool.on_result(lookups[0].0, answer(), &validators, &keep_all);
+    let actions = pool.poll(now, &validators, &all_connected);
+    assert_eq!(send(&mut pool, actions, &mut sent), None);
+    let writes: Vec<(OutboundRequestId, PeerId)> = sent
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Request::AddProvider { .. }))
+        .map(|(r, p, _)| (*r, *p))
+        .collect();
+    assert_eq!(writes.len(), 3);
+    // The two pending FIND_NODEs answer: no write counted, nothing finished.
+    for (rid, peer) in &lookups[1..3] {
+        assert!(writes.iter().any(|(_, p)| p == peer));
+        pool.on_result(*rid, answer(), &validators, &keep_all);
+    }
+    let actions = pool.poll(now, &validators, &all_connected);
+    assert_eq!(
+        send(&mut pool, actions, &mut sent),
+        None,
+        "the writes are still pending"
+    );
+    // Two writes go through, one fails: two stored.
+    pool.on_result(writes[0].0, Ok(None), &validators, &keep_all);
+    pool.on_result(writes[1].0, Ok(None), &validators, &keep_all);
+    let failed = Err(crate::network::RequestError::Timeout);
+    pool.on_result(writes[2].0, failed, &validators, &keep_all);
+    let actions = pool.poll(now, &validators, &all_connected);
+    assert_eq!(
+        send(&mut pool, actions, &mut sent),
+        Some(QueryResult::Provide(Ok(2)))
     );
 }

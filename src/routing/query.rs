@@ -300,7 +300,7 @@ impl QueryPool {
                 let closer =
                     handle_response(query, query_id, peer, response, validators, &mut actions);
                 query.lookup.on_success(&peer, closer);
-                write_early(query, query_id, &mut actions);
+                write_early(query, query_id, peer, &mut actions);
             }
             Ok(None) | Err(_) => {
                 query.stats.failures += 1;

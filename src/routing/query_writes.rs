@@ -22,9 +22,17 @@ pub(super) fn on_write_outcome(
     let Some(writes) = query.fanout.as_mut() else {
         return false;
     };
-    // A peer is written to only once its lookup request is over: an outcome from a peer with
-    // a write in flight is the write's.
-    if writes.awaits(peer) {
+    // A write's outcome is told from a lookup answer by its shape: an optimistic write goes
+    // only to a peer that answered the lookup, but after a lookup with go's finish rule the
+    // result may hold peers still being asked. A failure could be either; it counts as the
+    // write's (a write's success then arriving is not counted: an undercount, never more).
+    let is_write = match (&query.kind, result) {
+        (QueryKind::PutValue { .. }, Ok(Some(Response::PutValue { .. }))) => true,
+        (QueryKind::Provide { .. }, Ok(None)) => true,
+        (_, Ok(Some(_))) => false,
+        _ => true,
+    };
+    if is_write && writes.awaits(peer) {
         let stored = match (&query.kind, result) {
             // go's client checks that the echo carries our value.
             (QueryKind::PutValue { record, .. }, Ok(Some(Response::PutValue { record: echo }))) => {
@@ -53,7 +61,7 @@ pub(super) fn write_closest(query: &mut Query, closest: &[PeerRecord]) {
 }
 
 /// The request that writes a PutValue's record or a Provide's provider record.
-pub(super) fn write_request(query: &Query) -> Option<Request> {
+fn write_request(query: &Query) -> Option<Request> {
     match &query.kind {
         QueryKind::PutValue { record, .. } => Some(Request::PutValue {
             record: record.clone(),
@@ -66,13 +74,18 @@ pub(super) fn write_request(query: &Query) -> Option<Request> {
     }
 }
 
-/// After a lookup answer, optimistic writes: the peers that are, by the estimate, among the k
-/// closest are sent the record now (see `routing::optimistic`).
-pub(super) fn write_early(query: &mut Query, id: QueryId, actions: &mut Vec<PoolAction>) {
+/// After `peer` answered the lookup, optimistic writes: the peers that are, by the estimate,
+/// among the k closest are sent the record now (see `routing::optimistic`).
+pub(super) fn write_early(
+    query: &mut Query,
+    id: QueryId,
+    peer: PeerId,
+    actions: &mut Vec<PoolAction>,
+) {
     let Some(writes) = query.fanout.as_mut() else {
         return;
     };
-    let to_write = writes.on_answer(query.lookup.target(), &query.lookup.result());
+    let to_write = writes.on_answer(peer, query.lookup.target(), &query.lookup.result());
     if to_write.is_empty() {
         return;
     }
