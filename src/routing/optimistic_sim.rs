@@ -76,13 +76,13 @@ impl Net {
                 // contiguous range in key order.
                 let mut lo = *me.as_bytes();
                 set_bit(&mut lo, cpl, !bit(me, cpl));
-                for i in cpl + 1..256 {
-                    set_bit(&mut lo, i, false);
-                }
                 let mut hi = lo;
-                for i in cpl + 1..256 {
-                    set_bit(&mut hi, i, true);
-                }
+                // The bits after `cpl`: all clear in `lo`, all set in `hi`.
+                let (byte, tail) = (cpl / 8, 0xffu8.checked_shr(cpl as u32 % 8 + 1).unwrap_or(0));
+                lo[byte] &= !tail;
+                hi[byte] |= tail;
+                lo[byte + 1..].fill(0);
+                hi[byte + 1..].fill(0xff);
                 let start = sorted.partition_point(|k| *k < Key::from_hash(lo));
                 let end = sorted.partition_point(|k| *k <= Key::from_hash(hi));
                 let mut range: Vec<usize> = order[start..end].to_vec();
@@ -112,7 +112,7 @@ impl Net {
 
     fn closest_known(&self, node: usize, target: &Key) -> Vec<PeerRecord> {
         let mut known = self.tables[node].clone();
-        known.sort_by_key(|i| self.keys[*i].distance(target));
+        known.sort_by_cached_key(|i| self.keys[*i].distance(target));
         known
             .into_iter()
             .take(K)
@@ -125,7 +125,7 @@ impl Net {
         let mut all: Vec<usize> = (0..self.ids.len())
             .filter(|i| *i != except && !self.silent[*i])
             .collect();
-        all.sort_by_key(|i| self.keys[*i].distance(target));
+        all.sort_by_cached_key(|i| self.keys[*i].distance(target));
         all.truncate(K);
         all
     }
