@@ -6,7 +6,7 @@ use libp2p::PeerId;
 use crate::mode::Mode;
 use crate::network::message::{MessageType, Response};
 use crate::network::{InboundError, OutboundRequestId, RequestError};
-use crate::routing::{QueryId, QueryProgress, QueryResult, QueryStats};
+use crate::routing::{QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
 use crate::server::{DecisionId, InboundOutcome, StoreRequest};
 
 /// An event of the DHT behaviour, as seen by the swarm.
@@ -82,6 +82,20 @@ pub enum Event {
         /// Its result.
         result: QueryResult,
         /// What it cost.
+        stats: QueryStats,
+    },
+    /// A [`put_value`](crate::Behaviour::put_value) or [`provide`](crate::Behaviour::provide)
+    /// whose [`Event::QueryFinished`] came early (optimistic provide, once enough peers stored
+    /// the record) finished its other writes and its lookup: how many peers stored the record
+    /// in the end. Not sent for operations that reported only at their end, nor for one
+    /// stopped with [`cancel_query`](crate::Behaviour::cancel_query) (which stops the writes
+    /// still to come).
+    WritesSettled {
+        /// The operation.
+        id: QueryId,
+        /// What its writes achieved.
+        writes: WritesSummary,
+        /// What it cost, start to end.
         stats: QueryStats,
     },
     /// The sweep reprovided a keyspace region.

@@ -178,7 +178,9 @@ impl Behaviour {
     /// PutValue: stores `record` here and at the k closest peers ([`QueryResult::PutValue`]
     /// says how many stored it, checked by their echo). The record must pass its namespace's
     /// validator and be at least as good as the one stored here. Without a quorum, one peer
-    /// storing it is success.
+    /// storing it is success. With optimistic provide (the default) the result may come once
+    /// 15 of the 20 stored it, the count being those so far; see
+    /// [`Config::with_optimistic_provide`](crate::Config::with_optimistic_provide).
     pub fn put_value(
         &mut self,
         record: Record,
@@ -209,7 +211,9 @@ impl Behaviour {
             record: record.clone(),
             quorum: quorum.map_or(1, NonZeroUsize::get),
         };
-        Ok(self.start_query(record.key, kind, false))
+        let id = self.start_query(record.key, kind, false);
+        self.write_optimistically(id);
+        Ok(id)
     }
 
     /// FindProvs: the providers of `key`, streamed as [`QueryProgress::ProvidersFound`] as
@@ -257,9 +261,12 @@ impl Behaviour {
     }
 
     /// A one-shot announcement that this node provides `key`: a lookup, then ADD_PROVIDER to
-    /// the k closest peers ([`QueryResult::Provide`], reported once the frames were written).
-    /// Fails at once without an address to announce. (Keeping a key provided is the
-    /// Provider's job.)
+    /// the k closest peers ([`QueryResult::Provide`], reported once the frames were written,
+    /// with how many were). With optimistic provide (the default) the ADD_PROVIDERs start
+    /// during the lookup and the result may come once 15 of the 20 were written, the count
+    /// being those so far; see
+    /// [`Config::with_optimistic_provide`](crate::Config::with_optimistic_provide). Fails at
+    /// once without an address to announce. (Keeping a key provided is the Provider's job.)
     pub fn provide(&mut self, key: impl Into<Vec<u8>>) -> Result<QueryId, ProvideError> {
         let key = key.into();
         let max = self.config.limits.max_provider_key_len;
@@ -290,7 +297,9 @@ impl Behaviour {
         if let Err(error) = self.server.store_mut().add_provider(record) {
             tracing::warn!(%error, "storing our own provider record locally failed");
         }
-        Ok(self.start_query(key, QueryKind::Provide { provider }, false))
+        let id = self.start_query(key, QueryKind::Provide { provider }, false);
+        self.write_optimistically(id);
+        Ok(id)
     }
 
     /// Joins the network: a lookup for our own id, plus a lookup in every bucket not refreshed
@@ -411,6 +420,10 @@ impl Behaviour {
                     if !self.internal_queries.remove(&id) && !sweep {
                         self.report(Event::QueryFinished { id, result, stats });
                     }
+                }
+                PoolAction::Walked { target, closest } => self.on_walked(&target, &closest),
+                PoolAction::WritesSettled(id, writes, stats) => {
+                    self.report(Event::WritesSettled { id, writes, stats });
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::task::Context;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
+use libp2p::PeerId;
 
 use super::Behaviour;
 use crate::event::Event;
@@ -103,6 +104,46 @@ impl Behaviour {
     /// How many keys this node provides.
     pub fn provided_len(&mut self) -> Result<u64, StoreError> {
         self.server.store_mut().provided_len()
+    }
+
+    /// The estimated number of DHT servers in the network besides this node, from the closest
+    /// peers of recent lookups (see [`routing::netsize`](crate::routing::netsize)); `None`
+    /// until five lookups that found k peers ran in the last two hours.
+    pub fn network_size_estimate(&self) -> Option<u64> {
+        let others = self.queries.network_size(Instant::now()).ok()?;
+        Some(others.round() as u64)
+    }
+
+    /// Optimistic provide for a PutValue or Provide query just started, when configured and
+    /// the network size is known (see [`crate::Config::with_optimistic_provide`]).
+    pub(super) fn write_optimistically(&mut self, id: QueryId) {
+        if self.config.optimistic_provide {
+            let optimistic = self.queries.write_optimistically(id, Instant::now());
+            tracing::trace!(?id, optimistic, "writes");
+        }
+    }
+
+    /// A lookup ended with `closest`: a sample of the network's size, weighed by how many
+    /// peers the routing table holds in the target's bucket.
+    pub(super) fn on_walked(&mut self, target: &Key, closest: &[PeerId]) {
+        let k = self.config.kbuckets.k;
+        if closest.len() < k {
+            return;
+        }
+        let local = Key::from_peer(&self.local);
+        let cpl = local.common_prefix_len(target);
+        // The bucket's peers are the closest to any target in it: at most k of them are
+        // among the table's k closest to the target.
+        let bucket_fill = self
+            .maintenance
+            .table()
+            .local_closest_peers(target, k)
+            .iter()
+            .filter(|p| Key::from_peer(&p.id).common_prefix_len(&local) == cpl)
+            .count();
+        let keys: Vec<Key> = closest.iter().take(k).map(Key::from_peer).collect();
+        self.queries
+            .track_network_size(&local, target, &keys, k, bucket_fill, Instant::now());
     }
 
     /// Leading full buckets of the routing table: the network has about k * 2^n peers.

@@ -7,6 +7,8 @@ pub(crate) mod addresses;
 pub mod lookup;
 #[cfg(test)]
 mod lookup_sim;
+pub mod netsize;
+pub(crate) mod optimistic;
 pub(crate) mod query;
 pub mod rtt;
 
@@ -51,15 +53,40 @@ pub enum QueryResult {
     FindPeer(Result<PeerRecord, QueryError>),
     /// [`get_value`](crate::Behaviour::get_value): the best valid record.
     GetValue(Result<Record, QueryError>),
-    /// [`put_value`](crate::Behaviour::put_value): how many peers stored it.
+    /// [`put_value`](crate::Behaviour::put_value): how many peers stored it (echoed it back)
+    /// when the result was reported. With optimistic provide that can be before the last
+    /// write finished (once 15 of 20 stored it); [`Event::WritesSettled`](crate::Event::WritesSettled)
+    /// then has the final count.
     PutValue(Result<usize, QueryError>),
     /// [`find_providers`](crate::Behaviour::find_providers): how many distinct providers were
     /// reported (the providers themselves came as progress).
     GetProviders(Result<usize, QueryError>),
-    /// [`provide`](crate::Behaviour::provide): to how many peers the ADD_PROVIDER was written.
+    /// [`provide`](crate::Behaviour::provide): to how many peers the ADD_PROVIDER was written
+    /// (and flushed) when the result was reported. With optimistic provide that can be before
+    /// the last write finished (once 15 of 20 were written);
+    /// [`Event::WritesSettled`](crate::Event::WritesSettled) then has the final count.
     Provide(Result<usize, QueryError>),
     /// [`bootstrap`](crate::Behaviour::bootstrap) or a refresh: peers that answered.
     Bootstrap(Result<usize, QueryError>),
+}
+
+/// What became of the writes of a [`put_value`](crate::Behaviour::put_value) or
+/// [`provide`](crate::Behaviour::provide) that reported its result before its last write
+/// finished (optimistic provide, see
+/// [`Config::with_optimistic_provide`](crate::Config::with_optimistic_provide)); sent with
+/// [`Event::WritesSettled`](crate::Event::WritesSettled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritesSummary {
+    /// Peers that stored the record: for PUT_VALUE, those that echoed it; for ADD_PROVIDER
+    /// (which has no answer), those the message was written and flushed to.
+    pub stored: usize,
+    /// Peers sent the record that did not store it (failed, or still pending at the
+    /// operation's deadline).
+    pub failed: usize,
+    /// Peers in the lookup's final result: the `k` closest that answered.
+    pub closest: usize,
+    /// Of those, how many stored the record.
+    pub stored_at_closest: usize,
 }
 
 /// A partial result, streamed while the operation runs.

@@ -14,8 +14,11 @@ use fnv::{FnvHashMap, FnvHashSet};
 use libp2p::{Multiaddr, PeerId};
 
 use super::lookup::{Lookup, LookupStep};
+use super::netsize::{EstimateError, NetworkSizeEstimator};
+use super::optimistic::{Plan, Writes};
 use super::rtt::{Route, RttEstimator};
-use super::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats};
+use super::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
+use crate::key::Key;
 use crate::network::message::{PeerRecord, Record, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
 use crate::server::Validators;
@@ -57,14 +60,6 @@ struct Sent {
     route: Route,
 }
 
-/// After the lookup: requests to the closest peers, counted as they finish.
-#[derive(Debug, Default)]
-struct Fanout {
-    pending: FnvHashSet<PeerId>,
-    succeeded: usize,
-    failed: usize,
-}
-
 #[derive(Debug)]
 struct Query {
     key: Vec<u8>,
@@ -72,7 +67,9 @@ struct Query {
     lookup: Lookup,
     /// Peers the lookup asked while not connected to them: its dials.
     dials: usize,
-    fanout: Option<Fanout>,
+    /// The writes of a PutValue or Provide: from the lookup's end, or during it when
+    /// optimistic (see `routing::optimistic`).
+    fanout: Option<Writes>,
     deadline: Instant,
     stats: QueryStats,
     /// Requests to send before anything else (fan-out, entry correction).
@@ -94,7 +91,15 @@ pub(crate) enum PoolAction {
     Progress(QueryId, QueryProgress),
     /// A refresh lookup for this bucket finished.
     Refreshed(usize),
+    /// A lookup ran to its end: its closest peers, closest first, for the network-size
+    /// estimate (see [`QueryPool::track_network_size`]).
+    Walked {
+        target: Key,
+        closest: Vec<PeerId>,
+    },
     Finished(QueryId, QueryResult, QueryStats),
+    /// An operation whose result was reported early finished its last write.
+    WritesSettled(QueryId, WritesSummary, QueryStats),
 }
 
 /// Every query in flight.
@@ -114,6 +119,8 @@ pub(crate) struct QueryPool {
     sent: FnvHashMap<OutboundRequestId, Sent>,
     /// Round trips of the lookup requests answered, which set the next requests' deadlines.
     rtt: RttEstimator,
+    /// Fed by the lookups that run to their end; sets the thresholds of optimistic writes.
+    netsize: NetworkSizeEstimator,
 }
 
 impl QueryPool {
@@ -149,6 +156,54 @@ impl QueryPool {
     /// Number of queries in flight.
     pub(crate) fn len(&self) -> usize {
         self.queries.len()
+    }
+
+    /// Makes the writes of a PutValue or Provide query optimistic, with thresholds from the
+    /// network-size estimate at `now`. Returns false (the query stays as it was: writes after
+    /// the lookup) without an estimate, or for another kind of query.
+    pub(crate) fn write_optimistically(&mut self, id: QueryId, now: Instant) -> bool {
+        let Ok(others) = self.netsize.estimate(now) else {
+            return false;
+        };
+        let Some(query) = self.queries.get_mut(&id) else {
+            return false;
+        };
+        if !matches!(
+            query.kind,
+            QueryKind::PutValue { .. } | QueryKind::Provide { .. }
+        ) || query.fanout.is_some()
+        {
+            return false;
+        }
+        let plan = Plan::new(others, query.lookup.config().k);
+        query.fanout = Some(Writes::optimistic(plan));
+        true
+    }
+
+    /// Takes a lookup's `k` closest peers as a sample of the network's size (see
+    /// [`NetworkSizeEstimator::track`]); a lookup with fewer is ignored.
+    pub(crate) fn track_network_size(
+        &mut self,
+        local: &Key,
+        target: &Key,
+        closest: &[Key],
+        k: usize,
+        bucket_fill: usize,
+        now: Instant,
+    ) {
+        if self.netsize.k() != k {
+            self.netsize = NetworkSizeEstimator::new(k);
+        }
+        if closest.len() >= k {
+            let _ = self
+                .netsize
+                .track(local, target, &closest[..k], bucket_fill, now);
+        }
+    }
+
+    /// The network-size estimate at `now`: DHT servers other than this node.
+    pub(crate) fn network_size(&self, now: Instant) -> Result<f64, EstimateError> {
+        self.netsize.estimate(now)
     }
 
     /// Reports a progress found locally before the query asks anyone (the local store).
@@ -260,23 +315,7 @@ impl QueryPool {
             return Vec::new();
         };
         let mut actions = Vec::new();
-        if let Some(fanout) = query.fanout.as_mut() {
-            if fanout.pending.remove(&peer) {
-                let stored = match (&query.kind, &result) {
-                    // go's client checks that the echo carries our value.
-                    (
-                        QueryKind::PutValue { record, .. },
-                        Ok(Some(Response::PutValue { record: echo })),
-                    ) => echo.value == record.value,
-                    (QueryKind::PutValue { .. }, _) => false,
-                    (_, r) => r.is_ok(),
-                };
-                if stored {
-                    fanout.succeeded += 1;
-                } else {
-                    fanout.failed += 1;
-                }
-            }
+        if on_write_outcome(query, &peer, &result) {
             return actions;
         }
         match result {
@@ -289,6 +328,7 @@ impl QueryPool {
                 let closer =
                     handle_response(query, query_id, peer, response, validators, &mut actions);
                 query.lookup.on_success(&peer, closer);
+                write_early(query, query_id, peer, &mut actions);
             }
             Ok(None) | Err(_) => {
                 query.stats.failures += 1;
@@ -317,6 +357,9 @@ impl QueryPool {
                 let rtt = &self.rtt;
                 advance(query, *id, now, validators, connected, rtt, &mut actions);
             }
+            if query.finished.is_none() {
+                report_early(query, *id, now, &mut actions);
+            }
             // After `advance`: what it queued (fan-out, entry correction) goes out now.
             for (peer, addrs, request) in query.outbox.drain(..) {
                 actions.push(PoolAction::Send {
@@ -341,7 +384,14 @@ impl QueryPool {
                 actions.push(PoolAction::Refreshed(bucket));
             }
             let result = query.finished.expect("finished");
-            actions.push(PoolAction::Finished(id, result, query.stats));
+            match query.fanout.as_ref().filter(|w| w.reported()) {
+                // The result went out already: what the writes achieved in the end.
+                Some(writes) => {
+                    let summary = writes.summary(&query.lookup.result());
+                    actions.push(PoolAction::WritesSettled(id, summary, query.stats));
+                }
+                None => actions.push(PoolAction::Finished(id, result, query.stats)),
+            }
         }
         actions
     }
@@ -521,8 +571,12 @@ fn best_record(
 /// The result at the deadline: what was achieved so far when there is something to report
 /// (stores done in fan-out, records received), else a timeout.
 fn timeout_result(query: &Query, validators: &Validators) -> QueryResult {
-    if let Some(fanout) = &query.fanout {
-        return fanout_result(query, fanout.succeeded);
+    if let Some(writes) = query
+        .fanout
+        .as_ref()
+        .filter(|w| w.walked() || w.succeeded() > 0)
+    {
+        return fanout_result(query, writes.succeeded());
     }
     if let QueryKind::GetValue { records, .. } = &query.kind {
         if !records.is_empty() {
@@ -550,9 +604,9 @@ fn advance(
     rtt: &RttEstimator,
     actions: &mut Vec<PoolAction>,
 ) {
-    if let Some(fanout) = &query.fanout {
-        if fanout.pending.is_empty() {
-            query.finished = Some(fanout_result(query, fanout.succeeded));
+    if let Some(writes) = query.fanout.as_ref().filter(|w| w.walked()) {
+        if writes.none_pending() {
+            query.finished = Some(fanout_result(query, writes.succeeded()));
         }
         return;
     }
@@ -587,6 +641,10 @@ fn advance(
         }
     }
     let closest = query.lookup.result();
+    actions.push(PoolAction::Walked {
+        target: *query.lookup.target(),
+        closest: closest.iter().map(|p| p.id).collect(),
+    });
     query.finished = match &mut query.kind {
         QueryKind::ClosestPeers => Some(QueryResult::ClosestPeers(Ok(closest.clone()))),
         QueryKind::FindPeer { .. } => Some(QueryResult::FindPeer(Err(QueryError::NotFound))),
@@ -600,42 +658,12 @@ fn advance(
                 Some(result)
             }
         }
-        QueryKind::PutValue { record, .. } => {
-            start_fanout(&mut query.outbox, &closest, || Request::PutValue {
-                record: record.clone(),
-            });
-            None
-        }
-        QueryKind::Provide { provider } => {
-            let key = query.key.clone();
-            start_fanout(&mut query.outbox, &closest, || Request::AddProvider {
-                key: key.clone(),
-                providers: vec![provider.clone()],
-            });
-            None
-        }
+        // The writes, below.
+        QueryKind::PutValue { .. } | QueryKind::Provide { .. } => None,
     };
     correct_entries(query);
     if query.finished.is_none() {
-        let pending = closest.iter().map(|p| p.id).collect::<FnvHashSet<_>>();
-        if pending.is_empty() {
-            query.finished = Some(fanout_result_empty(query));
-        } else {
-            query.fanout = Some(Fanout {
-                pending,
-                ..Default::default()
-            });
-        }
-    }
-}
-
-fn start_fanout(
-    outbox: &mut Vec<(PeerId, Vec<Multiaddr>, Request)>,
-    closest: &[PeerRecord],
-    request: impl Fn() -> Request,
-) {
-    for peer in closest {
-        outbox.push((peer.id, peer.addrs.clone(), request()));
+        write_closest(query, &closest);
     }
 }
 
@@ -668,6 +696,10 @@ fn fanout_result_empty(query: &Query) -> QueryResult {
         _ => QueryResult::Provide(Err(QueryError::NoPeers)),
     }
 }
+
+#[path = "query_writes.rs"]
+mod writes;
+use writes::{on_write_outcome, report_early, write_closest, write_early};
 
 #[cfg(test)]
 #[path = "query_tests.rs"]

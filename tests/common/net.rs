@@ -2,10 +2,11 @@
 //! task; tests talk to a node through commands.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kadence::{Event, QueryId, QueryProgress, QueryResult};
+use kadence::{Event, QueryId, QueryProgress, QueryResult, WritesSummary};
 use libp2p::swarm::{NetworkBehaviour, Swarm};
 use libp2p::{identify, Multiaddr, PeerId};
 use libp2p_swarm_test::SwarmExt;
@@ -34,6 +35,8 @@ pub struct TestNode {
     pub addr: Multiaddr,
     commands: mpsc::UnboundedSender<(Operation, oneshot::Sender<Outcome>)>,
     task: tokio::task::JoinHandle<()>,
+    /// Optimistic writes that settled after their operation reported (`Event::WritesSettled`).
+    settled: Arc<Mutex<Vec<(QueryId, WritesSummary)>>>,
 }
 
 /// The configuration every test node uses; `tweak` adjusts it.
@@ -119,13 +122,20 @@ impl TestNode {
         }
         let id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(swarm, rx));
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(drive(swarm, rx, settled.clone()));
         TestNode {
             id,
             addr,
             commands: tx,
             task,
+            settled,
         }
+    }
+
+    /// The optimistic writes that settled so far, in order.
+    pub fn settled_writes(&self) -> Vec<(QueryId, WritesSummary)> {
+        self.settled.lock().unwrap().clone()
     }
 
     /// Runs `op` on the node's behaviour and waits for the query it starts (if any).
@@ -168,6 +178,7 @@ impl TestNode {
 async fn drive(
     mut swarm: Swarm<DhtNode>,
     mut commands: mpsc::UnboundedReceiver<(Operation, oneshot::Sender<Outcome>)>,
+    settled: Arc<Mutex<Vec<(QueryId, WritesSummary)>>>,
 ) {
     let mut pending: Vec<(QueryId, oneshot::Sender<Outcome>, Vec<QueryProgress>)> = Vec::new();
     loop {
@@ -198,6 +209,9 @@ async fn drive(
                             let (_, reply, progress) = pending.remove(i);
                             let _ = reply.send(Outcome { result: Some(result), progress });
                         }
+                    }
+                    Event::WritesSettled { id, writes, .. } => {
+                        settled.lock().unwrap().push((id, writes));
                     }
                     _ => {}
                 }
