@@ -279,7 +279,15 @@ impl QueryPool {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.queries
             .values()
-            .flat_map(|q| [Some(q.deadline), q.lookup.next_deadline()])
+            .flat_map(|q| {
+                // Once the lookup ended, it is no longer stepped: a request it left waiting
+                // would keep a deadline in the past here and the timer would never fire again.
+                let walking = q.fanout.as_ref().is_none_or(|w| !w.walked());
+                [
+                    Some(q.deadline),
+                    q.lookup.next_deadline().filter(|_| walking),
+                ]
+            })
             .flatten()
             .min()
     }

@@ -424,3 +424,54 @@ fn late_answers_of_ended_queries_are_samples_and_nothing_stays() {
     );
     assert!(pool.sent.is_empty() && pool.orphans.is_empty());
 }
+
+#[test]
+fn a_lookup_that_ended_leaves_no_deadline_in_the_past() {
+    // go's finish rule ends the lookup while a peer is still being asked; the writes go on.
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+    let value = pk();
+    let config = LookupConfig {
+        finish: crate::routing::lookup::LookupFinish::BetaAnswered,
+        ..LookupConfig::default()
+    };
+    let lookup = Lookup::new(
+        Key::new(&value.key),
+        PeerId::random(),
+        peers.iter().map(|p| record(*p)),
+        config,
+    );
+    let kind = QueryKind::PutValue {
+        record: value.clone(),
+        quorum: 1,
+    };
+    pool.start(
+        value.key.clone(),
+        kind,
+        lookup,
+        Duration::from_secs(60),
+        now,
+    );
+    let mut next = 0;
+    let actions = pool.poll(now, &validators, &all_connected);
+    let mut asked = sent(&mut pool, actions, &mut next);
+    let target = Key::new(&value.key);
+    asked.sort_by_key(|(_, p, _)| Key::from_peer(p).distance(&target));
+    for (id, _, _) in &asked[..3] {
+        let answer = Ok(Some(Response::FindNode {
+            closer_peers: vec![],
+        }));
+        pool.on_result(*id, answer, now, &validators, &keep_all);
+    }
+    let actions = pool.poll(now, &validators, &all_connected);
+    let puts = sent(&mut pool, actions, &mut next);
+    assert!(!puts.is_empty(), "the lookup ended and the writes left");
+    // The fourth peer never answers. Long past its lookup deadline, the pool's next deadline
+    // is the query's own, still ahead.
+    let later = now + Duration::from_secs(30);
+    pool.poll(later, &validators, &all_connected);
+    let deadline = pool.next_deadline().expect("the query runs");
+    assert!(deadline > later, "{:?} after the start", deadline - now);
+}
