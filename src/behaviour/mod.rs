@@ -14,8 +14,9 @@ use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm,
-    NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionError, ConnectionId, DialError, DialFailure,
+    FromSwarm, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent,
+    ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
@@ -30,6 +31,8 @@ use crate::provider::Provider;
 use crate::routing::addresses::{scope_of_connection, AddressPolicy, Scope};
 use crate::routing::query::QueryPool;
 use crate::routing::QueryId;
+use crate::routing_table::failure::dial_failure;
+use crate::routing_table::keep_alive::KeepAlive;
 use crate::routing_table::maintenance::{Maintenance, TableChange};
 use crate::routing_table::{KBucketTable, RoutingTable};
 use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
@@ -55,6 +58,10 @@ pub struct Behaviour {
     maintenance: Maintenance,
     server: Server,
     liveness_tick: Delay,
+    /// When `liveness_tick` is due: how late it fires tells whether the node is overloaded.
+    liveness_due: Instant,
+    /// Dials the DHT made itself, still under way: only their failures may evict a peer.
+    own_dials: FnvHashSet<ConnectionId>,
     flush_tick: Delay,
     gc_tick: Delay,
     /// A GC pass is under way: one bounded step per poll until it completes.
@@ -124,9 +131,13 @@ impl Behaviour {
                 config.kbuckets.max_addresses_per_peer,
                 config.address_book_size,
                 config.max_liveness_checks,
+                config.max_kept_connections,
+                config.request_timeout,
             ),
             server: Server::new(settings, Box::new(store), validators),
             liveness_tick: Delay::new(LIVENESS_TICK),
+            liveness_due: Instant::now() + LIVENESS_TICK,
+            own_dials: FnvHashSet::default(),
             flush_tick: Delay::new(config.store_flush_interval),
             gc_tick: Delay::new(config.gc_interval),
             gc_running: false,
@@ -292,6 +303,15 @@ impl Behaviour {
                 // otherwise a dial would grow past the cap.
                 let addrs = self.addresses.to_dial(&peer, addrs);
                 let unknown = addrs.is_empty();
+                let (reason, closed) = self.maintenance.dial_reason(&peer);
+                tracing::debug!(
+                    target: "kadence::dial",
+                    %peer,
+                    ?reason,
+                    closed_ago_ms = ?closed.map(|c| c.at.elapsed().as_millis()),
+                    lost = ?closed.map(|c| c.lost),
+                    "dial"
+                );
                 let opts = DialOpts::peer_id(peer)
                     .condition(PeerCondition::DisconnectedAndNotDialing)
                     .addresses(addrs);
@@ -300,7 +320,9 @@ impl Behaviour {
                 } else {
                     opts
                 };
-                ToSwarm::Dial { opts: opts.build() }
+                let opts = opts.build();
+                self.own_dials.insert(opts.connection_id());
+                ToSwarm::Dial { opts }
             }
             OutboundAction::Fail { peer, id, error } => {
                 self.finish(peer, id, Err(error));
@@ -359,11 +381,31 @@ impl Behaviour {
     fn apply_table_change(&mut self, change: Option<TableChange>) {
         match change {
             Some(TableChange::Added(peer)) => self.report(Event::RoutingUpdated { peer }),
-            Some(TableChange::Removed(eviction)) => self.report(Event::PeerRemoved {
-                peer: eviction.removed,
-                replaced_by: eviction.promoted,
-            }),
-            None => {}
+            Some(TableChange::Removed(eviction)) => {
+                tracing::debug!(peer = %eviction.removed, promoted = ?eviction.promoted, "peer evicted");
+                self.report(Event::PeerRemoved {
+                    peer: eviction.removed,
+                    replaced_by: eviction.promoted,
+                })
+            }
+            None => return,
+        }
+        let keep = self.maintenance.update_kept();
+        self.apply_keep_alive(keep);
+    }
+
+    fn apply_keep_alive(&mut self, actions: impl IntoIterator<Item = KeepAlive>) {
+        for KeepAlive {
+            peer,
+            connection,
+            keep,
+        } in actions
+        {
+            self.actions.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(connection),
+                event: HandlerIn::KeepAlive(keep),
+            });
         }
     }
 
@@ -577,6 +619,7 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
+                self.own_dials.remove(&e.connection_id);
                 let actions = self
                     .outbound
                     .on_connection_established(e.peer_id, e.connection_id);
@@ -599,42 +642,65 @@ impl NetworkBehaviour for Behaviour {
                         (send_back_addr.clone(), None)
                     }
                 };
-                self.maintenance.on_connected(e.peer_id, observed, dialed);
+                let keep =
+                    self.maintenance
+                        .on_connected(e.peer_id, e.connection_id, observed, dialed);
+                self.apply_keep_alive(keep);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
                 connection_id,
                 remaining_established,
+                cause,
                 ..
             }) => {
                 let actions = self.outbound.on_connection_closed(peer_id, connection_id);
                 self.apply_failed_together(peer_id, actions);
                 self.server.on_connection_closed(connection_id);
+                let keep = self
+                    .maintenance
+                    .on_connection_closed(peer_id, connection_id);
+                self.apply_keep_alive(keep);
                 if remaining_established == 0 {
-                    self.maintenance.on_disconnected(&peer_id, Instant::now());
+                    // Closed by us for idleness, or on purpose: nothing to learn of the peer.
+                    let lost = matches!(cause, Some(ConnectionError::IO(_)));
+                    self.maintenance
+                        .on_disconnected(&peer_id, lost, Instant::now());
                 }
             }
-            // Refused because a dial or connection already exists: that one decides.
             FromSwarm::DialFailure(DialFailure {
-                error: DialError::DialPeerConditionFalse(_),
-                ..
-            }) => {}
-            FromSwarm::DialFailure(DialFailure {
-                peer_id: Some(peer),
+                peer_id,
                 error,
-                ..
+                connection_id,
             }) => {
-                tracing::debug!(%peer, %error, "dial failed");
+                let ours = self.own_dials.remove(&connection_id);
+                // Refused because a dial or connection already exists: that one decides.
+                if matches!(error, DialError::DialPeerConditionFalse(_)) {
+                    return;
+                }
+                let Some(peer) = peer_id else { return };
+                let failure = dial_failure(error);
+                tracing::debug!(target: "kadence::dial", %peer, %error, ?failure, ours, "dial failed");
                 // A peer coming back is offered to the table only with addresses not known bad.
-                if let DialError::Transport(failed) = error {
-                    let addrs: Vec<Multiaddr> = failed
+                let addrs: Vec<Multiaddr> = match error {
+                    DialError::Transport(failed) => failed
                         .iter()
                         .filter_map(|(addr, _)| without_own_peer_id(addr.clone(), &peer))
-                        .collect();
-                    self.maintenance.on_dial_failed(&peer, &addrs);
-                }
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let change =
+                    self.maintenance
+                        .on_dial_failed(&peer, &addrs, failure, ours, Instant::now());
+                self.apply_table_change(change);
                 let actions = self.outbound.on_dial_failure(peer, error.to_string());
-                self.apply_failed_together(peer, actions);
+                if failure.is_some() {
+                    self.apply_failed_together(peer, actions);
+                } else {
+                    // Not the peer's fault (no address we can dial, a local limit): the
+                    // requests fail, the peer is not counted against.
+                    self.apply_all(actions);
+                }
             }
             FromSwarm::NewExternalAddrOfPeer(e) => {
                 if let Some(addr) = without_own_peer_id(e.addr.clone(), &e.peer_id) {
@@ -736,6 +802,9 @@ impl NetworkBehaviour for Behaviour {
             if !self.maintenance.table().is_empty() {
                 self.refresh();
             }
+            // Peers restored from a snapshot or added before the first poll.
+            let keep = self.maintenance.update_kept();
+            self.apply_keep_alive(keep);
         }
         if let Some(interval) = self.config.refresh_interval {
             if self.refresh_tick.poll_unpin(cx).is_ready() {
@@ -748,7 +817,11 @@ impl NetworkBehaviour for Behaviour {
         self.drive_queries(cx);
         self.poll_sweep(cx);
         if self.liveness_tick.poll_unpin(cx).is_ready() {
+            let now = Instant::now();
+            self.maintenance
+                .on_tick(now, now.saturating_duration_since(self.liveness_due));
             self.liveness_tick.reset(LIVENESS_TICK);
+            self.liveness_due = now + LIVENESS_TICK;
             // Registers the timer's waker again.
             let _ = self.liveness_tick.poll_unpin(cx);
             self.start_liveness_checks();
