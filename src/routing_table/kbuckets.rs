@@ -483,7 +483,7 @@ impl RoutingTable for KBucketTable {
         if entry.failures >= max && now.saturating_duration_since(since) >= span {
             return Some(self.evict(b, i));
         }
-        entry.recheck_at = Some(now + self.config.recheck_after);
+        entry.recheck_at = now.checked_add(self.config.recheck_after);
         None
     }
 
