@@ -327,7 +327,8 @@ proptest! {
 fn a_failed_liveness_dial_evicts_and_stays_internal() {
     use std::time::Duration;
     let config = crate::Config::new(StreamProtocol::new("/fuzz/kad/1.0.0"))
-        .with_liveness_interval(Duration::from_millis(1));
+        .with_liveness_interval(Duration::from_millis(1))
+        .with_recheck_after(Duration::from_millis(1));
     let mut behaviour = Behaviour::new(PeerId::random(), config);
     let peer = PeerId::random();
     let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();

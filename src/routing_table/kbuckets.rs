@@ -456,12 +456,14 @@ impl RoutingTable for KBucketTable {
         self.offer(peer, addrs, observed, now)
     }
 
-    fn on_check_abandoned(&mut self, peer: &PeerId) {
+    fn on_check_abandoned(&mut self, peer: &PeerId, now: Instant) {
+        let delay = self.config.recheck_after;
         if let Some((b, i)) = self.find(peer) {
             let entry = &mut self.buckets[b].entries[i];
             entry.checking = false;
-            // Due again at once, whatever made it due.
-            entry.recheck_at = entry.recheck_at.or(entry.last_checked);
+            // Due again, whatever made it due, but not at once: what stopped this check (no
+            // address we can dial, our overload, a full queue) may not have passed.
+            entry.recheck_at = entry.recheck_at.or(now.checked_add(delay));
         }
     }
 
@@ -522,12 +524,19 @@ impl RoutingTable for KBucketTable {
                 if e.checking {
                     continue;
                 }
-                if e.recheck_at.is_some_and(|t| t <= now) {
-                    due = Some((b, i));
-                    break;
-                }
-                if stale.is_none() && now.saturating_duration_since(e.last_seen) >= interval {
-                    stale = Some((b, i));
+                match e.recheck_at {
+                    Some(t) if t <= now => {
+                        due = Some((b, i));
+                        break;
+                    }
+                    // A recheck is scheduled: not before then, however long it was silent.
+                    Some(_) => {}
+                    None if stale.is_none()
+                        && now.saturating_duration_since(e.last_seen) >= interval =>
+                    {
+                        stale = Some((b, i));
+                    }
+                    None => {}
                 }
             }
             if due.is_some() {

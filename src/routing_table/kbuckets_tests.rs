@@ -413,9 +413,10 @@ fn liveness_checks_are_paced() {
     let due = start + secs(43 * 60);
     assert_eq!(t.next_liveness_check(due), Some(p));
     assert_eq!(t.next_liveness_check(due), None, "handed out once");
-    // A check that could not be sent is handed out again.
-    t.on_check_abandoned(&p);
-    assert_eq!(t.next_liveness_check(due), Some(p));
+    // A check that could not be sent is handed out again, after a while.
+    t.on_check_abandoned(&p, due);
+    assert_eq!(t.next_liveness_check(due + secs(29)), None);
+    assert_eq!(t.next_liveness_check(due + secs(30)), Some(p));
     // A successful check keeps the peer and restarts its clock.
     t.on_request_succeeded(p, &[], None, due);
     let later = start + secs(53 * 60 + 1);

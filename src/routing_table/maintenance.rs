@@ -340,7 +340,7 @@ impl Maintenance {
         if internal && result.is_err() {
             // The check is over, whether its failure was counted or not (an overload, a full
             // queue): a peer still in doubt is handed out again.
-            self.table.on_check_abandoned(&peer);
+            self.table.on_check_abandoned(&peer, now);
         }
         (internal, change)
     }

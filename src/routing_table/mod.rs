@@ -93,10 +93,10 @@ pub trait RoutingTable: Send + 'static {
     /// Removes the peer (it stopped serving the protocol, or the user asked).
     fn remove(&mut self, peer: &PeerId) -> Option<Eviction>;
 
-    /// A liveness check handed out could not be sent (not the peer's fault): the peer may be
-    /// handed out again.
-    fn on_check_abandoned(&mut self, peer: &PeerId) {
-        let _ = peer;
+    /// A liveness check handed out could not be sent, or its failure proved nothing (not the
+    /// peer's fault): the peer may be handed out again.
+    fn on_check_abandoned(&mut self, peer: &PeerId, now: Instant) {
+        let _ = (peer, now);
     }
 
     /// The next peer due for a liveness check, if any; it is handed out once, until its outcome
