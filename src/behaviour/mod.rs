@@ -300,7 +300,9 @@ impl Behaviour {
             OutboundAction::Dial { peer, addrs } => {
                 // Usable kinds only, ranked, at most the cap. The swarm's other behaviours add
                 // their addresses only when the DHT knows none (a peer the application names):
-                // otherwise a dial would grow past the cap.
+                // otherwise a dial would grow past the cap. The swarm dials them all at once
+                // (its dial concurrency factor, 8 by default, is above the cap) and keeps the
+                // first that connects: no request waits on a peer's slowest address.
                 let addrs = self.addresses.to_dial(&peer, addrs);
                 let unknown = addrs.is_empty();
                 let (reason, closed) = self.maintenance.dial_reason(&peer);
