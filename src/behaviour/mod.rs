@@ -14,9 +14,8 @@ use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionError, ConnectionId, DialError, DialFailure,
-    FromSwarm, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent,
-    ToSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionError, ConnectionId, DialFailure, FromSwarm,
+    NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
@@ -31,9 +30,7 @@ use crate::provider::Provider;
 use crate::routing::addresses::{scope_of_connection, AddressPolicy, Scope};
 use crate::routing::query::QueryPool;
 use crate::routing::QueryId;
-use crate::routing_table::failure::dial_failure;
-use crate::routing_table::keep_alive::KeepAlive;
-use crate::routing_table::maintenance::{Maintenance, TableChange};
+use crate::routing_table::maintenance::Maintenance;
 use crate::routing_table::{KBucketTable, RoutingTable};
 use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
 use crate::store::{Background, GcProgress, MemoryStore, Store, StoreError};
@@ -366,51 +363,6 @@ impl Behaviour {
         }
     }
 
-    /// Applies what a failed dial or a closed connection left to do. If it failed requests,
-    /// the table counts one failure of the peer first, so that a liveness check among them
-    /// already finds the verdict.
-    fn apply_failed_together(&mut self, peer: PeerId, actions: Vec<OutboundAction>) {
-        if actions
-            .iter()
-            .any(|a| matches!(a, OutboundAction::Fail { .. }))
-        {
-            let change = self.maintenance.on_unreachable(&peer, Instant::now());
-            self.apply_table_change(change);
-        }
-        self.apply_all(actions);
-    }
-
-    fn apply_table_change(&mut self, change: Option<TableChange>) {
-        match change {
-            Some(TableChange::Added(peer)) => self.report(Event::RoutingUpdated { peer }),
-            Some(TableChange::Removed(eviction)) => {
-                tracing::debug!(peer = %eviction.removed, promoted = ?eviction.promoted, "peer evicted");
-                self.report(Event::PeerRemoved {
-                    peer: eviction.removed,
-                    replaced_by: eviction.promoted,
-                })
-            }
-            None => return,
-        }
-        let keep = self.maintenance.update_kept();
-        self.apply_keep_alive(keep);
-    }
-
-    fn apply_keep_alive(&mut self, actions: impl IntoIterator<Item = KeepAlive>) {
-        for KeepAlive {
-            peer,
-            connection,
-            keep,
-        } in actions
-        {
-            self.actions.push_back(ToSwarm::NotifyHandler {
-                peer_id: peer,
-                handler: NotifyHandler::One(connection),
-                event: HandlerIn::KeepAlive(keep),
-            });
-        }
-    }
-
     fn apply_server(&mut self, actions: impl IntoIterator<Item = ServerAction>) {
         for action in actions {
             let action = match action {
@@ -447,42 +399,6 @@ impl Behaviour {
                 }
             };
             self.actions.push_back(action);
-        }
-    }
-
-    /// Seeds the table with the peers a previous run saved. They are treated as not heard from
-    /// for a liveness interval, so each is checked soon and evicted if it is gone.
-    fn restore_routing_snapshot(
-        store: &mut impl Store,
-        table: &mut impl RoutingTable,
-        config: &Config,
-    ) {
-        let peers = match store.load_routing_snapshot() {
-            Ok(peers) => peers,
-            Err(error) => {
-                tracing::warn!(%error, "routing table snapshot unreadable; starting empty");
-                return;
-            }
-        };
-        let now = Instant::now();
-        let seen = now
-            .checked_sub(config.kbuckets.liveness_interval)
-            .unwrap_or(now);
-        for (peer, addrs) in peers {
-            table.on_server_peer(peer, &addrs, None, seen);
-        }
-    }
-
-    fn save_routing_snapshot(&mut self) {
-        let peers: Vec<_> = self
-            .maintenance
-            .table()
-            .peers()
-            .into_iter()
-            .map(|p| (p.id, p.addrs))
-            .collect();
-        if let Err(error) = self.server.store_mut().save_routing_snapshot(&peers) {
-            tracing::warn!(%error, "saving the routing table failed");
         }
     }
 
@@ -550,17 +466,6 @@ impl Behaviour {
         if self.gc_running {
             // Yield to the swarm, and come back for the next step.
             cx.waker().wake_by_ref();
-        }
-    }
-
-    fn start_liveness_checks(&mut self) {
-        for (peer, request) in self.maintenance.due_checks(self.local, Instant::now()) {
-            // Registered before the dispatcher's actions run: a dial refused at once must
-            // still count as the check's failure.
-            let addrs = self.or_known_addresses(&peer, Vec::new());
-            let (id, actions) = self.outbound.send(peer, addrs, request);
-            self.maintenance.check_started(id, peer);
-            self.apply_all(actions);
         }
     }
 }
@@ -675,34 +580,7 @@ impl NetworkBehaviour for Behaviour {
                 error,
                 connection_id,
             }) => {
-                let ours = self.own_dials.remove(&connection_id);
-                // Refused because a dial or connection already exists: that one decides.
-                if matches!(error, DialError::DialPeerConditionFalse(_)) {
-                    return;
-                }
-                let Some(peer) = peer_id else { return };
-                let failure = dial_failure(error);
-                tracing::debug!(target: "kadence::dial", %peer, %error, ?failure, ours, "dial failed");
-                // A peer coming back is offered to the table only with addresses not known bad.
-                let addrs: Vec<Multiaddr> = match error {
-                    DialError::Transport(failed) => failed
-                        .iter()
-                        .filter_map(|(addr, _)| without_own_peer_id(addr.clone(), &peer))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let change =
-                    self.maintenance
-                        .on_dial_failed(&peer, &addrs, failure, ours, Instant::now());
-                self.apply_table_change(change);
-                let actions = self.outbound.on_dial_failure(peer, error.to_string());
-                if failure.is_some() {
-                    self.apply_failed_together(peer, actions);
-                } else {
-                    // Not the peer's fault (no address we can dial, a local limit): the
-                    // requests fail, the peer is not counted against.
-                    self.apply_all(actions);
-                }
+                self.on_dial_failure(peer_id, error, connection_id);
             }
             FromSwarm::NewExternalAddrOfPeer(e) => {
                 if let Some(addr) = without_own_peer_id(e.addr.clone(), &e.peer_id) {
@@ -845,6 +723,7 @@ impl NetworkBehaviour for Behaviour {
 
 mod dht;
 mod provide;
+mod table;
 
 pub use dht::{NoKnownPeers, ProvideError, PutValueError};
 pub use provide::{ProvideStatus, StartProvideError};
