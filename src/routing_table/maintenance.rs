@@ -258,7 +258,8 @@ impl Maintenance {
     /// them too, so it reports them again if the peer announces them later). A dial of ours
     /// refused outright ([`Failure::Unreachable`]) evicts the peer; other failures are counted
     /// once with the requests they failed ([`Maintenance::on_unreachable`]). Dials others made
-    /// do not evict: the application may have tried an address the peer no longer has.
+    /// do not evict: the application may have tried an address the peer no longer has; nor
+    /// does a refusal while the peer is connected (it reached us from behind a NAT, say).
     pub(crate) fn on_dial_failed(
         &mut self,
         peer: &PeerId,
@@ -270,7 +271,8 @@ impl Maintenance {
         for addr in addrs {
             self.book.remove(peer, addr);
         }
-        if !(ours && failure == Some(Failure::Unreachable)) {
+        let connected = self.connected.contains_key(peer);
+        if !(ours && failure == Some(Failure::Unreachable)) || connected {
             return None;
         }
         self.table

@@ -198,8 +198,13 @@ fn only_our_own_refused_dials_evict() {
     let mut m = maintenance();
     let now = Instant::now();
     let (peer, _) = admitted(&mut m, 1, now);
-    m.on_disconnected(&peer, true, now);
     let refused = Some(Failure::Unreachable);
+    // Its address refuses, but it is connected (it reached us from behind a NAT).
+    assert_eq!(
+        m.on_dial_failed(&peer, &[addr(1)], refused, true, now),
+        None
+    );
+    m.on_disconnected(&peer, true, now);
     // The application dialled an address the peer no longer has.
     assert_eq!(
         m.on_dial_failed(&peer, &[addr(7)], refused, false, now),
@@ -249,7 +254,8 @@ fn kept_connections_follow_the_table() {
     // A kept peer leaves the table: released, and the third one kept instead.
     let gone = keep[0].peer;
     let connection = peers.iter().find(|(p, _)| *p == gone).unwrap().1;
-    m.on_dial_failed(&gone, &[], Some(Failure::Unreachable), true, now);
+    // (It turned client: it leaves the table, its connection stays open.)
+    assert!(m.on_protocol_support(gone, false, now).is_some());
     let keep = m.update_kept();
     assert_eq!(keep.len(), 2);
     assert!(keep
