@@ -67,6 +67,8 @@ pub struct Config {
     pub(crate) request_deadlines: RequestDeadlines,
     // Optimistic provide (issue 15).
     pub(crate) optimistic_provide: bool,
+    // Connections kept open to routing-table peers (issue 15).
+    pub(crate) max_kept_connections: usize,
 }
 
 impl Config {
@@ -113,6 +115,7 @@ impl Config {
             widened_alpha: 20,
             request_deadlines: RequestDeadlines::default(),
             optimistic_provide: true,
+            max_kept_connections: 64,
         }
     }
 
@@ -219,14 +222,16 @@ impl Config {
         self
     }
 
-    /// A routing-table peer not heard from for this long gets a liveness check; a failed check
-    /// evicts it. Default 43 min (see [`KBucketConfig::liveness_interval`] for why).
+    /// A routing-table peer not heard from for this long gets a liveness check (a failed one
+    /// counts as a failed request). Default 43 min (see [`KBucketConfig::liveness_interval`]
+    /// for why).
     pub fn with_liveness_interval(mut self, interval: Duration) -> Self {
         self.kbuckets.liveness_interval = interval;
         self
     }
 
-    /// Failed requests in a row that evict a routing-table peer. Default 3.
+    /// Failed requests in a row that evict a routing-table peer, once they span
+    /// [`with_failure_span`](Config::with_failure_span). Default 3.
     pub fn with_max_failures(mut self, failures: u8) -> Self {
         self.kbuckets.max_failures = failures.max(1);
         self
@@ -673,6 +678,51 @@ impl Config {
     /// See [`Config::with_optimistic_provide`].
     pub fn optimistic_provide(&self) -> bool {
         self.optimistic_provide
+    }
+}
+
+/// Routing-table health and the connections kept to its peers (issue 15).
+impl Config {
+    /// How long `max_failures` failed requests in a row (no answer: a timeout, a broken
+    /// stream) must span, with no answer between them, to evict a routing-table peer. Default
+    /// 60 s: a burst of timeouts from an overload lasts seconds, a silent peer stays silent.
+    /// A dial refused outright evicts at once. See [`KBucketConfig::failure_span`].
+    pub fn with_failure_span(mut self, span: Duration) -> Self {
+        self.kbuckets.failure_span = span;
+        self
+    }
+
+    /// A routing-table peer whose request failed is checked again this long later (a liveness
+    /// check, outside lookups). Default 30 s. See [`KBucketConfig::recheck_after`].
+    pub fn with_recheck_after(mut self, delay: Duration) -> Self {
+        self.kbuckets.recheck_after = delay;
+        self
+    }
+
+    /// A routing-table peer whose kept connection was lost is checked, unless it was checked
+    /// within this. Default 10 min. See [`KBucketConfig::lost_check_interval`].
+    pub fn with_lost_check_interval(mut self, interval: Duration) -> Self {
+        self.kbuckets.lost_check_interval = interval;
+        self
+    }
+
+    /// Routing-table peers whose connections are kept open while idle, the shallowest buckets'
+    /// first (one connection each; 0 keeps none). A lookup's first requests go to them (a
+    /// random key falls in bucket 0 half of the time, bucket 1 a quarter), and without this an
+    /// idle node's lookups start with a dial each once rust-libp2p's idle timeout (10 s by
+    /// default) closed their connections: several round trips before the request. Default 64:
+    /// buckets 0 to 2 and a few of bucket 3, the first requests of about 90% of lookups; go
+    /// protects buckets 0 and 1 (up to 40 peers) from its connection manager and trims the
+    /// rest of its table's peers last. Each open connection costs memory (buffers of the
+    /// security and multiplexing layers) and the remote's too.
+    pub fn with_max_kept_connections(mut self, peers: usize) -> Self {
+        self.max_kept_connections = peers;
+        self
+    }
+
+    /// See [`Config::with_max_kept_connections`].
+    pub fn max_kept_connections(&self) -> usize {
+        self.max_kept_connections
     }
 }
 

@@ -14,7 +14,7 @@ use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionError, ConnectionId, DialFailure, FromSwarm,
     NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
@@ -30,7 +30,7 @@ use crate::provider::Provider;
 use crate::routing::addresses::{scope_of_connection, AddressPolicy, Scope};
 use crate::routing::query::QueryPool;
 use crate::routing::QueryId;
-use crate::routing_table::maintenance::{Maintenance, TableChange};
+use crate::routing_table::maintenance::Maintenance;
 use crate::routing_table::{KBucketTable, RoutingTable};
 use crate::server::{DecisionId, Server, ServerAction, ServerSettings, UnknownDecision};
 use crate::store::{Background, GcProgress, MemoryStore, Store, StoreError};
@@ -55,6 +55,10 @@ pub struct Behaviour {
     maintenance: Maintenance,
     server: Server,
     liveness_tick: Delay,
+    /// When `liveness_tick` is due: how late it fires tells whether the node is overloaded.
+    liveness_due: Instant,
+    /// Dials the DHT made itself, still under way: only their failures may evict a peer.
+    own_dials: FnvHashSet<ConnectionId>,
     flush_tick: Delay,
     gc_tick: Delay,
     /// A GC pass is under way: one bounded step per poll until it completes.
@@ -124,9 +128,13 @@ impl Behaviour {
                 config.kbuckets.max_addresses_per_peer,
                 config.address_book_size,
                 config.max_liveness_checks,
+                config.max_kept_connections,
+                config.request_timeout,
             ),
             server: Server::new(settings, Box::new(store), validators),
             liveness_tick: Delay::new(LIVENESS_TICK),
+            liveness_due: Instant::now() + LIVENESS_TICK,
+            own_dials: FnvHashSet::default(),
             flush_tick: Delay::new(config.store_flush_interval),
             gc_tick: Delay::new(config.gc_interval),
             gc_running: false,
@@ -289,9 +297,20 @@ impl Behaviour {
             OutboundAction::Dial { peer, addrs } => {
                 // Usable kinds only, ranked, at most the cap. The swarm's other behaviours add
                 // their addresses only when the DHT knows none (a peer the application names):
-                // otherwise a dial would grow past the cap.
+                // otherwise a dial would grow past the cap. The swarm dials them all at once
+                // (its dial concurrency factor, 8 by default, is above the cap) and keeps the
+                // first that connects: no request waits on a peer's slowest address.
                 let addrs = self.addresses.to_dial(&peer, addrs);
                 let unknown = addrs.is_empty();
+                let (reason, closed) = self.maintenance.dial_reason(&peer);
+                tracing::debug!(
+                    target: "kadence::dial",
+                    %peer,
+                    ?reason,
+                    closed_ago_ms = ?closed.map(|c| c.at.elapsed().as_millis()),
+                    lost = ?closed.map(|c| c.lost),
+                    "dial"
+                );
                 let opts = DialOpts::peer_id(peer)
                     .condition(PeerCondition::DisconnectedAndNotDialing)
                     .addresses(addrs);
@@ -300,7 +319,9 @@ impl Behaviour {
                 } else {
                     opts
                 };
-                ToSwarm::Dial { opts: opts.build() }
+                let opts = opts.build();
+                self.own_dials.insert(opts.connection_id());
+                ToSwarm::Dial { opts }
             }
             OutboundAction::Fail { peer, id, error } => {
                 self.finish(peer, id, Err(error));
@@ -342,31 +363,6 @@ impl Behaviour {
         }
     }
 
-    /// Applies what a failed dial or a closed connection left to do. If it failed requests,
-    /// the table counts one failure of the peer first, so that a liveness check among them
-    /// already finds the verdict.
-    fn apply_failed_together(&mut self, peer: PeerId, actions: Vec<OutboundAction>) {
-        if actions
-            .iter()
-            .any(|a| matches!(a, OutboundAction::Fail { .. }))
-        {
-            let change = self.maintenance.on_unreachable(&peer, Instant::now());
-            self.apply_table_change(change);
-        }
-        self.apply_all(actions);
-    }
-
-    fn apply_table_change(&mut self, change: Option<TableChange>) {
-        match change {
-            Some(TableChange::Added(peer)) => self.report(Event::RoutingUpdated { peer }),
-            Some(TableChange::Removed(eviction)) => self.report(Event::PeerRemoved {
-                peer: eviction.removed,
-                replaced_by: eviction.promoted,
-            }),
-            None => {}
-        }
-    }
-
     fn apply_server(&mut self, actions: impl IntoIterator<Item = ServerAction>) {
         for action in actions {
             let action = match action {
@@ -403,42 +399,6 @@ impl Behaviour {
                 }
             };
             self.actions.push_back(action);
-        }
-    }
-
-    /// Seeds the table with the peers a previous run saved. They are treated as not heard from
-    /// for a liveness interval, so each is checked soon and evicted if it is gone.
-    fn restore_routing_snapshot(
-        store: &mut impl Store,
-        table: &mut impl RoutingTable,
-        config: &Config,
-    ) {
-        let peers = match store.load_routing_snapshot() {
-            Ok(peers) => peers,
-            Err(error) => {
-                tracing::warn!(%error, "routing table snapshot unreadable; starting empty");
-                return;
-            }
-        };
-        let now = Instant::now();
-        let seen = now
-            .checked_sub(config.kbuckets.liveness_interval)
-            .unwrap_or(now);
-        for (peer, addrs) in peers {
-            table.on_server_peer(peer, &addrs, None, seen);
-        }
-    }
-
-    fn save_routing_snapshot(&mut self) {
-        let peers: Vec<_> = self
-            .maintenance
-            .table()
-            .peers()
-            .into_iter()
-            .map(|p| (p.id, p.addrs))
-            .collect();
-        if let Err(error) = self.server.store_mut().save_routing_snapshot(&peers) {
-            tracing::warn!(%error, "saving the routing table failed");
         }
     }
 
@@ -508,17 +468,6 @@ impl Behaviour {
             cx.waker().wake_by_ref();
         }
     }
-
-    fn start_liveness_checks(&mut self) {
-        for (peer, request) in self.maintenance.due_checks(self.local, Instant::now()) {
-            // Registered before the dispatcher's actions run: a dial refused at once must
-            // still count as the check's failure.
-            let addrs = self.or_known_addresses(&peer, Vec::new());
-            let (id, actions) = self.outbound.send(peer, addrs, request);
-            self.maintenance.check_started(id, peer);
-            self.apply_all(actions);
-        }
-    }
 }
 
 impl Drop for Behaviour {
@@ -577,6 +526,7 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
+                self.own_dials.remove(&e.connection_id);
                 let actions = self
                     .outbound
                     .on_connection_established(e.peer_id, e.connection_id);
@@ -599,42 +549,38 @@ impl NetworkBehaviour for Behaviour {
                         (send_back_addr.clone(), None)
                     }
                 };
-                self.maintenance.on_connected(e.peer_id, observed, dialed);
+                let keep =
+                    self.maintenance
+                        .on_connected(e.peer_id, e.connection_id, observed, dialed);
+                self.apply_keep_alive(keep);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
                 connection_id,
                 remaining_established,
+                cause,
                 ..
             }) => {
                 let actions = self.outbound.on_connection_closed(peer_id, connection_id);
                 self.apply_failed_together(peer_id, actions);
                 self.server.on_connection_closed(connection_id);
+                let keep = self
+                    .maintenance
+                    .on_connection_closed(peer_id, connection_id);
+                self.apply_keep_alive(keep);
                 if remaining_established == 0 {
-                    self.maintenance.on_disconnected(&peer_id, Instant::now());
+                    // Closed by us for idleness, or on purpose: nothing to learn of the peer.
+                    let lost = matches!(cause, Some(ConnectionError::IO(_)));
+                    self.maintenance
+                        .on_disconnected(&peer_id, lost, Instant::now());
                 }
             }
-            // Refused because a dial or connection already exists: that one decides.
             FromSwarm::DialFailure(DialFailure {
-                error: DialError::DialPeerConditionFalse(_),
-                ..
-            }) => {}
-            FromSwarm::DialFailure(DialFailure {
-                peer_id: Some(peer),
+                peer_id,
                 error,
-                ..
+                connection_id,
             }) => {
-                tracing::debug!(%peer, %error, "dial failed");
-                // A peer coming back is offered to the table only with addresses not known bad.
-                if let DialError::Transport(failed) = error {
-                    let addrs: Vec<Multiaddr> = failed
-                        .iter()
-                        .filter_map(|(addr, _)| without_own_peer_id(addr.clone(), &peer))
-                        .collect();
-                    self.maintenance.on_dial_failed(&peer, &addrs);
-                }
-                let actions = self.outbound.on_dial_failure(peer, error.to_string());
-                self.apply_failed_together(peer, actions);
+                self.on_dial_failure(peer_id, error, connection_id);
             }
             FromSwarm::NewExternalAddrOfPeer(e) => {
                 if let Some(addr) = without_own_peer_id(e.addr.clone(), &e.peer_id) {
@@ -736,6 +682,9 @@ impl NetworkBehaviour for Behaviour {
             if !self.maintenance.table().is_empty() {
                 self.refresh();
             }
+            // Peers restored from a snapshot or added before the first poll.
+            let keep = self.maintenance.update_kept();
+            self.apply_keep_alive(keep);
         }
         if let Some(interval) = self.config.refresh_interval {
             if self.refresh_tick.poll_unpin(cx).is_ready() {
@@ -748,7 +697,11 @@ impl NetworkBehaviour for Behaviour {
         self.drive_queries(cx);
         self.poll_sweep(cx);
         if self.liveness_tick.poll_unpin(cx).is_ready() {
+            let now = Instant::now();
+            self.maintenance
+                .on_tick(now, now.saturating_duration_since(self.liveness_due));
             self.liveness_tick.reset(LIVENESS_TICK);
+            self.liveness_due = now + LIVENESS_TICK;
             // Registers the timer's waker again.
             let _ = self.liveness_tick.poll_unpin(cx);
             self.start_liveness_checks();
@@ -770,6 +723,7 @@ impl NetworkBehaviour for Behaviour {
 
 mod dht;
 mod provide;
+mod table;
 
 pub use dht::{NoKnownPeers, ProvideError, PutValueError};
 pub use provide::{ProvideStatus, StartProvideError};

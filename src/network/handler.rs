@@ -63,6 +63,9 @@ pub enum HandlerIn {
     },
     /// The node's mode changed: advertise and accept the protocol only in server mode.
     SetMode(Mode),
+    /// Keep the connection open while idle (`true`: the remote is a routing-table peer that
+    /// lookups need), or let it close after the swarm's idle timeout again (`false`).
+    KeepAlive(bool),
 }
 
 /// An event from the handler of one connection to the behaviour.
@@ -122,6 +125,8 @@ pub struct Handler {
     remote_protocols: FnvHashSet<StreamProtocol>,
     /// The support last reported to the behaviour.
     reported_support: Option<bool>,
+    /// The behaviour keeps this connection open while idle.
+    keep_alive: bool,
 
     inbound_settings: InboundSettings,
     inbound: FuturesUnordered<InboundFuture>,
@@ -156,6 +161,7 @@ impl Handler {
             max_pending_requests: config.max_pending_requests,
             remote_protocols: FnvHashSet::default(),
             reported_support: None,
+            keep_alive: false,
             inbound_settings: InboundSettings {
                 max_request_size: config.max_request_size,
                 limits: config.limits,
@@ -415,7 +421,9 @@ impl ConnectionHandler for Handler {
 
     fn connection_keep_alive(&self) -> bool {
         // Streams in use keep the connection alive by themselves; a queued request has none yet.
-        !self.pending.is_empty()
+        // A connection to a routing-table peer may be kept open while idle (bounded by the
+        // behaviour, `Config::with_max_kept_connections`).
+        self.keep_alive || !self.pending.is_empty()
     }
 
     fn on_behaviour_event(&mut self, event: HandlerIn) {
@@ -431,6 +439,7 @@ impl ConnectionHandler for Handler {
                 // Dropping the sender makes the stream's loop end with `Refused`: a reset.
                 self.responders.remove(&id);
             }
+            HandlerIn::KeepAlive(keep) => self.keep_alive = keep,
             HandlerIn::SetMode(mode) => {
                 self.mode = mode;
                 if mode == Mode::Client {

@@ -7,6 +7,8 @@
 //! server. Bounded twice: peers least recently seen are evicted first, and each peer keeps its
 //! newest addresses only.
 
+use std::time::Instant;
+
 use fnv::FnvBuildHasher;
 use hashlink::LruCache;
 use libp2p::{Multiaddr, PeerId};
@@ -14,9 +16,25 @@ use smallvec::SmallVec;
 
 type Addresses = SmallVec<[Multiaddr; 4]>;
 
+/// How the last connection to a peer ended: what tells a dial to a known peer (its connection
+/// expired) from a dial to a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed {
+    /// When the last connection closed.
+    pub(crate) at: Instant,
+    /// It was lost (an error, or the remote closed it), not closed by us for idleness.
+    pub(crate) lost: bool,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    addrs: Addresses,
+    closed: Option<Closed>,
+}
+
 /// Peers and their addresses, newest first, least recently seen peer evicted first.
 pub(crate) struct AddressBook {
-    peers: LruCache<PeerId, Addresses, FnvBuildHasher>,
+    peers: LruCache<PeerId, Known, FnvBuildHasher>,
     max_addresses: usize,
 }
 
@@ -33,11 +51,16 @@ impl AddressBook {
     /// Records `addr` for `peer` as its newest address, and the peer as the most recently
     /// seen. Returns whether the address was new for the peer.
     pub(crate) fn add(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
-        let Some(addrs) = self.peers.get_mut(&peer) else {
+        let Some(known) = self.peers.get_mut(&peer) else {
             // Evicts the least recently seen peer when the book is full.
-            self.peers.insert(peer, smallvec::smallvec![addr]);
+            let known = Known {
+                addrs: smallvec::smallvec![addr],
+                closed: None,
+            };
+            self.peers.insert(peer, known);
             return true;
         };
+        let addrs = &mut known.addrs;
         match addrs.iter().position(|a| *a == addr) {
             Some(i) => {
                 addrs[..=i].rotate_right(1);
@@ -60,16 +83,28 @@ impl AddressBook {
 
     /// The peer's addresses, newest first; empty for a peer not in the book.
     pub(crate) fn addresses(&self, peer: &PeerId) -> &[Multiaddr] {
-        self.peers.peek(peer).map_or(&[], |a| a.as_slice())
+        self.peers.peek(peer).map_or(&[], |k| k.addrs.as_slice())
+    }
+
+    /// Records how the last connection to a peer in the book ended.
+    pub(crate) fn closed(&mut self, peer: &PeerId, closed: Closed) {
+        if let Some(known) = self.peers.peek_mut(peer) {
+            known.closed = Some(closed);
+        }
+    }
+
+    /// How the last connection to the peer ended, if it is in the book and one did.
+    pub(crate) fn last_closed(&self, peer: &PeerId) -> Option<Closed> {
+        self.peers.peek(peer)?.closed
     }
 
     /// Forgets one address of the peer (a dial to it failed), and the peer with its last one.
     pub(crate) fn remove(&mut self, peer: &PeerId, addr: &Multiaddr) {
-        let Some(addrs) = self.peers.peek_mut(peer) else {
+        let Some(known) = self.peers.peek_mut(peer) else {
             return;
         };
-        addrs.retain(|a| a != addr);
-        if addrs.is_empty() {
+        known.addrs.retain(|a| a != addr);
+        if known.addrs.is_empty() {
             self.peers.remove(peer);
         }
     }

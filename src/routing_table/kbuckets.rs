@@ -7,9 +7,20 @@
 //!   their connection came from (never of the addresses they advertise).
 //! - **Full bucket**: a newcomer waits in the replacement cache (newest kept); it never pushes
 //!   out a peer that works. Liveness checks are paced, not triggered by newcomers.
-//! - **Liveness**: a peer not heard from for `liveness_interval` is handed out once for a check;
-//!   a failed check evicts it, as do `max_failures` failed requests in a row. The evicted slot
-//!   goes to the most recently seen replacement candidate that passes the diversity filter.
+//! - **Gone**: a dial refused outright ([`Failure::Unreachable`]) evicts at once, as
+//!   go-libp2p-kad-dht removes a peer whose dial failed.
+//! - **Silent**: a request with no answer ([`Failure::NoAnswer`]) is only a suspicion, since
+//!   a slow peer or our own overload looks the same: the peer is checked again `recheck_after`
+//!   later (a liveness check, outside any lookup), and evicted once `max_failures` failures in
+//!   a row span at least `failure_span` with no answer between them. A burst of timeouts (the
+//!   1,000-node bootstrap storm of `benches/network` lasted 4 s) cannot evict; a peer that stays
+//!   silent through the rechecks is evicted within about `recheck_after x max_failures`.
+//! - **Liveness**: a peer not heard from for `liveness_interval` is handed out once for a check,
+//!   as is a peer whose kept connection was lost (at most once per `lost_check_interval`) and
+//!   a candidate just promoted from the replacement cache. Peers deeper in the table, whose
+//!   connections are not kept, are met by lookups: the refresh's self-lookup asks the closest
+//!   ones every refresh interval, and a dial refused outright evicts them. The evicted slot goes to the most
+//!   recently seen replacement candidate that passes the diversity filter.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -19,7 +30,7 @@ use rand::Rng;
 use smallvec::SmallVec;
 
 use super::diversity::{group_of, DiversityConfig, GroupCounts, IpGroup};
-use super::{Admission, Eviction, RefreshTarget, RejectReason, RoutingTable};
+use super::{Admission, Eviction, Failure, RefreshTarget, RejectReason, RoutingTable};
 use crate::key::{Distance, Key};
 use crate::network::message::{ConnectionType, PeerRecord};
 
@@ -45,8 +56,26 @@ pub struct KBucketConfig {
     /// for k = 20, alpha = 10), the time in which a healthy peer is expected to have been
     /// queried by refresh lookups anyway. Shorter would spend requests on peers that work.
     pub liveness_interval: Duration,
-    /// Failed requests in a row that evict a peer. Default 3: one timeout under load is not death.
+    /// Failed requests in a row ([`Failure::NoAnswer`]) that evict a peer, once they also span
+    /// `failure_span`. Default 3: one timeout under load is not death.
     pub max_failures: u8,
+    /// How long `max_failures` failures in a row must span, with no answer between them, to
+    /// evict a peer. Default 60 s: a burst of timeouts while our node or the network is
+    /// overloaded lasts seconds (4 s in the 1,000-node run of `benches/network`), a silent peer
+    /// stays silent. Zero evicts on `max_failures` alone. A dial refused outright evicts at
+    /// once whatever this says.
+    pub failure_span: Duration,
+    /// A peer whose request failed without evicting it is due for a liveness check this long
+    /// later: the checks gather the evidence outside lookups, paced, and clear a peer that
+    /// recovered. Default 30 s: with the 10 s request timeout and 3 failures, a silent peer met
+    /// once is evicted about 90 s later.
+    pub recheck_after: Duration,
+    /// A peer whose kept connection was lost (it broke, or the remote closed it) is due for a
+    /// liveness check, unless one was handed out for it within this. Default 10 min, the
+    /// refresh interval: a node whose kept connection to a peer that stopped is lost finds out
+    /// at its next liveness tick, while a remote that keeps closing idle connections costs at
+    /// most one check (a dial, which opens the connection again) per interval.
+    pub lost_check_interval: Duration,
     /// The IP diversity filter; `None` disables it. On by default (public DHT).
     pub diversity: Option<DiversityConfig>,
 }
@@ -59,6 +88,9 @@ impl Default for KBucketConfig {
             max_addresses_per_peer: 16,
             liveness_interval: Duration::from_secs(43 * 60),
             max_failures: 3,
+            failure_span: Duration::from_secs(60),
+            recheck_after: Duration::from_secs(30),
+            lost_check_interval: Duration::from_secs(600),
             diversity: Some(DiversityConfig::default()),
         }
     }
@@ -76,8 +108,38 @@ struct Entry {
     observed: Option<IpGroup>,
     last_seen: Instant,
     failures: u8,
+    /// The first failure of the current run of failures.
+    failing_since: Option<Instant>,
+    /// Due for a liveness check from then on (a failure, a lost connection, a promotion).
+    recheck_at: Option<Instant>,
+    /// When a check of the peer was last handed out.
+    last_checked: Option<Instant>,
     connected: bool,
     checking: bool,
+}
+
+impl Entry {
+    fn new(
+        id: PeerId,
+        key: Key,
+        addrs: Addresses,
+        observed: Option<IpGroup>,
+        seen: Instant,
+    ) -> Self {
+        Self {
+            id,
+            key,
+            addrs,
+            observed,
+            last_seen: seen,
+            failures: 0,
+            failing_since: None,
+            recheck_at: None,
+            last_checked: None,
+            connected: true,
+            checking: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -218,16 +280,9 @@ impl KBucketTable {
             // Exact capacity: most buckets stay far from full, and slack would cost more
             // memory than the entries (an insert is rare next to a lookup).
             self.buckets[b].entries.reserve_exact(1);
-            self.buckets[b].entries.push(Entry {
-                id: peer,
-                key,
-                addrs: bounded,
-                observed,
-                last_seen: now,
-                failures: 0,
-                connected: true,
-                checking: false,
-            });
+            self.buckets[b]
+                .entries
+                .push(Entry::new(peer, key, bounded, observed, now));
             self.len += 1;
             return Admission::Inserted;
         }
@@ -274,6 +329,8 @@ impl KBucketTable {
         let entry = &mut self.buckets[b].entries[i];
         entry.last_seen = now;
         entry.failures = 0;
+        entry.failing_since = None;
+        entry.recheck_at = None;
         entry.checking = false;
         entry.connected = true;
     }
@@ -290,18 +347,19 @@ impl KBucketTable {
             }
             self.count_groups(b, groups, true);
             promoted = Some(candidate.id);
+            // Its liveness dates from when it was last offered, and it may have left since
+            // (in churn, candidates go as table peers do): it is checked before long.
+            let mut entry = Entry::new(
+                candidate.id,
+                candidate.key,
+                candidate.addrs,
+                candidate.observed,
+                candidate.seen,
+            );
+            entry.connected = false;
+            entry.recheck_at = Some(candidate.seen);
             self.buckets[b].entries.reserve_exact(1);
-            self.buckets[b].entries.push(Entry {
-                id: candidate.id,
-                key: candidate.key,
-                addrs: candidate.addrs,
-                observed: candidate.observed,
-                // Its liveness dates from when it was last offered.
-                last_seen: candidate.seen,
-                failures: 0,
-                connected: false,
-                checking: false,
-            });
+            self.buckets[b].entries.push(entry);
             self.len += 1;
             break;
         }
@@ -398,25 +456,50 @@ impl RoutingTable for KBucketTable {
         self.offer(peer, addrs, observed, now)
     }
 
-    fn on_check_abandoned(&mut self, peer: &PeerId) {
+    fn on_check_abandoned(&mut self, peer: &PeerId, now: Instant) {
+        let delay = self.config.recheck_after;
         if let Some((b, i)) = self.find(peer) {
-            self.buckets[b].entries[i].checking = false;
+            let entry = &mut self.buckets[b].entries[i];
+            entry.checking = false;
+            // Due again, whatever made it due, but not at once: what stopped this check (no
+            // address we can dial, our overload, a full queue) may not have passed.
+            entry.recheck_at = entry.recheck_at.or(now.checked_add(delay));
         }
     }
 
-    fn on_request_failed(&mut self, peer: &PeerId, _now: Instant) -> Option<Eviction> {
+    fn on_request_failed(
+        &mut self,
+        peer: &PeerId,
+        failure: Failure,
+        now: Instant,
+    ) -> Option<Eviction> {
         let (b, i) = self.find(peer)?;
-        let entry = &mut self.buckets[b].entries[i];
-        entry.failures = entry.failures.saturating_add(1);
-        if entry.checking || entry.failures >= self.config.max_failures {
+        if failure == Failure::Unreachable {
             return Some(self.evict(b, i));
         }
+        let (max, span) = (self.config.max_failures, self.config.failure_span);
+        let entry = &mut self.buckets[b].entries[i];
+        entry.checking = false;
+        entry.failures = entry.failures.saturating_add(1);
+        let since = *entry.failing_since.get_or_insert(now);
+        if entry.failures >= max && now.saturating_duration_since(since) >= span {
+            return Some(self.evict(b, i));
+        }
+        entry.recheck_at = now.checked_add(self.config.recheck_after);
         None
     }
 
-    fn on_connection_closed(&mut self, peer: &PeerId, _now: Instant) {
+    fn on_connection_closed(&mut self, peer: &PeerId, lost: bool, now: Instant) {
+        let interval = self.config.lost_check_interval;
         if let Some((b, i)) = self.find(peer) {
-            self.buckets[b].entries[i].connected = false;
+            let entry = &mut self.buckets[b].entries[i];
+            entry.connected = false;
+            let checked_lately = entry
+                .last_checked
+                .is_some_and(|t| now.saturating_duration_since(t) < interval);
+            if lost && !checked_lately {
+                entry.recheck_at = Some(entry.recheck_at.map_or(now, |t| t.min(now)));
+            }
         }
     }
 
@@ -432,14 +515,51 @@ impl RoutingTable for KBucketTable {
 
     fn next_liveness_check(&mut self, now: Instant) -> Option<PeerId> {
         let interval = self.config.liveness_interval;
+        // Suspects first (a failure, a lost connection, a promotion), then the peers not heard
+        // from for the interval.
+        let mut stale = None;
+        let mut due = None;
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            for (i, e) in bucket.entries.iter().enumerate() {
+                if e.checking {
+                    continue;
+                }
+                match e.recheck_at {
+                    Some(t) if t <= now => {
+                        due = Some((b, i));
+                        break;
+                    }
+                    // A recheck is scheduled: not before then, however long it was silent.
+                    Some(_) => {}
+                    None if stale.is_none()
+                        && now.saturating_duration_since(e.last_seen) >= interval =>
+                    {
+                        stale = Some((b, i));
+                    }
+                    None => {}
+                }
+            }
+            if due.is_some() {
+                break;
+            }
+        }
+        let (b, i) = due.or(stale)?;
+        let entry = &mut self.buckets[b].entries[i];
+        entry.checking = true;
+        entry.recheck_at = None;
+        entry.last_checked = Some(now);
+        Some(entry.id)
+    }
+
+    fn keep_connected(&self, max: usize) -> Vec<PeerId> {
+        // The shallowest buckets first: a random target falls in bucket 0 half of the time,
+        // bucket 1 a quarter, so their peers are a lookup's first requests most often (go
+        // protects the connections of buckets 0 and 1 for the same reason).
         self.buckets
-            .iter_mut()
-            .flat_map(|b| b.entries.iter_mut())
-            .find(|e| !e.checking && now.saturating_duration_since(e.last_seen) >= interval)
-            .map(|e| {
-                e.checking = true;
-                e.id
-            })
+            .iter()
+            .flat_map(|b| b.entries.iter().map(|e| e.id))
+            .take(max)
+            .collect()
     }
 
     fn refresh_targets(

@@ -274,55 +274,202 @@ fn full_bucket_keeps_newcomers_as_replacements() {
     assert_eq!(t.replacements_len(0), 10, "cache bounded");
 }
 
-#[test]
-fn repeated_failures_evict_and_promote_the_newest_candidate() {
-    let (mut t, _) = table();
-    let mut rng = StdRng::seed_from_u64(3);
-    let now = Instant::now();
-    let members: Vec<PeerId> = (0..20).map(|_| peer_in_bucket(&t, 0, &mut rng)).collect();
+/// A full bucket of 20 in bucket 0, and two candidates waiting (`old` offered before `new`).
+fn full_bucket(t: &mut KBucketTable, seed: u64, now: Instant) -> (Vec<PeerId>, PeerId, PeerId) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let members: Vec<PeerId> = (0..20).map(|_| peer_in_bucket(t, 0, &mut rng)).collect();
     for (i, p) in members.iter().enumerate() {
         t.on_server_peer(*p, &lan(i), None, now);
     }
-    let old = peer_in_bucket(&t, 0, &mut rng);
-    let new = peer_in_bucket(&t, 0, &mut rng);
-    t.on_server_peer(old, &lan(50), None, now);
-    t.on_server_peer(new, &lan(51), None, now);
-    assert_eq!(t.on_request_failed(&members[0], now), None);
-    assert_eq!(t.on_request_failed(&members[0], now), None);
-    let eviction = t
-        .on_request_failed(&members[0], now)
-        .expect("third failure evicts");
-    assert_eq!(eviction.removed, members[0]);
-    assert_eq!(eviction.promoted, Some(new));
-    assert!(t.contains(&new) && !t.contains(&members[0]));
-    // A success resets the count.
-    t.on_request_failed(&members[1], now);
-    t.on_request_succeeded(members[1], &[], None, now);
-    t.on_request_failed(&members[1], now);
-    t.on_request_failed(&members[1], now);
-    assert!(t.contains(&members[1]));
+    let old = peer_in_bucket(t, 0, &mut rng);
+    let new = peer_in_bucket(t, 0, &mut rng);
+    assert_eq!(
+        t.on_server_peer(old, &lan(50), None, now),
+        Admission::Pending
+    );
+    assert_eq!(
+        t.on_server_peer(new, &lan(51), None, now),
+        Admission::Pending
+    );
+    (members, old, new)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
 }
 
 #[test]
-fn liveness_checks_are_paced_and_a_failed_check_evicts() {
+fn a_refused_dial_evicts_at_once_and_promotes_the_newest_candidate() {
+    let (mut t, _) = table();
+    let now = Instant::now();
+    let (members, old, new) = full_bucket(&mut t, 3, now);
+    let eviction = t
+        .on_request_failed(&members[0], Failure::Unreachable, now)
+        .expect("a dial refused outright evicts");
+    assert_eq!(eviction.removed, members[0]);
+    assert_eq!(eviction.promoted, Some(new));
+    assert!(t.contains(&new) && !t.contains(&members[0]));
+    assert_eq!(t.bucket_len(0), 20, "refilled from the replacement cache");
+    // The candidate may have left since it was offered: it is checked first.
+    assert_eq!(t.next_liveness_check(now), Some(new));
+    // Refused too: the next candidate takes the slot.
+    let eviction = t
+        .on_request_failed(&new, Failure::Unreachable, now)
+        .unwrap();
+    assert_eq!(eviction.promoted, Some(old));
+    assert_eq!(t.replacements_len(0), 0);
+    assert!(t
+        .on_request_failed(&old, Failure::Unreachable, now)
+        .is_some());
+    assert_eq!(t.bucket_len(0), 19, "nothing left to promote");
+}
+
+#[test]
+fn a_silent_peer_is_evicted_once_its_failures_span_a_while() {
+    let (mut t, _) = table();
+    let start = Instant::now();
+    let (members, _, new) = full_bucket(&mut t, 5, start);
+    let silent = members[3];
+    // A lookup's request times out: a suspicion, checked again 30 s later.
+    assert_eq!(t.on_request_failed(&silent, Failure::NoAnswer, start), None);
+    assert_eq!(t.next_liveness_check(start + secs(29)), None);
+    assert_eq!(t.next_liveness_check(start + secs(30)), Some(silent));
+    assert_eq!(
+        t.next_liveness_check(start + secs(30)),
+        None,
+        "handed out once"
+    );
+    // The check times out too: still in, checked again.
+    assert_eq!(
+        t.on_request_failed(&silent, Failure::NoAnswer, start + secs(40)),
+        None
+    );
+    assert_eq!(t.next_liveness_check(start + secs(70)), Some(silent));
+    // The third failure in a row, 80 s after the first: evicted, and replaced.
+    let eviction = t
+        .on_request_failed(&silent, Failure::NoAnswer, start + secs(80))
+        .expect("silent through three checks");
+    assert_eq!((eviction.removed, eviction.promoted), (silent, Some(new)));
+}
+
+#[test]
+fn timeouts_under_overload_do_not_evict_a_healthy_peer() {
+    let (mut t, _) = table();
+    let start = Instant::now();
+    let (members, _, _) = full_bucket(&mut t, 6, start);
+    let slow = members[7];
+    // A burst: ten timeouts within 15 s, as when every node of a network bootstraps at once
+    // on two cores. Three failures in a row are not enough without the span.
+    for i in 0..10 {
+        let at = start + Duration::from_millis(1500 * i);
+        assert_eq!(t.on_request_failed(&slow, Failure::NoAnswer, at), None);
+    }
+    // Its check once the overload passed is answered: the run of failures is forgotten.
+    assert_eq!(t.next_liveness_check(start + secs(45)), Some(slow));
+    t.on_request_succeeded(slow, &[], None, start + secs(46));
+    assert_eq!(
+        t.on_request_failed(&slow, Failure::NoAnswer, start + secs(100)),
+        None
+    );
+    assert_eq!(
+        t.on_request_failed(&slow, Failure::NoAnswer, start + secs(130)),
+        None
+    );
+    // An answer between failures always resets the run.
+    t.on_request_succeeded(slow, &[], None, start + secs(150));
+    assert_eq!(
+        t.on_request_failed(&slow, Failure::NoAnswer, start + secs(200)),
+        None,
+        "a new run starts"
+    );
+    assert!(t.contains(&slow));
+}
+
+#[test]
+fn without_a_span_max_failures_alone_evicts() {
+    let local = PeerId::random();
+    let config = KBucketConfig {
+        failure_span: Duration::ZERO,
+        ..Default::default()
+    };
+    let mut t = KBucketTable::new(local, config);
+    let now = Instant::now();
+    let p = PeerId::random();
+    t.on_server_peer(p, &lan(1), None, now);
+    assert_eq!(t.on_request_failed(&p, Failure::NoAnswer, now), None);
+    assert_eq!(t.on_request_failed(&p, Failure::NoAnswer, now), None);
+    assert!(t.on_request_failed(&p, Failure::NoAnswer, now).is_some());
+}
+
+#[test]
+fn liveness_checks_are_paced() {
     let (mut t, _) = table();
     let start = Instant::now();
     let p = PeerId::random();
     let q = PeerId::random();
     t.on_server_peer(p, &lan(1), None, start);
-    t.on_server_peer(q, &lan(2), None, start + Duration::from_secs(600));
-    assert_eq!(t.next_liveness_check(start + Duration::from_secs(60)), None);
-    let due = start + Duration::from_secs(43 * 60);
+    t.on_server_peer(q, &lan(2), None, start + secs(600));
+    assert_eq!(t.next_liveness_check(start + secs(60)), None);
+    let due = start + secs(43 * 60);
     assert_eq!(t.next_liveness_check(due), Some(p));
     assert_eq!(t.next_liveness_check(due), None, "handed out once");
-    let eviction = t.on_request_failed(&p, due).expect("a failed check evicts");
-    assert_eq!(eviction.removed, p);
+    // A check that could not be sent is handed out again, after a while.
+    t.on_check_abandoned(&p, due);
+    assert_eq!(t.next_liveness_check(due + secs(29)), None);
+    assert_eq!(t.next_liveness_check(due + secs(30)), Some(p));
     // A successful check keeps the peer and restarts its clock.
-    let later = start + Duration::from_secs(53 * 60 + 1);
+    t.on_request_succeeded(p, &[], None, due);
+    let later = start + secs(53 * 60 + 1);
     assert_eq!(t.next_liveness_check(later), Some(q));
     t.on_request_succeeded(q, &[], None, later);
     assert_eq!(t.next_liveness_check(later), None);
-    assert!(t.contains(&q));
+    assert!(t.contains(&p) && t.contains(&q));
+}
+
+#[test]
+fn a_lost_connection_is_checked_at_most_once_per_interval() {
+    let (mut t, _) = table();
+    let start = Instant::now();
+    let (p, q) = (PeerId::random(), PeerId::random());
+    t.on_server_peer(p, &lan(1), None, start);
+    t.on_server_peer(q, &lan(2), None, start);
+    // Closed by us for idleness: nothing to check.
+    t.on_connection_closed(&q, false, start);
+    assert_eq!(t.next_liveness_check(start), None);
+    // Lost: checked at once; it answers.
+    t.on_connection_closed(&p, true, start);
+    assert_eq!(t.next_liveness_check(start + secs(5)), Some(p));
+    t.on_request_succeeded(p, &[], None, start + secs(6));
+    // A remote that closes idle connections again soon costs no second check...
+    t.on_connection_closed(&p, true, start + secs(60));
+    assert_eq!(t.next_liveness_check(start + secs(65)), None);
+    // ...until the interval passed since the last one.
+    t.on_connection_closed(&p, true, start + secs(605));
+    assert_eq!(t.next_liveness_check(start + secs(610)), Some(p));
+}
+
+#[test]
+fn connections_kept_are_the_shallowest_buckets_peers() {
+    let (mut t, _) = table();
+    let mut rng = StdRng::seed_from_u64(8);
+    let now = Instant::now();
+    let mut by_bucket = Vec::new();
+    for (cpl, n) in [(3, 2), (0, 3), (1, 2)] {
+        for i in 0..n {
+            let p = peer_in_bucket(&t, cpl, &mut rng);
+            t.on_server_peer(p, &lan(10 * cpl + i), None, now);
+            by_bucket.push((cpl, p));
+        }
+    }
+    let kept = t.keep_connected(4);
+    assert_eq!(kept.len(), 4, "bounded");
+    let buckets: Vec<usize> = kept
+        .iter()
+        .map(|p| by_bucket.iter().find(|(_, q)| q == p).unwrap().0)
+        .collect();
+    assert_eq!(buckets, vec![0, 0, 0, 1]);
+    assert_eq!(t.keep_connected(100).len(), 7);
+    assert!(t.keep_connected(0).is_empty());
 }
 
 #[test]
@@ -332,7 +479,7 @@ fn connection_state_is_reported() {
     let now = Instant::now();
     t.on_server_peer(p, &lan(1), None, now);
     assert_eq!(t.peers()[0].connection, ConnectionType::Connected);
-    t.on_connection_closed(&p, now);
+    t.on_connection_closed(&p, false, now);
     assert_eq!(t.peers()[0].connection, ConnectionType::NotConnected);
     assert!(t.remove(&p).is_some());
     assert!(t.is_empty());

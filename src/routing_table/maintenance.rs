@@ -6,16 +6,28 @@
 //! addresses the [`AddressBook`] holds for it: those survive disconnects, because identify
 //! reports an address only once and a peer often comes back (as a server, after starting as a
 //! client) on an address it reported before.
+//!
+//! Failures reach the table classified ([`Failure`]): a dial of ours refused outright, or no
+//! answer. No answer is not counted while our own node is overloaded (its timers fire late, see
+//! [`Maintenance::on_tick`]): then the timeouts are ours, not the peers'. Liveness checks wait
+//! for the overload to pass too.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fnv::FnvHashMap;
+use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
-use super::address_book::AddressBook;
-use super::{Admission, Eviction, RoutingTable};
+use super::address_book::{AddressBook, Closed};
+use super::keep_alive::{KeepAlive, KeptConnections};
+use super::{Admission, Eviction, Failure, RoutingTable};
 use crate::network::message::Request;
 use crate::network::{OutboundRequestId, RequestError};
+
+/// A periodic timer of the node firing this late means its task waits that long to be polled:
+/// the node is overloaded, and answers sit unread while their requests time out. A healthy
+/// node's timers are late by milliseconds.
+pub(crate) const OVERLOAD_LAG: Duration = Duration::from_secs(1);
 
 /// What a connected peer told us (its addresses are in the address book).
 #[derive(Debug, Default)]
@@ -35,6 +47,23 @@ pub(crate) enum TableChange {
     Removed(Eviction),
 }
 
+/// Why the DHT dials a peer, as the debug log tells (`kadence::dial`): what a lookup's dials
+/// are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialReason {
+    /// A liveness check of a routing-table peer (never on a lookup's path).
+    Liveness,
+    /// A routing-table peer whose last connection closed (it expired, or was lost).
+    TableReconnect,
+    /// A routing-table peer not connected before in this run (a bootstrap peer, a promoted
+    /// candidate, one restored from a snapshot).
+    TableFirst,
+    /// A peer outside the table that was connected before.
+    Reconnect,
+    /// A peer never connected before, as far as the address book remembers.
+    New,
+}
+
 /// The routing table with what feeds it.
 pub(crate) struct Maintenance {
     table: Box<dyn RoutingTable>,
@@ -45,15 +74,26 @@ pub(crate) struct Maintenance {
     /// Liveness checks under way, by request.
     checks: FnvHashMap<OutboundRequestId, PeerId>,
     max_checks: usize,
+    /// Connections kept open while idle, to at most `max_kept` table peers.
+    kept: KeptConnections,
+    max_kept: usize,
+    /// Until then, timeouts may be our own overload's: not counted against peers.
+    overloaded_until: Option<Instant>,
+    /// How long an overload casts doubt on the timeouts that follow (the request timeout).
+    overload_doubt: Duration,
 }
 
 impl Maintenance {
-    /// `max_addresses` per peer and `book_peers` peers in the address book.
+    /// `max_addresses` per peer and `book_peers` peers in the address book, `max_checks`
+    /// liveness checks at once, `max_kept` connections kept open; an overload casts doubt on
+    /// timeouts for `request_timeout`.
     pub(crate) fn new(
         table: Box<dyn RoutingTable>,
         max_addresses: usize,
         book_peers: usize,
         max_checks: usize,
+        max_kept: usize,
+        request_timeout: Duration,
     ) -> Self {
         Self {
             table,
@@ -61,7 +101,47 @@ impl Maintenance {
             book: AddressBook::new(book_peers, max_addresses),
             checks: FnvHashMap::default(),
             max_checks,
+            kept: KeptConnections::default(),
+            max_kept,
+            overloaded_until: None,
+            overload_doubt: request_timeout,
         }
+    }
+
+    /// A periodic timer fired `lag` after it was due. A late timer means the node is
+    /// overloaded: for a request timeout from now, timeouts are not held against peers.
+    pub(crate) fn on_tick(&mut self, now: Instant, lag: Duration) {
+        if lag >= OVERLOAD_LAG {
+            tracing::debug!(
+                ?lag,
+                "node overloaded: timeouts are not counted against peers"
+            );
+            self.overloaded_until = now.checked_add(self.overload_doubt);
+        }
+    }
+
+    fn overloaded(&self, now: Instant) -> bool {
+        self.overloaded_until.is_some_and(|until| now < until)
+    }
+
+    /// A peer did not answer: counted against it unless the node is overloaded.
+    fn no_answer(&mut self, peer: &PeerId, now: Instant) -> Option<TableChange> {
+        if self.overloaded(now) {
+            tracing::debug!(%peer, "no answer while overloaded: not counted");
+            return None;
+        }
+        self.table
+            .on_request_failed(peer, Failure::NoAnswer, now)
+            .map(TableChange::Removed)
+    }
+
+    /// The routing table changed: which connections to keep open now.
+    pub(crate) fn update_kept(&mut self) -> Vec<KeepAlive> {
+        if self.max_kept == 0 {
+            return Vec::new();
+        }
+        let wanted = self.table.keep_connected(self.max_kept);
+        self.kept.update(wanted)
     }
 
     pub(crate) fn table(&self) -> &dyn RoutingTable {
@@ -112,13 +192,16 @@ impl Maintenance {
 
     /// A connection opened from `observed` (the remote address); `dialed` is the address we
     /// reached the peer at, if we dialled. The peer is not offered to the table yet: only
-    /// once the connection says it serves the protocol.
+    /// once the connection says it serves the protocol. Returns the connection to keep open,
+    /// if the peer is one whose connection is kept.
     pub(crate) fn on_connected(
         &mut self,
         peer: PeerId,
+        connection: ConnectionId,
         observed: Multiaddr,
         dialed: Option<Multiaddr>,
-    ) {
+    ) -> Option<KeepAlive> {
+        let keep = self.kept.on_established(peer, connection);
         let entry = self.connected.entry(peer).or_default();
         entry.observed.get_or_insert(observed);
         match dialed {
@@ -127,21 +210,74 @@ impl Maintenance {
             }
             None => self.book.touch(&peer),
         }
+        keep
     }
 
-    /// The last connection to the peer closed. Its addresses stay in the book: it may come
-    /// back, and identify will not report them again.
-    pub(crate) fn on_disconnected(&mut self, peer: &PeerId, now: Instant) {
+    /// A connection to the peer closed (any, not only its last): another one is kept open if
+    /// this one was.
+    pub(crate) fn on_connection_closed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+    ) -> Option<KeepAlive> {
+        self.kept.on_closed(peer, connection)
+    }
+
+    /// The last connection to the peer closed; `lost` when we did not close it for idleness
+    /// (an error, or the remote closed it). Its addresses stay in the book: it may come back,
+    /// and identify will not report them again.
+    ///
+    /// The table hears of a loss only for a peer whose connection we keep open: a remote
+    /// closes idle connections it does not keep itself (rust-libp2p after 10 s by default),
+    /// and checking every such peer would cost a dial each time; a kept one is worth the dial,
+    /// which opens its connection again.
+    pub(crate) fn on_disconnected(&mut self, peer: &PeerId, lost: bool, now: Instant) {
         self.connected.remove(peer);
-        self.table.on_connection_closed(peer, now);
+        self.book.closed(peer, Closed { at: now, lost });
+        let kept_lost = lost && self.kept.is_kept(peer);
+        self.table.on_connection_closed(peer, kept_lost, now);
+    }
+
+    /// Why a dial of `peer` is made, and how its last connection ended if one did.
+    pub(crate) fn dial_reason(&self, peer: &PeerId) -> (DialReason, Option<Closed>) {
+        let closed = self.book.last_closed(peer);
+        let reason = if self.checks.values().any(|p| p == peer) {
+            DialReason::Liveness
+        } else {
+            match (self.table.contains(peer), closed.is_some()) {
+                (true, true) => DialReason::TableReconnect,
+                (true, false) => DialReason::TableFirst,
+                (false, true) => DialReason::Reconnect,
+                (false, false) => DialReason::New,
+            }
+        };
+        (reason, closed)
     }
 
     /// A dial to the peer failed at these addresses: they are forgotten (identify forgets
-    /// them too, so it reports them again if the peer announces them later).
-    pub(crate) fn on_dial_failed(&mut self, peer: &PeerId, addrs: &[Multiaddr]) {
+    /// them too, so it reports them again if the peer announces them later). A dial of ours
+    /// refused outright ([`Failure::Unreachable`]) evicts the peer; other failures are counted
+    /// once with the requests they failed ([`Maintenance::on_unreachable`]). Dials others made
+    /// do not evict: the application may have tried an address the peer no longer has; nor
+    /// does a refusal while the peer is connected (it reached us from behind a NAT, say).
+    pub(crate) fn on_dial_failed(
+        &mut self,
+        peer: &PeerId,
+        addrs: &[Multiaddr],
+        failure: Option<Failure>,
+        ours: bool,
+        now: Instant,
+    ) -> Option<TableChange> {
         for addr in addrs {
             self.book.remove(peer, addr);
         }
+        let connected = self.connected.contains_key(peer);
+        if !(ours && failure == Some(Failure::Unreachable)) || connected {
+            return None;
+        }
+        self.table
+            .on_request_failed(peer, Failure::Unreachable, now)
+            .map(TableChange::Removed)
     }
 
     /// A listen address of the peer was reported (identify, or another behaviour). The peer is
@@ -191,39 +327,40 @@ impl Maintenance {
         let change = match result {
             Ok(_) => self.admit(peer, now, true),
             // Not the peer's fault: a check that could not even be queued is simply retried.
-            Err(RequestError::QueueFull) => {
-                if internal {
-                    self.table.on_check_abandoned(&peer);
-                }
-                None
-            }
+            Err(RequestError::QueueFull) => None,
             Err(RequestError::UnsupportedProtocol) => {
                 self.table.remove(&peer).map(TableChange::Removed)
             }
             // One dial or one connection fails every request it carried at once: that is one
-            // failure of the peer, counted by `on_unreachable`, not one per request.
+            // failure of the peer, counted by `on_dial_failed` or `on_unreachable`, not one per
+            // request.
             Err(RequestError::DialFailed(_) | RequestError::ConnectionClosed) => None,
-            Err(_) => self
-                .table
-                .on_request_failed(&peer, now)
-                .map(TableChange::Removed),
+            Err(
+                RequestError::Timeout | RequestError::Frame(_) | RequestError::InvalidResponse(_),
+            ) => self.no_answer(&peer, now),
         };
+        if internal && result.is_err() {
+            // The check is over, whether its failure was counted or not (an overload, a full
+            // queue): a peer still in doubt is handed out again.
+            self.table.on_check_abandoned(&peer, now);
+        }
         (internal, change)
     }
 
-    /// A dial to the peer failed, or its connection closed, while requests waited on it:
-    /// one failure, however many requests it took with it. A liveness check among them is
-    /// failed, so a peer under check is evicted.
+    /// A dial to the peer failed (not outright), or its connection closed, while requests
+    /// waited on it: one failure, however many requests it took with it.
     pub(crate) fn on_unreachable(&mut self, peer: &PeerId, now: Instant) -> Option<TableChange> {
-        self.table
-            .on_request_failed(peer, now)
-            .map(TableChange::Removed)
+        self.no_answer(peer, now)
     }
 
     /// Liveness checks to start now: requests the caller sends and registers with
-    /// [`Maintenance::check_started`].
+    /// [`Maintenance::check_started`]. None while the node is overloaded: they would only add
+    /// to it, and their timeouts would prove nothing.
     pub(crate) fn due_checks(&mut self, local: PeerId, now: Instant) -> Vec<(PeerId, Request)> {
         let mut due = Vec::new();
+        if self.overloaded(now) {
+            return due;
+        }
         while self.checks.len() + due.len() < self.max_checks {
             let Some(peer) = self.table.next_liveness_check(now) else {
                 break;
@@ -245,164 +382,5 @@ impl Maintenance {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::routing_table::{KBucketConfig, KBucketTable};
-
-    fn maintenance() -> Maintenance {
-        let table = KBucketTable::new(PeerId::random(), KBucketConfig::default());
-        Maintenance::new(Box::new(table), 8, 64, 4)
-    }
-
-    fn addr(port: u16) -> Multiaddr {
-        format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
-    }
-
-    #[test]
-    fn only_servers_with_addresses_enter() {
-        let mut m = maintenance();
-        let now = Instant::now();
-        let (server, client) = (PeerId::random(), PeerId::random());
-        m.on_connected(server, addr(9), None);
-        m.on_connected(client, addr(2), Some(addr(2)));
-        // Support known before any address: nothing to admit yet.
-        assert_eq!(m.on_protocol_support(server, true, now), None);
-        assert_eq!(
-            m.on_peer_address(server, addr(1), now),
-            Some(TableChange::Added(server))
-        );
-        assert_eq!(m.on_protocol_support(client, false, now), None);
-        assert_eq!(m.on_peer_address(client, addr(3), now), None);
-        assert!(m.table().contains(&server) && !m.table().contains(&client));
-        // Switching to client mode removes it.
-        assert!(matches!(
-            m.on_protocol_support(server, false, now),
-            Some(TableChange::Removed(_))
-        ));
-    }
-
-    #[test]
-    fn a_client_that_comes_back_as_a_server_enters() {
-        let mut m = maintenance();
-        let now = Instant::now();
-        let peer = PeerId::random();
-        // Met inbound as a client: identify reports its listen address, once.
-        m.on_connected(peer, addr(40000), None);
-        assert_eq!(m.on_protocol_support(peer, false, now), None);
-        assert_eq!(m.on_peer_address(peer, addr(1), now), None);
-        m.on_disconnected(&peer, now);
-        assert!(!m.table().contains(&peer));
-        // Back inbound as a server; identify stays silent about the address it reported.
-        m.on_connected(peer, addr(40001), None);
-        assert_eq!(
-            m.on_protocol_support(peer, true, now),
-            Some(TableChange::Added(peer))
-        );
-        assert_eq!(m.table().addresses(&peer), Some(&[addr(1)][..]));
-    }
-
-    #[test]
-    fn a_dialled_address_is_enough_after_a_reconnect() {
-        let mut m = maintenance();
-        let now = Instant::now();
-        let peer = PeerId::random();
-        m.on_connected(peer, addr(1), Some(addr(1)));
-        assert_eq!(m.on_protocol_support(peer, false, now), None);
-        m.on_disconnected(&peer, now);
-        m.on_connected(peer, addr(40000), None);
-        assert_eq!(
-            m.on_protocol_support(peer, true, now),
-            Some(TableChange::Added(peer))
-        );
-        assert_eq!(m.table().addresses(&peer), Some(&[addr(1)][..]));
-    }
-
-    #[test]
-    fn known_addresses_never_admit_a_client() {
-        let mut m = maintenance();
-        let now = Instant::now();
-        let peer = PeerId::random();
-        // Addresses learned before any connection, and while connected as a client.
-        assert_eq!(m.on_peer_address(peer, addr(1), now), None);
-        m.on_connected(peer, addr(40000), Some(addr(2)));
-        assert_eq!(m.on_protocol_support(peer, false, now), None);
-        assert_eq!(m.on_peer_address(peer, addr(3), now), None);
-        assert!(!m.table().contains(&peer));
-        assert_eq!(
-            m.connected_addresses(&peer),
-            Some(vec![addr(3), addr(2), addr(1)])
-        );
-        // A server that turns client on a later connection leaves the table.
-        m.on_disconnected(&peer, now);
-        assert_eq!(m.connected_addresses(&peer), None);
-        m.on_connected(peer, addr(40001), None);
-        assert!(m.on_protocol_support(peer, true, now).is_some());
-        m.on_disconnected(&peer, now);
-        m.on_connected(peer, addr(40002), None);
-        assert!(matches!(
-            m.on_protocol_support(peer, false, now),
-            Some(TableChange::Removed(_))
-        ));
-        assert!(!m.table().contains(&peer));
-    }
-
-    #[test]
-    fn failed_dial_addresses_are_not_offered() {
-        let mut m = maintenance();
-        let now = Instant::now();
-        let peer = PeerId::random();
-        m.on_connected(peer, addr(40000), None);
-        m.on_peer_address(peer, addr(1), now);
-        m.on_peer_address(peer, addr(2), now);
-        m.on_disconnected(&peer, now);
-        m.on_dial_failed(&peer, &[addr(2)]);
-        m.on_connected(peer, addr(40001), None);
-        assert!(m.on_protocol_support(peer, true, now).is_some());
-        assert_eq!(m.table().addresses(&peer), Some(&[addr(1)][..]));
-    }
-
-    #[test]
-    fn answering_a_request_admits_and_failures_evict() {
-        let mut m = maintenance();
-        let now = Instant::now();
-        let peer = PeerId::random();
-        m.on_connected(peer, addr(1), Some(addr(1)));
-        let ok: Result<(), RequestError> = Ok(());
-        let (internal, change) = m.on_request_finished(OutboundRequestId(1), peer, &ok, now);
-        assert!(!internal);
-        assert_eq!(change, Some(TableChange::Added(peer)));
-        let err: Result<(), RequestError> = Err(RequestError::Timeout);
-        for i in 0..2 {
-            assert_eq!(
-                m.on_request_finished(OutboundRequestId(2 + i), peer, &err, now)
-                    .1,
-                None
-            );
-        }
-        let (_, change) = m.on_request_finished(OutboundRequestId(9), peer, &err, now);
-        assert!(matches!(change, Some(TableChange::Removed(_))));
-    }
-
-    #[test]
-    fn liveness_checks_are_bounded_and_internal() {
-        let mut m = maintenance();
-        let start = Instant::now();
-        let local = PeerId::random();
-        let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
-        for (i, p) in peers.iter().enumerate() {
-            m.on_connected(*p, addr(i as u16 + 1), Some(addr(i as u16 + 1)));
-            m.on_protocol_support(*p, true, start);
-        }
-        let later = start + std::time::Duration::from_secs(3600);
-        let due = m.due_checks(local, later);
-        assert_eq!(due.len(), 4, "at most max_checks at once");
-        for (i, (peer, _)) in due.iter().enumerate() {
-            m.check_started(OutboundRequestId(100 + i as u64), *peer);
-        }
-        assert!(m.due_checks(local, later).is_empty());
-        let ok: Result<(), RequestError> = Ok(());
-        let (internal, _) = m.on_request_finished(OutboundRequestId(100), due[0].0, &ok, later);
-        assert!(internal);
-        assert_eq!(m.due_checks(local, later).len(), 1);
-    }
-}
+#[path = "maintenance_tests.rs"]
+mod tests;

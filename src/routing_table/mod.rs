@@ -7,7 +7,9 @@
 
 mod address_book;
 mod diversity;
+pub(crate) mod failure;
 mod kbuckets;
+pub(crate) mod keep_alive;
 pub(crate) mod maintenance;
 
 use std::time::{Duration, Instant};
@@ -73,28 +75,41 @@ pub trait RoutingTable: Send + 'static {
         now: Instant,
     ) -> Admission;
 
-    /// A request to the peer failed (timeout, broken stream, closed connection, dial failure).
-    fn on_request_failed(&mut self, peer: &PeerId, now: Instant) -> Option<Eviction>;
+    /// A request to the peer, or a dial of it, failed; `failure` says what that proves (see
+    /// [`Failure`]: a dial refused outright, or no answer, which may be our own overload).
+    fn on_request_failed(
+        &mut self,
+        peer: &PeerId,
+        failure: Failure,
+        now: Instant,
+    ) -> Option<Eviction>;
 
     /// The last connection to the peer closed. The peer stays: it may still be reachable.
-    fn on_connection_closed(&mut self, peer: &PeerId, now: Instant);
+    /// `lost` when it was a connection we keep open (see
+    /// [`keep_connected`](Self::keep_connected)) and we did not close it (it broke, or the
+    /// remote closed it): the peer may be gone, and a table may want to check it.
+    fn on_connection_closed(&mut self, peer: &PeerId, lost: bool, now: Instant);
 
     /// Removes the peer (it stopped serving the protocol, or the user asked).
     fn remove(&mut self, peer: &PeerId) -> Option<Eviction>;
 
-    /// A liveness check handed out could not be sent (not the peer's fault): the peer may be
-    /// handed out again.
-    fn on_check_abandoned(&mut self, peer: &PeerId) {
-        let _ = peer;
+    /// A liveness check handed out could not be sent, or its failure proved nothing (not the
+    /// peer's fault): the peer may be handed out again.
+    fn on_check_abandoned(&mut self, peer: &PeerId, now: Instant) {
+        let _ = (peer, now);
     }
 
     /// The next peer due for a liveness check, if any; it is handed out once, until its outcome
-    /// arrives through `on_request_succeeded`, `on_request_failed` (a failed check evicts,
-    /// whether the request timed out, its connection closed or the dial failed) or
-    /// `on_check_abandoned`.
+    /// arrives through `on_request_succeeded`, `on_request_failed` or `on_check_abandoned`.
     fn next_liveness_check(&mut self, now: Instant) -> Option<PeerId> {
         let _ = now;
         None
+    }
+
+    /// At most `max` peers of the table whose connections are worth keeping open while idle:
+    /// those lookups need most. The default takes the first `max` of [`peers`](Self::peers).
+    fn keep_connected(&self, max: usize) -> Vec<PeerId> {
+        self.peers().into_iter().take(max).map(|p| p.id).collect()
     }
 
     /// Lookups that would refresh parts of the keyspace not refreshed within `interval`.
@@ -112,6 +127,26 @@ pub trait RoutingTable: Send + 'static {
     fn on_refreshed(&mut self, bucket: usize, now: Instant) {
         let _ = (bucket, now);
     }
+}
+
+/// What a failed request or dial proves about a peer, as the behaviour classifies it.
+///
+/// The two are kept apart because they call for opposite care. A dial refused outright is the
+/// remote's own answer: its host (or the memory transport) said nothing listens there, the
+/// address now belongs to another peer, or there is no route to its host. A request that got
+/// no answer in time may be a silent peer, but also a slow one, or our own node too
+/// overloaded to read the answer in time: the 1,000-node run of `benches/network`, every node
+/// bootstrapping at once on 2 cores, lost 3,735 table entries to such timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Every address we dialled refused the connection, had no route to its host, or answered
+    /// with another peer: the peer is not there. [`KBucketTable`] evicts it at once, as
+    /// go-libp2p-kad-dht does on any failed dial.
+    Unreachable,
+    /// No answer: the request timed out, its stream or connection broke, the answer was
+    /// invalid, or the dial timed out. [`KBucketTable`] evicts only after failures in a row
+    /// that span a while, so that a burst of timeouts cannot empty the table.
+    NoAnswer,
 }
 
 /// What happened to a peer offered to the table.

@@ -101,10 +101,20 @@ impl Watched {
         config: kadence::Config,
         identify: impl FnOnce(identify::Config) -> identify::Config,
     ) -> Watched {
-        let (swarm, addr) = tcp_swarm(Keypair::generate_ed25519(), 0, |key| {
-            Node::new(key, config, identify)
-        })
-        .await;
+        Self::start_with_idle_timeout(config, identify, IDLE_TIMEOUT).await
+    }
+
+    /// Starts the node on a free port; its swarm closes connections idle for `idle`.
+    pub async fn start_with_idle_timeout(
+        config: kadence::Config,
+        identify: impl FnOnce(identify::Config) -> identify::Config,
+        idle: Duration,
+    ) -> Watched {
+        let (swarm, addr) =
+            tcp_swarm_with_idle_timeout(Keypair::generate_ed25519(), 0, idle, |key| {
+                Node::new(key, config, identify)
+            })
+            .await;
         Watched {
             id: *swarm.local_peer_id(),
             swarm,
@@ -151,11 +161,28 @@ impl Watched {
     }
 }
 
+/// How long the swarms here keep idle connections by default.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A swarm on 127.0.0.1 TCP with noise and yamux (as the Go peers speak), listening on `port`
 /// (0: any free port), and its listen address.
 pub async fn tcp_swarm<B>(
     key: Keypair,
     port: u16,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> (Swarm<B>, Multiaddr)
+where
+    B: NetworkBehaviour + Send,
+    <B as NetworkBehaviour>::ToSwarm: Debug,
+{
+    tcp_swarm_with_idle_timeout(key, port, IDLE_TIMEOUT, behaviour).await
+}
+
+/// Like [`tcp_swarm`], closing connections idle for `idle`.
+pub async fn tcp_swarm_with_idle_timeout<B>(
+    key: Keypair,
+    port: u16,
+    idle: Duration,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> (Swarm<B>, Multiaddr)
 where
@@ -172,7 +199,7 @@ where
         .unwrap()
         .with_behaviour(behaviour)
         .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     swarm
         .listen_on(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap())
