@@ -128,8 +128,8 @@ impl AddressPolicy {
     }
 
     /// The addresses to dial `peer` at among `addrs`, from the node's own sources (routing
-    /// table, lookups that already applied [`AddressPolicy::learned`]): usable kinds, ranked
-    /// and capped.
+    /// table, lookups that already applied [`AddressPolicy::learned`]): well-formed, ranked and
+    /// capped. The memory and relay kinds are not required to be in use here: see `select`.
     pub(crate) fn to_dial(&self, peer: &PeerId, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
         self.select(peer, addrs, None)
     }
@@ -149,10 +149,14 @@ impl AddressPolicy {
                 continue;
             };
             let in_use = self.local.kinds & s.kind.bit() != 0;
-            let usable = match s.kind {
-                Kind::Memory => in_use,
-                _ => !s.relayed || self.local.relay,
-            };
+            // The node's own sources (the user's `add_address`, the routing table) are taken
+            // at their word: at start-up the node has not yet seen its own listen addresses,
+            // and a refresh that dropped every bootstrap address would leave the table empty.
+            let usable = informant.is_none()
+                || match s.kind {
+                    Kind::Memory => in_use,
+                    _ => !s.relayed || self.local.relay,
+                };
             if !usable || informant.is_some_and(|i| s.scope < i) {
                 continue;
             }

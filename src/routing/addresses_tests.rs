@@ -120,6 +120,21 @@ fn memory_and_relay_addresses_need_the_transport_in_use() {
 }
 
 #[test]
+fn the_nodes_own_addresses_are_dialled_before_its_transports_are_seen() {
+    // At start-up the bootstrap peers the user added are dialled before the swarm reported
+    // the node's own listen addresses.
+    let peer = PeerId::random();
+    let policy = AddressPolicy::new(4);
+    assert_eq!(
+        policy.to_dial(&peer, all(&["/memory/5"])),
+        all(&["/memory/5"])
+    );
+    assert!(policy
+        .learned(&peer, all(&["/memory/5"]), Scope::Loopback)
+        .is_empty());
+}
+
+#[test]
 fn a_few_per_peer_ranked_direct_and_known_transports_first() {
     let peer = PeerId::random();
     let mut policy = AddressPolicy::new(3);

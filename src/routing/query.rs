@@ -385,10 +385,16 @@ impl QueryPool {
             let mut query = self.queries.remove(&id).expect("listed");
             self.end_requests(id);
             query.stats.finish(now, query.lookup.hops());
-            if let QueryKind::Bootstrap {
-                bucket: Some(bucket),
-            } = query.kind
+            // A refresh nobody answered (every dial failed, say at start-up) refreshed
+            // nothing: the bucket stays due, for the next bootstrap or refresh.
+            if let (
+                QueryKind::Bootstrap {
+                    bucket: Some(bucket),
+                },
+                true,
+            ) = (&query.kind, query.stats.successes > 0)
             {
+                let bucket = *bucket;
                 actions.push(PoolAction::Refreshed(bucket));
             }
             let result = query.finished.expect("finished");

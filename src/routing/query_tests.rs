@@ -475,3 +475,32 @@ fn a_lookup_that_ended_leaves_no_deadline_in_the_past() {
     let deadline = pool.next_deadline().expect("the query runs");
     assert!(deadline > later, "{:?} after the start", deadline - now);
 }
+
+#[test]
+fn a_refresh_nobody_answered_leaves_its_bucket_due() {
+    let validators = Validators::default();
+    let now = Instant::now();
+    let peers = [PeerId::random(), PeerId::random()];
+    let refreshed = |answer: bool| {
+        let mut pool = QueryPool::default();
+        let kind = QueryKind::Bootstrap { bucket: Some(3) };
+        start(&mut pool, b"refresh target", kind, &peers, now);
+        let mut next = 0;
+        let actions = pool.poll(now, &validators, &all_connected);
+        let asked = sent(&mut pool, actions, &mut next);
+        assert_eq!(asked.len(), 2);
+        for (i, (id, _, _)) in asked.iter().enumerate() {
+            let result = if answer && i == 0 {
+                find_node_answer()
+            } else {
+                Err(RequestError::Timeout)
+            };
+            pool.on_result(*id, result, now, &validators, &keep_all);
+        }
+        pool.poll(now, &validators, &all_connected)
+            .into_iter()
+            .any(|a| matches!(a, PoolAction::Refreshed(3)))
+    };
+    assert!(!refreshed(false), "every request failed: still due");
+    assert!(refreshed(true), "one answer: refreshed");
+}
