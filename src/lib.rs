@@ -68,6 +68,7 @@ pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Requ
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
 pub use provider::{ReprovideConfig, SweepReport};
 pub use routing::lookup::LookupFinish;
+pub use routing::rtt::RequestDeadlines;
 pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
 pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
 pub use server::{
