@@ -637,11 +637,13 @@ impl Config {
 
     /// How long a lookup waits for each request, from the round trips observed (per route:
     /// open connection or dial; see [`RequestDeadlines`] for the defaults and why). Past the
-    /// 90th percentile of the latest answer times a request is overdue: the next candidate is
+    /// 90th percentile of the latest answer times (of the last minute: older ones have aged
+    /// out) a request is overdue: the next candidate is
     /// asked in its stead. Past its deadline, 1.5 x that percentile within 1 s and the request
     /// timeout (3 s before there are answers to go by), the lookup no longer waits for it. The
     /// request itself runs until the request timeout, and a late answer still counts while the
     /// lookup runs. A silent peer costs a few round trips rather than the request timeout.
+    /// The requests in flight follow the estimate as answers come in.
     pub fn with_request_deadlines(mut self, deadlines: RequestDeadlines) -> Self {
         self.request_deadlines = deadlines;
         self

@@ -375,16 +375,23 @@ impl Lookup {
             .min()
     }
 
-    /// Sets when the answer of the request just sent to `peer` is overdue and when the lookup
-    /// stops waiting for it ([`Lookup::step`] set both to `slot_timeout` after it asked): the
-    /// query pool sets them from the round trips it observed. `overdue` is at most `deadline`.
+    /// Sets when the answer of the request to `peer` is overdue and when the lookup stops
+    /// waiting for it ([`Lookup::step`] set both to `slot_timeout` after it asked): the query
+    /// pool sets them from the round trips it observed, when the request leaves and again as
+    /// the estimate moves. `overdue` is at most `deadline`. A request already overdue takes
+    /// only the new deadline (its slot went to a spare already); one past its deadline, or
+    /// answered, is left as it is.
     pub fn set_deadlines(&mut self, peer: &PeerId, overdue: Instant, deadline: Instant) {
         if let Some(candidate) = self.find_mut(peer) {
-            if let State::Waiting { .. } = candidate.state {
-                candidate.state = State::Waiting {
-                    overdue: overdue.min(deadline),
-                    deadline,
-                };
+            match candidate.state {
+                State::Waiting { .. } => {
+                    candidate.state = State::Waiting {
+                        overdue: overdue.min(deadline),
+                        deadline,
+                    }
+                }
+                State::Overdue { .. } => candidate.state = State::Overdue { deadline },
+                _ => {}
             }
         }
     }

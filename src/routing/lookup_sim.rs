@@ -21,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
 use super::lookup::{Lookup, LookupConfig, LookupFinish, LookupStep};
+use super::query::{time_request, Sent};
 use super::rtt::{Route, RttEstimator};
 use crate::key::{Distance, Key};
 use crate::network::message::{ConnectionType, PeerRecord};
@@ -206,20 +207,22 @@ trait Walk {
     fn on_success(&mut self, peer: &PeerId, closer: Vec<PeerRecord>);
     fn on_failure(&mut self, peer: &PeerId);
     /// An answer `rtt` after its request on `route`, in time or late, before or after the end.
-    fn observe(&mut self, route: Route, rtt: Duration);
+    fn observe(&mut self, route: Route, rtt: Duration, now: Instant);
     fn next_deadline(&self) -> Option<Instant>;
     fn result(&self) -> Vec<PeerId>;
     fn requests(&self) -> usize;
 }
 
 /// kadence's lookup with the query pool's deadlines: the deadline of each request comes from
-/// the node's estimator, as `QueryPool` sets it.
+/// the node's estimator, as `QueryPool` sets it, when it leaves and as answers come in.
 struct Kadence<'a> {
     lookup: Lookup,
     rtt: &'a mut RttEstimator,
     /// Whether requests get deadlines from the estimator (before issue 15, every request
     /// kept its slot for the whole request timeout).
     adaptive: bool,
+    /// The requests sent, to time them again when the estimate moves.
+    sent: Vec<(PeerId, Sent)>,
 }
 
 impl Walk for Kadence<'_> {
@@ -234,12 +237,9 @@ impl Walk for Kadence<'_> {
         if !self.adaptive {
             return;
         }
-        let config = self.lookup.config();
-        let slot = self
-            .rtt
-            .deadlines(route, &config.deadlines, config.slot_timeout);
-        let (overdue, deadline) = (now + slot.overdue, now + slot.deadline);
-        self.lookup.set_deadlines(peer, overdue, deadline);
+        let sent = Sent { at: now, route };
+        time_request(&mut self.lookup, peer, &sent, self.rtt, now);
+        self.sent.push((*peer, sent));
     }
     fn on_success(&mut self, peer: &PeerId, closer: Vec<PeerRecord>) {
         self.lookup.on_success(peer, closer);
@@ -247,8 +247,13 @@ impl Walk for Kadence<'_> {
     fn on_failure(&mut self, peer: &PeerId) {
         self.lookup.on_failure(peer);
     }
-    fn observe(&mut self, route: Route, rtt: Duration) {
-        self.rtt.record(route, rtt);
+    fn observe(&mut self, route: Route, rtt: Duration, now: Instant) {
+        self.rtt.record(route, rtt, now);
+        // As the pool does for the query that got the answer (the others are answered or
+        // past their deadline: left as they are).
+        for (peer, sent) in &self.sent {
+            time_request(&mut self.lookup, peer, sent, self.rtt, now);
+        }
     }
     fn next_deadline(&self) -> Option<Instant> {
         self.lookup.next_deadline()
@@ -398,7 +403,7 @@ impl Walk for KadModel {
             _ => {}
         }
     }
-    fn observe(&mut self, _: Route, _: Duration) {}
+    fn observe(&mut self, _: Route, _: Duration, _: Instant) {}
     fn next_deadline(&self) -> Option<Instant> {
         self.peers
             .values()
@@ -466,11 +471,13 @@ impl Network {
                 lookup: Lookup::new(target, self.ids[from], seeds, config),
                 rtt: &mut asker.rtt,
                 adaptive: true,
+                sent: Vec::new(),
             }),
             Rule::Before(config) => Box::new(Kadence {
                 lookup: Lookup::new(target, self.ids[from], seeds, before_issue_15(config)),
                 rtt: &mut asker.rtt,
                 adaptive: false,
+                sent: Vec::new(),
             }),
             Rule::Kad { alpha } => Box::new(KadModel::new(target, seeds, alpha, k)),
         };
@@ -534,7 +541,7 @@ impl Network {
                         let (node, route) = (event.node, event.route);
                         let peer = self.ids[node];
                         if event.answers {
-                            walk.observe(route, event.at - event.sent);
+                            walk.observe(route, event.at - event.sent, event.at);
                             let closer = self.answer(node, &target, k, rng);
                             walk.on_success(&peer, closer);
                         } else {
@@ -549,7 +556,7 @@ impl Network {
         // Answers still on their way after the end are samples too (the pool's orphans).
         for Reverse(event) in events {
             if event.answers {
-                walk.observe(event.route, event.at - event.sent);
+                walk.observe(event.route, event.at - event.sent, event.at);
             }
         }
         let truth = self.true_closest(&target, k, from);

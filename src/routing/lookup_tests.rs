@@ -369,6 +369,51 @@ fn an_overdue_peer_is_replaced_and_waited_for_until_its_deadline() {
     }
 }
 
+/// Issue 15: the pool times requests again as its estimate moves. A waiting request takes
+/// both new moments, an overdue one only the new deadline (its slot is not given back), one
+/// past its deadline or answered keeps its state.
+#[test]
+fn deadlines_set_again_follow_the_estimate() {
+    let t0 = Instant::now();
+    let target = Key::new(b"rearm");
+    let peers = sorted_peers(3, &target);
+    let config = LookupConfig {
+        alpha: 3,
+        beta: 3,
+        k: 3,
+        ..LookupConfig::default()
+    };
+    let seeds = peers.iter().map(|p| record(*p));
+    let mut lookup = Lookup::new(target, PeerId::random(), seeds, config);
+    assert_eq!(ask_all(&mut lookup, t0), peers);
+    // Sent cold: 3 s each.
+    for peer in &peers {
+        lookup.set_deadlines(peer, t0 + ms(3000), t0 + ms(3000));
+    }
+    lookup.on_success(&peers[0], Vec::new());
+    // The answers so far say 200 ms: the others are overdue at 200 ms, given up at 1 s.
+    for peer in &peers {
+        lookup.set_deadlines(peer, t0 + ms(200), t0 + ms(1000));
+    }
+    assert_eq!(lookup.next_deadline(), Some(t0 + ms(200)));
+    assert_eq!(lookup.step(t0 + ms(200)), LookupStep::Wait);
+    assert_eq!(lookup.next_deadline(), Some(t0 + ms(1000)));
+    // Overdue: a later estimate moves only the deadline; an earlier overdue changes nothing.
+    lookup.set_deadlines(&peers[1], t0 + ms(100), t0 + ms(800));
+    assert_eq!(lookup.next_deadline(), Some(t0 + ms(800)));
+    assert_eq!(
+        lookup.step(t0 + ms(800)),
+        LookupStep::Wait,
+        "peers[2] still waited for"
+    );
+    // Past its deadline, peers[1] is not waited for again, whatever the estimate says.
+    lookup.set_deadlines(&peers[1], t0 + ms(5000), t0 + ms(5000));
+    assert_eq!(lookup.next_deadline(), Some(t0 + ms(1000)));
+    assert_eq!(lookup.step(t0 + ms(1000)), LookupStep::Finished);
+    let found: Vec<PeerId> = lookup.result().into_iter().map(|p| p.id).collect();
+    assert_eq!(found, peers[..1]);
+}
+
 /// Issue 15: a late answer (past the deadline) still counts while the lookup waits for
 /// others, and the finish rule does not wait for a peer past its deadline.
 #[test]

@@ -55,9 +55,24 @@ pub(crate) enum QueryKind {
 
 /// When and how a lookup request left, to time its answer.
 #[derive(Debug, Clone, Copy)]
-struct Sent {
-    at: Instant,
-    route: Route,
+pub(super) struct Sent {
+    pub(super) at: Instant,
+    pub(super) route: Route,
+}
+
+/// Times the request to `peer` that left as `sent` by the estimate at `now`: when it is
+/// overdue and when the lookup stops waiting for it. Called when it leaves and again when the
+/// estimate moves (see `routing::rtt`).
+pub(super) fn time_request(
+    lookup: &mut Lookup,
+    peer: &PeerId,
+    sent: &Sent,
+    rtt: &RttEstimator,
+    now: Instant,
+) {
+    let config = lookup.config();
+    let slot = rtt.deadlines(sent.route, &config.deadlines, config.slot_timeout, now);
+    lookup.set_deadlines(peer, sent.at + slot.overdue, sent.at + slot.deadline);
 }
 
 #[derive(Debug)]
@@ -307,7 +322,7 @@ impl QueryPool {
         if let Some(sent) = self.sent.remove(&id) {
             if matches!(result, Ok(Some(_))) {
                 let rtt = now.saturating_duration_since(sent.at);
-                self.rtt.record(sent.route, rtt);
+                self.rtt.record(sent.route, rtt, now);
             }
         }
         if self.orphans.remove(&id) {
@@ -341,6 +356,14 @@ impl QueryPool {
             Ok(None) | Err(_) => {
                 query.stats.failures += 1;
                 query.lookup.on_failure(&peer);
+            }
+        }
+        // The estimate may have moved: the requests of this query still in flight follow it
+        // (a lookup that started cold gives up on its silent peers once its first answers
+        // tell how long answers take).
+        for id in self.by_query.get(&query_id).into_iter().flatten() {
+            if let (Some(sent), Some((_, peer))) = (self.sent.get(id), self.requests.get(id)) {
+                time_request(&mut query.lookup, peer, sent, &self.rtt, now);
             }
         }
         actions
@@ -638,11 +661,9 @@ fn advance(
                     query.dials += 1;
                     Route::Dial
                 };
-                let config = query.lookup.config();
-                let slot = rtt.deadlines(route, &config.deadlines, config.slot_timeout);
-                let (overdue, deadline) = (now + slot.overdue, now + slot.deadline);
-                query.lookup.set_deadlines(&peer, overdue, deadline);
-                query.unsent.push((peer, Sent { at: now, route }));
+                let sent = Sent { at: now, route };
+                time_request(&mut query.lookup, &peer, &sent, rtt, now);
+                query.unsent.push((peer, sent));
                 actions.push(PoolAction::Send {
                     query: id,
                     peer,

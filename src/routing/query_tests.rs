@@ -358,11 +358,19 @@ fn lookup_requests_get_deadlines_from_the_round_trips_observed() {
     for (id, _, _) in &asked[..5] {
         pool.on_result(*id, find_node_answer(), t1, &validators, &keep_all);
     }
+    let age = RequestDeadlines::default().max_age;
     assert_eq!(
-        pool.rtt.estimate(Route::Connected),
+        pool.rtt.estimate(Route::Connected, t1, age),
         Some(Duration::from_millis(400))
     );
-    assert_eq!(pool.rtt.estimate(Route::Dial), None, "no dial was timed");
+    assert_eq!(
+        pool.rtt.estimate(Route::Dial, t1, age),
+        None,
+        "no dial was timed"
+    );
+    // The five still in flight follow the estimate: overdue one estimate after they left,
+    // not at the cold deadline.
+    assert_eq!(pool.next_deadline(), Some(t0 + Duration::from_millis(400)));
     // The next requests are overdue after one estimate, not after the cold deadline.
     let actions = pool.poll(t1, &validators, &all_connected);
     assert!(!sent(&mut pool, actions, &mut next).is_empty());
@@ -386,11 +394,12 @@ fn dials_are_timed_apart() {
     for (id, _, _) in &asked {
         pool.on_result(*id, find_node_answer(), t1, &validators, &keep_all);
     }
+    let age = crate::routing::rtt::RequestDeadlines::default().max_age;
     assert_eq!(
-        pool.rtt.estimate(Route::Dial),
+        pool.rtt.estimate(Route::Dial, t1, age),
         Some(Duration::from_millis(900))
     );
-    assert_eq!(pool.rtt.estimate(Route::Connected), None);
+    assert_eq!(pool.rtt.estimate(Route::Connected, t1, age), None);
 }
 
 /// Issue 15: answers that come after their query ended still teach the estimator (without
@@ -417,8 +426,9 @@ fn late_answers_of_ended_queries_are_samples_and_nothing_stays() {
     for (id, _, _) in &asked[5..] {
         pool.on_result(*id, Err(RequestError::Timeout), t1, &validators, &keep_all);
     }
+    let age = crate::routing::rtt::RequestDeadlines::default().max_age;
     assert_eq!(
-        pool.rtt.estimate(Route::Connected),
+        pool.rtt.estimate(Route::Connected, t1, age),
         Some(Duration::from_secs(2)),
         "five answers, the timeouts not counted"
     );
