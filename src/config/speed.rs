@@ -77,21 +77,24 @@ impl Config {
     /// How long `max_failures` failed requests in a row (no answer: a timeout, a broken
     /// stream) must span, with no answer between them, to evict a routing-table peer. Default
     /// 60 s: a burst of timeouts from an overload lasts seconds, a silent peer stays silent.
-    /// A dial refused outright evicts at once. See [`KBucketConfig::failure_span`].
+    /// A dial refused outright evicts at once.
+    /// See [`KBucketConfig::failure_span`](crate::KBucketConfig::failure_span).
     pub fn with_failure_span(mut self, span: Duration) -> Self {
         self.kbuckets.failure_span = span;
         self
     }
 
     /// A routing-table peer whose request failed is checked again this long later (a liveness
-    /// check, outside lookups). Default 30 s. See [`KBucketConfig::recheck_after`].
+    /// check, outside lookups). Default 30 s.
+    /// See [`KBucketConfig::recheck_after`](crate::KBucketConfig::recheck_after).
     pub fn with_recheck_after(mut self, delay: Duration) -> Self {
         self.kbuckets.recheck_after = delay;
         self
     }
 
     /// A routing-table peer whose kept connection was lost is checked, unless it was checked
-    /// within this. Default 10 min. See [`KBucketConfig::lost_check_interval`].
+    /// within this. Default 10 min.
+    /// See [`KBucketConfig::lost_check_interval`](crate::KBucketConfig::lost_check_interval).
     pub fn with_lost_check_interval(mut self, interval: Duration) -> Self {
         self.kbuckets.lost_check_interval = interval;
         self
