@@ -8,6 +8,7 @@ use super::*;
 use crate::network::message::{ConnectionType, Request, Response};
 use crate::network::OutboundRequestId;
 use crate::routing::lookup::{Lookup, LookupConfig};
+use crate::routing::query::tests::sent;
 use crate::routing::query::{PoolAction, QueryKind, QueryPool};
 use crate::routing::{QueryId, QueryResult};
 use crate::server::Validators;
@@ -268,26 +269,8 @@ fn optimistic_provide_in_the_pool_reports_at_15_and_settles_later() {
     let id = pool.start(key, kind, lookup, Duration::from_secs(60), start);
     assert!(pool.write_optimistically(id, start));
     let mut next = 0u64;
-    let mut send = |pool: &mut QueryPool, actions: Vec<PoolAction>| {
-        let mut out = Vec::new();
-        for action in actions {
-            if let PoolAction::Send {
-                query,
-                peer,
-                request,
-                ..
-            } = action
-            {
-                let rid = OutboundRequestId(next);
-                next += 1;
-                pool.on_sent(rid, query, peer);
-                out.push((rid, peer, request));
-            }
-        }
-        out
-    };
     let actions = pool.poll(start, &validators, &all_connected);
-    let asked = send(&mut pool, actions);
+    let asked = sent(&mut pool, actions, &mut next);
     assert_eq!(
         asked.len(),
         20,
@@ -310,10 +293,10 @@ fn optimistic_provide_in_the_pool_reports_at_15_and_settles_later() {
         walked |= actions
             .iter()
             .any(|a| matches!(a, PoolAction::Walked { .. }));
-        writes.extend(send(&mut pool, actions));
+        writes.extend(sent(&mut pool, actions, &mut next));
     }
     let actions = pool.poll(start, &validators, &all_connected);
-    let more = send(&mut pool, actions);
+    let more = sent(&mut pool, actions, &mut next);
     assert_eq!(more.len(), 19, "widening: the next 19");
     by_peer.extend(more.iter().map(|(r, p, _)| (*p, *r)));
     for peer in &peers[20..39] {
@@ -321,7 +304,7 @@ fn optimistic_provide_in_the_pool_reports_at_15_and_settles_later() {
         walked |= actions
             .iter()
             .any(|a| matches!(a, PoolAction::Walked { .. }));
-        writes.extend(send(&mut pool, actions));
+        writes.extend(sent(&mut pool, actions, &mut next));
     }
     assert!(!walked, "the lookup is not over");
     assert!(
@@ -362,7 +345,7 @@ fn optimistic_provide_in_the_pool_reports_at_15_and_settles_later() {
     let timeout = Err(crate::network::RequestError::Timeout);
     pool.on_result(by_peer[&peers[0]], timeout, end, &validators, &keep_all);
     let actions = pool.poll(end, &validators, &all_connected);
-    let rest = send(&mut pool, actions);
+    let rest = sent(&mut pool, actions, &mut next);
     assert!(rest.iter().all(|(_, p, _)| !written.contains(p)));
     for (rid, _, _) in writes[15..].iter().chain(rest.iter()) {
         pool.on_result(*rid, Ok(None), end, &validators, &keep_all);

@@ -738,4 +738,4 @@ use writes::{on_write_outcome, report_early, write_closest, write_early};
 
 #[cfg(test)]
 #[path = "query_tests.rs"]
-mod tests;
+pub(super) mod tests;

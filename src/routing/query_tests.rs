@@ -46,7 +46,7 @@ fn start(
 }
 
 /// Sends what the pool asks, with made-up request ids; returns (id, peer, request).
-fn sent(
+pub(in crate::routing) fn sent(
     pool: &mut QueryPool,
     actions: Vec<PoolAction>,
     next: &mut u64,
