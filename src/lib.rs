@@ -70,7 +70,7 @@ pub use provider::{ReprovideConfig, SweepReport};
 pub use routing::lookup::LookupFinish;
 pub use routing::rtt::RequestDeadlines;
 pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
-pub use routing_table::{KBucketConfig, KBucketTable, RoutingTable};
+pub use routing_table::{FullTable, FullTableConfig, KBucketConfig, KBucketTable, RoutingTable};
 pub use server::{
     DecisionId, InboundOutcome, InboundRejection, StoreRequest, ValidationError, Validator,
     Validators,

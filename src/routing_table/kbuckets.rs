@@ -96,7 +96,7 @@ impl Default for KBucketConfig {
     }
 }
 
-type Addresses = SmallVec<[Multiaddr; 2]>;
+pub(super) type Addresses = SmallVec<[Multiaddr; 2]>;
 
 #[derive(Debug)]
 struct Entry {
@@ -210,8 +210,9 @@ impl KBucketTable {
         Some((b, i))
     }
 
-    /// Merges `new` into `addrs`: new ones first (most recent), capped.
-    fn merge_addresses(addrs: &mut Addresses, new: &[Multiaddr], cap: usize) {
+    /// Merges `new` into `addrs`: new ones first (most recent), capped. The full table applies
+    /// the same rule.
+    pub(super) fn merge_addresses(addrs: &mut Addresses, new: &[Multiaddr], cap: usize) {
         for addr in new.iter().rev() {
             if let Some(pos) = addrs.iter().position(|a| a == addr) {
                 addrs.remove(pos);

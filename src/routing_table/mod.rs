@@ -8,6 +8,7 @@
 mod address_book;
 mod diversity;
 pub(crate) mod failure;
+mod full;
 mod kbuckets;
 pub(crate) mod keep_alive;
 pub(crate) mod maintenance;
@@ -18,6 +19,7 @@ use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 
 pub use diversity::DiversityConfig;
+pub use full::{CrawlMerge, FullTable, FullTableConfig, PeerHealth};
 pub use kbuckets::{KBucketConfig, KBucketTable};
 
 use crate::key::Key;
