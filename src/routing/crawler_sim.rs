@@ -2,7 +2,9 @@
 //! cover the network at the default pace, connections open at once.
 //!
 //! The network: 2,000 servers, each with a k-bucket table as real ones fill (k = 20): in each
-//! bucket, up to k peers drawn from those sharing that prefix with it. A share of the servers
+//! bucket, up to k peers drawn from those sharing that prefix with it, the old ones first. One
+//! server in ten joined lately: full buckets hold none of them, so they are known only to
+//! the deep buckets of their neighbours, which only a crawl to each peer's last bucket finds. A share of the servers
 //! cannot be reached, though the tables still name them (they left after the tables filled): a
 //! gone one refuses the dial after a round trip, a silent one accepts it and never answers.
 //! Round trips are 10-300 ms (each node a one-way latency of 5-150 ms); the first wave to a
@@ -69,6 +71,10 @@ impl Network {
             })
             .collect();
         let heads: Vec<u128> = ids.iter().map(|p| head(&Key::from_peer(p))).collect();
+        // One server in ten joined lately: a full bucket keeps the peers it met first, so the
+        // newcomers are only in the buckets that were not full, the deep ones of their
+        // neighbours.
+        let newcomer: Vec<bool> = (0..n).map(|_| rng.random_range(0..10) == 0).collect();
         let tables = (0..n)
             .map(|i| {
                 let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); 129];
@@ -77,10 +83,12 @@ impl Network {
                 }
                 let mut table = Vec::new();
                 for mut bucket in buckets {
-                    // k drawn at random: the peers a real table met first.
-                    while bucket.len() > k {
-                        bucket.swap_remove(rng.random_range(0..bucket.len()));
+                    // The old peers in random order, then the newcomers: the first k stay.
+                    for at in (1..bucket.len()).rev() {
+                        bucket.swap(at, rng.random_range(0..=at));
                     }
+                    bucket.sort_by_key(|j| newcomer[*j]);
+                    bucket.truncate(k);
                     table.extend(bucket);
                 }
                 table

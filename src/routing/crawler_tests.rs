@@ -170,8 +170,10 @@ fn a_peer_still_full_at_its_deepest_key_gets_a_deeper_wave() {
         released(&drain(&mut crawler, now)).is_empty(),
         "cpl 6 pending"
     );
+    // Stopped, it takes no new name.
     crawler.stop();
-    crawler.on_answer(&seed, 6, answer(vec![]), &keep);
+    let late = (0..3).map(|_| record(peer_at(&seed, 6, &mut rng)));
+    crawler.on_answer(&seed, 6, answer(late.collect()), &keep);
     let actions = drain(&mut crawler, now);
     assert_eq!(released(&actions), vec![seed]);
     let result = done(actions).expect("stopped: done once nothing is in flight");
@@ -380,8 +382,8 @@ fn a_flood_of_fake_peers_cannot_push_past_the_bounds() {
     let config = CrawlerConfig {
         pace: 1000,
         pace_burst: 100,
-        max_peers: 1_500,
-        max_queued: 400,
+        max_peers: 600,
+        max_queued: 200,
         initial_depth: 2,
         ..Default::default()
     };
@@ -402,14 +404,8 @@ fn a_flood_of_fake_peers_cannot_push_past_the_bounds() {
                 .unwrap()
         })
         .collect();
-    // 100,000 names without addresses, after the new ones: not read.
-    let flood: Vec<PeerRecord> = (0..100_000)
-        .map(|_| PeerRecord {
-            id: PeerId::random(),
-            addrs: vec![],
-            connection: ConnectionType::NotConnected,
-        })
-        .collect();
+    // 100,000 more names after the new ones: not read.
+    let flood = vec![record(PeerId::random()); 100_000];
     let mut now = start;
     let mut contacted = HashSet::new();
     while !crawler.is_finished() {
@@ -419,7 +415,7 @@ fn a_flood_of_fake_peers_cannot_push_past_the_bounds() {
             for bucket in buckets {
                 // Fresh peers in the range asked, with long addresses, as many as read; the
                 // shallow buckets only (deep keys are costly to forge here).
-                let fresh = if bucket <= 2 { 21 } else { 0 };
+                let fresh = if bucket <= 1 { 21 } else { 0 };
                 let mut names: Vec<PeerRecord> = (0..fresh)
                     .map(|_| PeerRecord {
                         id: peer_at(&peer, bucket, &mut rng),
@@ -435,7 +431,7 @@ fn a_flood_of_fake_peers_cannot_push_past_the_bounds() {
         }
         let progress = crawler.progress();
         assert!(
-            progress.found <= 1_500 && progress.queued <= 400,
+            progress.found <= 600 && progress.queued <= 200,
             "{progress:?}"
         );
         assert!(progress.memory <= bound, "{} > {bound}", progress.memory);
@@ -445,7 +441,7 @@ fn a_flood_of_fake_peers_cannot_push_past_the_bounds() {
         }
         now += Duration::from_millis(10);
     }
-    assert!(contacted.len() <= 1_500, "never dials more than max_peers");
+    assert!(contacted.len() <= 600, "never dials more than max_peers");
     let stats = crawler.stats;
     assert!(stats.dropped > 0, "{stats:?}");
     assert!(stats.named + stats.out_of_range <= stats.answered * 21);
@@ -633,4 +629,46 @@ fn the_documented_memory_figures_hold() {
         (105.0..115.0).contains(&typical),
         "the module docs say 110 MB: {typical}"
     );
+}
+
+#[test]
+fn every_key_lands_in_its_bucket_whether_kept_or_drawn() {
+    let seeds: Vec<PeerId> = (0..400).map(|_| PeerId::random()).collect();
+    let config = CrawlerConfig {
+        pace: 1000,
+        pace_burst: 1000,
+        max_peers_in_flight: 1000,
+        max_requests_in_flight: 10_000,
+        ..Default::default()
+    };
+    let now = Instant::now();
+    let mut crawler = Crawler::new(
+        PeerId::random(),
+        seeds.iter().copied().map(record),
+        config,
+        now,
+    );
+    let actions = drain(&mut crawler, now);
+    let mut requests = 0;
+    for action in &actions {
+        let CrawlAction::Send {
+            peer,
+            requests: sent,
+            ..
+        } = action
+        else {
+            continue;
+        };
+        for request in sent {
+            let Request::FindNode { key } = &request.request else {
+                panic!("FIND_NODE")
+            };
+            let cpl = Key::new(key).common_prefix_len(&Key::from_peer(peer));
+            assert_eq!(cpl, request.bucket);
+            requests += 1;
+        }
+    }
+    assert_eq!(requests, 400 * 9);
+    // 400 peers share their first few bits: most keys to cpl 5 were kept, not drawn.
+    assert!(crawler.targets.by_prefix.len() < 400 * 9 / 2);
 }
