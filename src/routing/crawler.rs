@@ -9,8 +9,9 @@
 //! are first the peer's bucket `c`, then its deeper buckets (cpl above `c`), then the shallower
 //! ones. So the crawler asks each peer for one key at each cpl from 0 up, as go-libp2p-kad-dht's
 //! crawler does (it always asks cpl 0 to 15). It stops at the first cpl `c` whose answer named
-//! fewer than `k` peers at cpl `c` or deeper: then the peer holds fewer than `k` peers in all its
-//! buckets from `c` down, and this answer named them all. Deeper keys would only name them again.
+//! fewer than `k` peers at cpl `c` or deeper: then the peer holds fewer than `k` peers in bucket
+//! `c` and the deeper ones together, and this answer named them all. Deeper keys would only
+//! name them again.
 //!
 //! Round trips: the requests to one peer go out together, in **waves**, over one connection.
 //! The first wave asks cpl 0 to the depth at which 90% of the peers crawled so far were
