@@ -67,6 +67,10 @@ pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
 pub use provider::{ReprovideConfig, SweepReport};
+pub use routing::crawler::{
+    CrawlAction, CrawlProgress, CrawlRequest, CrawlResult, CrawlStats, CrawledPeer, Crawler,
+    CrawlerConfig,
+};
 pub use routing::lookup::LookupFinish;
 pub use routing::rtt::RequestDeadlines;
 pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};

@@ -4,6 +4,9 @@
 //! streamed as [`Event::QueryProgress`](crate::Event::QueryProgress).
 
 pub(crate) mod addresses;
+pub mod crawler;
+#[cfg(test)]
+mod crawler_sim;
 pub mod lookup;
 #[cfg(test)]
 mod lookup_sim;

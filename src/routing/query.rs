@@ -439,7 +439,11 @@ pub(crate) type AddressFilter<'a> = dyn Fn(&PeerId, Vec<Multiaddr>) -> Vec<Multi
 
 /// Applies `addresses` to every peer an answer names (the first `max_closer` closer peers, and
 /// the providers).
-fn sanitize(response: Response, max_closer: usize, addresses: &AddressFilter<'_>) -> Response {
+pub(super) fn sanitize(
+    response: Response,
+    max_closer: usize,
+    addresses: &AddressFilter<'_>,
+) -> Response {
     let clean = |peers: Vec<PeerRecord>, max: usize| -> Vec<PeerRecord> {
         peers
             .into_iter()
