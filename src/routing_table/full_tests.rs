@@ -5,19 +5,8 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 
 use super::*;
+use crate::routing_table::kbuckets::tests::{addr, admission_contract, lan};
 use crate::routing_table::{KBucketConfig, KBucketTable};
-
-fn addr(s: &str) -> Multiaddr {
-    s.parse().unwrap()
-}
-
-fn lan(i: usize) -> Vec<Multiaddr> {
-    vec![addr(&format!(
-        "/ip4/10.0.{}.{}/tcp/4001",
-        i / 250,
-        i % 250 + 1
-    ))]
-}
 
 /// An address of about `len` encoded bytes (a DNS name that long).
 fn long(i: usize, len: usize) -> Multiaddr {
@@ -87,27 +76,7 @@ fn assert_closest_right(t: &FullTable) {
 fn admission_rules() {
     let (mut t, local) = table();
     let now = Instant::now();
-    let p = PeerId::random();
-    assert_eq!(
-        t.on_server_peer(local, &lan(1), None, now),
-        Admission::Rejected(RejectReason::LocalPeer)
-    );
-    assert_eq!(
-        t.on_server_peer(p, &[], None, now),
-        Admission::Rejected(RejectReason::NoAddresses)
-    );
-    assert_eq!(t.on_server_peer(p, &lan(1), None, now), Admission::Inserted);
-    assert_eq!(
-        t.on_request_succeeded(p, &lan(2), None, now),
-        Admission::Updated
-    );
-    // Most recently seen address first.
-    assert_eq!(
-        t.addresses(&p).unwrap(),
-        &[lan(2)[0].clone(), lan(1)[0].clone()]
-    );
-    assert_eq!(t.len(), 1);
-    assert!(t.contains(&p) && !t.contains(&local));
+    admission_contract(&mut t, local, now);
     // A peer that answered us is a server too.
     let q = PeerId::random();
     assert_eq!(

@@ -594,4 +594,4 @@ impl RoutingTable for KBucketTable {
 
 #[cfg(test)]
 #[path = "kbuckets_tests.rs"]
-mod tests;
+pub(super) mod tests;
