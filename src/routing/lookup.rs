@@ -66,7 +66,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::key::{Distance, Key};
 use crate::network::message::{ConnectionType, PeerRecord};
-use crate::routing::rtt::RequestDeadlines;
+use crate::routing::rtt::{later, RequestDeadlines};
 
 /// When a converged lookup is finished: see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -505,7 +505,7 @@ impl Lookup {
             }
         }
         if let Some(c) = ask {
-            let deadline = now + self.config.slot_timeout;
+            let deadline = later(now, self.config.slot_timeout);
             c.state = State::Waiting {
                 overdue: deadline,
                 deadline,

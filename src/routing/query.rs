@@ -16,7 +16,7 @@ use libp2p::{Multiaddr, PeerId};
 use super::lookup::{Lookup, LookupStep};
 use super::netsize::{EstimateError, NetworkSizeEstimator};
 use super::optimistic::{Plan, Writes};
-use super::rtt::{Route, RttEstimator};
+use super::rtt::{later, Route, RttEstimator};
 use super::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
 use crate::key::Key;
 use crate::network::message::{PeerRecord, Record, Request, Response};
@@ -72,7 +72,8 @@ pub(super) fn time_request(
 ) {
     let config = lookup.config();
     let slot = rtt.deadlines(sent.route, &config.deadlines, config.slot_timeout, now);
-    lookup.set_deadlines(peer, sent.at + slot.overdue, sent.at + slot.deadline);
+    let (overdue, deadline) = (later(sent.at, slot.overdue), later(sent.at, slot.deadline));
+    lookup.set_deadlines(peer, overdue, deadline);
 }
 
 #[derive(Debug)]
@@ -158,7 +159,7 @@ impl QueryPool {
                 lookup,
                 dials: 0,
                 fanout: None,
-                deadline: now.checked_add(timeout).unwrap_or(now),
+                deadline: later(now, timeout),
                 stats: QueryStats::new(now),
                 outbox: Vec::new(),
                 unsent: Vec::new(),

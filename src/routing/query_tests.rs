@@ -514,3 +514,42 @@ fn a_refresh_nobody_answered_leaves_its_bucket_due() {
     assert!(!refreshed(false), "every request failed: still due");
     assert!(refreshed(true), "one answer: refreshed");
 }
+
+/// A request and query timeout of `Duration::MAX` (a user's "never") neither panics nor ends
+/// the query at once; the requests still get deadlines from the round trips observed.
+#[test]
+fn timeouts_of_duration_max_saturate() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let t0 = Instant::now();
+    let peers: Vec<PeerId> = (0..20).map(|_| PeerId::random()).collect();
+    let config = LookupConfig {
+        slot_timeout: Duration::MAX,
+        ..LookupConfig::default()
+    };
+    let lookup = Lookup::new(
+        Key::new(b"max"),
+        PeerId::random(),
+        peers.iter().map(|p| record(*p)),
+        config,
+    );
+    let kind = QueryKind::ClosestPeers;
+    pool.start(b"max".to_vec(), kind, lookup, Duration::MAX, t0);
+    let mut next = 0;
+    let actions = pool.poll(t0, &validators, &all_connected);
+    let asked = sent(&mut pool, actions, &mut next);
+    assert_eq!(asked.len(), 10);
+    // Cold: the cold deadline, as with any request timeout above it.
+    let cold = crate::routing::rtt::RequestDeadlines::default().cold;
+    assert_eq!(pool.next_deadline(), Some(t0 + cold));
+    let t1 = t0 + Duration::from_millis(200);
+    for (id, _, _) in &asked[..5] {
+        pool.on_result(*id, find_node_answer(), t1, &validators, &keep_all);
+    }
+    // The cold deadline was the request timeout; the estimate now sets one.
+    assert!(pool.next_deadline().expect("running") < t0 + Duration::from_secs(2));
+    let actions = pool.poll(t1, &validators, &all_connected);
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, PoolAction::Finished(..))));
+}

@@ -79,6 +79,15 @@ impl Default for RequestDeadlines {
     }
 }
 
+/// `at` + `after`, saturating far in the future rather than panicking: a user may set a request
+/// timeout of `Duration::MAX` to mean "never".
+pub(crate) fn later(at: Instant, after: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    at.checked_add(after)
+        .or_else(|| at.checked_add(YEAR))
+        .unwrap_or(at)
+}
+
 /// How a request reaches its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
