@@ -155,7 +155,7 @@ fn bytes_of(addrs: &[Multiaddr]) -> usize {
 ///   [`on_request_succeeded`](RoutingTable::on_request_succeeded)), or a peer a crawl reached
 ///   ([`FullTable::replace_with_crawl`]); never ourselves, only with an address left once the
 ///   bounds applied. A table at `max_peers` takes no newcomer from the trait methods (they get
-///   [`Admission::Pending`]: not in the table, not remembered either): the peers in are the ones
+///   [`RejectReason::TableFull`], and are not remembered): the peers in are the ones
 ///   crawls vouched for, and a flood of new identities must not push them out. Room comes back
 ///   with [`FullTable::expire`] and the next crawl.
 /// - **Addresses**: as [`KBucketTable`] keeps them (newest first, no duplicates, at most
@@ -416,7 +416,7 @@ impl FullTable {
         }
         let len = self.entries.len();
         if len >= self.max_peers() {
-            return Admission::Pending;
+            return Admission::Rejected(RejectReason::TableFull);
         }
         if len == self.entries.capacity() {
             // Grow by a quarter, not double, and never past the cap: the slack is memory.

@@ -156,7 +156,7 @@ fn a_flood_of_peers_stops_at_max_peers() {
         );
         assert_eq!(
             t.on_server_peer(PeerId::random(), &lan(i), None, start + secs(1)),
-            Admission::Pending,
+            Admission::Rejected(RejectReason::TableFull),
             "full: newcomers stay out"
         );
     }

@@ -173,6 +173,9 @@ pub enum RejectReason {
     NoAddresses,
     /// Its IP group already has the most peers allowed in the bucket or the table.
     Diversity,
+    /// The table holds as many peers as it may and keeps no waiting list (a [`FullTable`] at
+    /// its `max_peers`: the peers crawls vouched for are not pushed out by newcomers).
+    TableFull,
 }
 
 /// A peer that left the table, and the one that took its place.
