@@ -14,6 +14,7 @@
 
 use std::error::Error;
 use std::io;
+use std::time::{Duration, Instant};
 
 use libp2p::core::transport::memory::MemoryTransportError;
 use libp2p::core::transport::TransportError;
@@ -23,6 +24,36 @@ use super::Failure;
 
 /// Levels of nested errors looked through; transports wrap a few times at most.
 const MAX_DEPTH: usize = 16;
+
+/// A peer's run of failed requests with no answer between them: the eviction rule both
+/// routing tables share. A run proves the peer gone once it holds `max` failures spanning at
+/// least `span` (a burst of timeouts from an overload lasts seconds, a silent peer stays
+/// silent); an answer ends it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FailureRun {
+    count: u8,
+    /// The first failure of the run.
+    since: Option<Instant>,
+}
+
+impl FailureRun {
+    /// One more failure at `now`; whether the run now proves the peer gone.
+    pub(crate) fn record(&mut self, now: Instant, max: u8, span: Duration) -> bool {
+        self.count = self.count.saturating_add(1);
+        let since = *self.since.get_or_insert(now);
+        self.count >= max && now.saturating_duration_since(since) >= span
+    }
+
+    /// The peer answered: the run is over.
+    pub(crate) fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Failures in the current run.
+    pub(crate) fn count(&self) -> u8 {
+        self.count
+    }
+}
 
 /// What a failed dial proves about the peer.
 pub(crate) fn dial_failure(error: &DialError) -> Option<Failure> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 
+use super::failure::FailureRun;
 use super::kbuckets::{Addresses, KBucketTable};
 use super::{Admission, Eviction, Failure, RejectReason, RoutingTable};
 use crate::key::Key;
@@ -94,9 +95,7 @@ struct Entry {
     addrs: Addresses,
     last_seen: Instant,
     last_failure: Option<Instant>,
-    /// The first failure of the current run of failures.
-    failing_since: Option<Instant>,
-    failures: u8,
+    failures: FailureRun,
     connected: bool,
 }
 
@@ -108,8 +107,7 @@ impl Entry {
             addrs,
             last_seen: seen,
             last_failure: None,
-            failing_since: None,
-            failures: 0,
+            failures: FailureRun::default(),
             connected,
         }
     }
@@ -117,8 +115,7 @@ impl Entry {
     /// The peer answered (or was reached): its run of failures is over. Time never goes back.
     fn seen(&mut self, now: Instant) {
         self.last_seen = self.last_seen.max(now);
-        self.failures = 0;
-        self.failing_since = None;
+        self.failures.reset();
     }
 
     fn record(&self) -> PeerRecord {
@@ -228,7 +225,7 @@ impl FullTable {
         Some(PeerHealth {
             last_seen: e.last_seen,
             last_failure: e.last_failure,
-            failures: e.failures,
+            failures: e.failures.count(),
         })
     }
 
@@ -523,9 +520,7 @@ impl RoutingTable for FullTable {
         let (max, span) = (self.config.max_failures, self.config.failure_span);
         let entry = &mut self.entries[slot];
         entry.last_failure = Some(now);
-        entry.failures = entry.failures.saturating_add(1);
-        let since = *entry.failing_since.get_or_insert(now);
-        let silent = entry.failures >= max && now.saturating_duration_since(since) >= span;
+        let silent = entry.failures.record(now, max, span);
         if failure == Failure::Unreachable || silent {
             let removed = self.evict(slot).id;
             return Some(Eviction {

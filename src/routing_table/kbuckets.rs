@@ -30,6 +30,7 @@ use rand::Rng;
 use smallvec::SmallVec;
 
 use super::diversity::{group_of, DiversityConfig, GroupCounts, IpGroup};
+use super::failure::FailureRun;
 use super::{Admission, Eviction, Failure, RefreshTarget, RejectReason, RoutingTable};
 use crate::key::{Distance, Key};
 use crate::network::message::{ConnectionType, PeerRecord};
@@ -107,9 +108,7 @@ struct Entry {
     /// advertised addresses are the peer's to choose (or DNS names), the connection's is not.
     observed: Option<IpGroup>,
     last_seen: Instant,
-    failures: u8,
-    /// The first failure of the current run of failures.
-    failing_since: Option<Instant>,
+    failures: FailureRun,
     /// Due for a liveness check from then on (a failure, a lost connection, a promotion).
     recheck_at: Option<Instant>,
     /// When a check of the peer was last handed out.
@@ -132,8 +131,7 @@ impl Entry {
             addrs,
             observed,
             last_seen: seen,
-            failures: 0,
-            failing_since: None,
+            failures: FailureRun::default(),
             recheck_at: None,
             last_checked: None,
             connected: true,
@@ -329,8 +327,7 @@ impl KBucketTable {
         }
         let entry = &mut self.buckets[b].entries[i];
         entry.last_seen = now;
-        entry.failures = 0;
-        entry.failing_since = None;
+        entry.failures.reset();
         entry.recheck_at = None;
         entry.checking = false;
         entry.connected = true;
@@ -481,9 +478,7 @@ impl RoutingTable for KBucketTable {
         let (max, span) = (self.config.max_failures, self.config.failure_span);
         let entry = &mut self.buckets[b].entries[i];
         entry.checking = false;
-        entry.failures = entry.failures.saturating_add(1);
-        let since = *entry.failing_since.get_or_insert(now);
-        if entry.failures >= max && now.saturating_duration_since(since) >= span {
+        if entry.failures.record(now, max, span) {
             return Some(self.evict(b, i));
         }
         entry.recheck_at = now.checked_add(self.config.recheck_after);
