@@ -8,12 +8,14 @@ use smallvec::SmallVec;
 use crate::mode::Mode;
 use crate::network::message::Limits;
 use crate::provider::ReprovideConfig;
+use crate::routing::accelerated::AcceleratedConfig;
 use crate::routing::lookup::LookupFinish;
 use crate::routing::rtt::RequestDeadlines;
 use crate::routing_table::{DiversityConfig, KBucketConfig};
 use crate::server::{Validator, Validators};
 use crate::store::{Lifetimes, MemoryStoreConfig};
 
+mod accelerated;
 mod bounds;
 mod speed;
 
@@ -72,6 +74,8 @@ pub struct Config {
     pub(crate) optimistic_provide: bool,
     // Connections kept open to routing-table peers (issue 15).
     pub(crate) max_kept_connections: usize,
+    // The accelerated client (issue 16).
+    pub(crate) accelerated: Option<AcceleratedConfig>,
 }
 
 impl Config {
@@ -119,6 +123,7 @@ impl Config {
             request_deadlines: RequestDeadlines::default(),
             optimistic_provide: true,
             max_kept_connections: 64,
+            accelerated: None,
         }
     }
 

@@ -6,7 +6,9 @@ use libp2p::PeerId;
 use crate::mode::Mode;
 use crate::network::message::{MessageType, Response};
 use crate::network::{InboundError, OutboundRequestId, RequestError};
+use crate::routing::crawler::{CrawlProgress, CrawlStats};
 use crate::routing::{QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
+use crate::routing_table::CrawlMerge;
 use crate::server::{DecisionId, InboundOutcome, StoreRequest};
 
 /// An event of the DHT behaviour, as seen by the swarm.
@@ -117,5 +119,23 @@ pub enum Event {
         peer: PeerId,
         /// The replacement candidate that took its place, if any.
         replaced_by: Option<PeerId>,
+    },
+    /// The accelerated client ([`Config::accelerated`](crate::Config::accelerated)) started a
+    /// crawl of the network.
+    CrawlStarted {
+        /// Peers it starts from (both routing tables).
+        seeds: usize,
+    },
+    /// How far the crawl under way is; sent at most every
+    /// [`AcceleratedConfig::progress_interval`](crate::AcceleratedConfig::progress_interval).
+    CrawlProgress(CrawlProgress),
+    /// A crawl finished: the full routing table now holds what it found, and serves lookups.
+    CrawlFinished {
+        /// What the crawl cost.
+        stats: CrawlStats,
+        /// How the table changed.
+        merge: CrawlMerge,
+        /// Peers in the full table now.
+        peers: usize,
     },
 }

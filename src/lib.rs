@@ -67,6 +67,7 @@ pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
 pub use provider::{ReprovideConfig, SweepReport};
+pub use routing::accelerated::AcceleratedConfig;
 pub use routing::crawler::{
     CrawlAction, CrawlProgress, CrawlRequest, CrawlResult, CrawlStats, CrawledPeer, Crawler,
     CrawlerConfig,
@@ -74,7 +75,9 @@ pub use routing::crawler::{
 pub use routing::lookup::LookupFinish;
 pub use routing::rtt::RequestDeadlines;
 pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
-pub use routing_table::{FullTable, FullTableConfig, KBucketConfig, KBucketTable, RoutingTable};
+pub use routing_table::{
+    CrawlMerge, FullTable, FullTableConfig, KBucketConfig, KBucketTable, PeerHealth, RoutingTable,
+};
 pub use server::{
     DecisionId, InboundOutcome, InboundRejection, StoreRequest, ValidationError, Validator,
     Validators,

@@ -253,3 +253,10 @@ async fn provide_without_an_address_fails_loudly() {
     assert_eq!(err, kadence::ProvideError::NoAddresses);
     assert!(swarm.behaviour_mut().bootstrap().is_err(), "no known peers");
 }
+
+/// The accelerated client's nodes (each crawling the others in the background) do every
+/// operation, whether their crawl finished or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_works_with_the_accelerated_client() {
+    every_operation_works(|| node_config().accelerated()).await;
+}

@@ -8,16 +8,17 @@ use std::time::{Instant, SystemTime};
 use futures::FutureExt;
 use libp2p::{Multiaddr, PeerId};
 
-use super::Behaviour;
+use super::{Behaviour, Owner};
 use crate::event::Event;
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Record, Response};
 use crate::network::{OutboundRequestId, RequestError};
+use crate::routing::accelerated::{Accelerated, Plan};
 use crate::routing::addresses::scope_of_connection;
-use crate::routing::lookup::{Lookup, LookupConfig};
+use crate::routing::lookup::LookupConfig;
 use crate::routing::query::{PoolAction, QueryKind};
 use crate::routing::{QueryId, QueryProgress, QueryResult};
-use crate::routing_table::Admission;
+use crate::routing_table::{Admission, RoutingTable};
 use crate::server::ValidationError;
 use crate::store::{ProviderRecord, ValueRecord};
 
@@ -73,20 +74,31 @@ impl Behaviour {
         }
     }
 
+    /// Where a lookup for `target` starts (see `routing::accelerated`).
+    pub(super) fn plan_lookup(&self, target: Key, config: LookupConfig) -> Plan {
+        Accelerated::plan(
+            self.accelerated.as_ref(),
+            self.local,
+            target,
+            self.maintenance.table(),
+            config,
+            Instant::now(),
+        )
+    }
+
     fn start_query(&mut self, key: Vec<u8>, kind: QueryKind, internal: bool) -> QueryId {
-        let seeds = self
-            .maintenance
-            .table()
-            .local_closest_peers(&Key::new(&key), self.config.kbuckets.k);
+        let plan = self.plan_lookup(Key::new(&key), self.lookup_config());
         let timeout = if internal {
             self.config.refresh_query_timeout
         } else {
             self.config.query_timeout
         };
-        let lookup = Lookup::new(Key::new(&key), self.local, seeds, self.lookup_config());
         let id = self
             .queries
-            .start(key, kind, lookup, timeout, Instant::now());
+            .start(key, kind, plan.lookup, timeout, Instant::now());
+        if plan.accelerated {
+            self.queries.mark_accelerated(id);
+        }
         if internal {
             self.internal_queries.insert(id);
         }
@@ -120,6 +132,7 @@ impl Behaviour {
             .maintenance
             .table()
             .addresses(&peer)
+            .or_else(|| self.full_table()?.addresses(&peer))
             .map(<[_]>::to_vec)
             .or_else(|| self.maintenance.connected_addresses(&peer))
             .filter(|a| !a.is_empty());
@@ -351,18 +364,14 @@ impl Behaviour {
         self.refresh_buckets();
     }
 
-    /// Routes the outcome of a request to `peer` to its query; gives it back when no query
-    /// owns it. The addresses the answer gives pass the address rules, with the scope of the
+    /// Routes the outcome of a request to `peer` to its query. The addresses the answer gives pass the address rules, with the scope of the
     /// address `peer`'s connection came from.
     pub(super) fn route_to_query(
         &mut self,
         peer: PeerId,
         id: OutboundRequestId,
         result: Result<Option<Response>, RequestError>,
-    ) -> Option<Result<Option<Response>, RequestError>> {
-        if !self.queries.owns(&id) {
-            return Some(result);
-        }
+    ) {
         let now = Instant::now();
         let informant = scope_of_connection(self.maintenance.observed_address(&peer));
         let policy = &self.addresses;
@@ -371,7 +380,6 @@ impl Behaviour {
             .queries
             .on_result(id, result, now, self.server.validators(), &learned);
         self.apply_pool(actions);
-        None
     }
 
     /// Advances every query and re-arms the query timer.
@@ -403,6 +411,7 @@ impl Behaviour {
                     // Registered before the dispatcher's actions run: a request that fails at
                     // once must still reach its query.
                     let (id, actions) = self.outbound.send(peer, addrs, request);
+                    self.owners.insert(id, Owner::Query);
                     self.queries.on_sent(id, query, peer);
                     self.apply_all(actions);
                 }

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use fnv::FnvHashSet;
+use fnv::{FnvHashMap, FnvHashSet};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +27,7 @@ use crate::network::handler::{Handler, HandlerEvent, HandlerIn};
 use crate::network::message::{without_own_peer_id, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
 use crate::provider::Provider;
+use crate::routing::accelerated::Accelerated;
 use crate::routing::addresses::{scope_of_connection, AddressPolicy, Scope};
 use crate::routing::query::QueryPool;
 use crate::routing::QueryId;
@@ -39,6 +40,21 @@ use crate::store::{Background, GcProgress, MemoryStore, Store, StoreError};
 const LIVENESS_TICK: Duration = Duration::from_secs(5);
 /// How often the routing table is saved to the store (a persistent store keeps it for restarts).
 const SNAPSHOT_TICK: Duration = Duration::from_secs(60);
+
+/// Who sent an outbound request, recorded when it is sent: its outcome goes back there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// [`Behaviour::send_request`]: reported as [`Event::OutboundRequestFinished`].
+    Application,
+    /// A DHT operation's lookup or writes.
+    Query,
+    /// An announcement of the reprovide sweep.
+    Sweep,
+    /// A liveness check of the routing table.
+    Check,
+    /// A request of the accelerated client's crawl.
+    Crawl,
+}
 
 /// The kadence DHT behaviour. Compose it into your swarm's behaviour with
 /// `#[derive(NetworkBehaviour)]`, beside `identify` (which tells it who serves the DHT).
@@ -75,6 +91,14 @@ pub struct Behaviour {
     started: bool,
     provider: Provider,
     sweep_tick: Delay,
+    /// Outbound requests in flight, by who sent them.
+    owners: FnvHashMap<OutboundRequestId, Owner>,
+    /// The accelerated client's full table and crawl, when it is on.
+    accelerated: Option<Accelerated>,
+    crawl_timer: Delay,
+    /// An outcome reached the crawl, or a crawl was asked for: poll it without waiting for
+    /// its timer.
+    crawl_due: bool,
     actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     /// Woken when an API call queues an action outside of `poll`.
     waker: Option<Waker>,
@@ -112,6 +136,11 @@ impl Behaviour {
         let mut store = store;
         let mut table = table;
         Self::restore_routing_snapshot(&mut store, &mut table, &config);
+        let accelerated = config.accelerated.clone().map(|accelerated| {
+            let mut accelerated = Accelerated::new(local, accelerated, Instant::now());
+            Self::restore_crawl_snapshot(&mut accelerated, &mut store);
+            accelerated
+        });
         Self {
             local,
             mode: ModeState::new(config.mode),
@@ -147,6 +176,10 @@ impl Behaviour {
             started: false,
             provider: provide::new_provider(config.kbuckets.k, &config),
             sweep_tick: Delay::new(Duration::from_secs(1)),
+            owners: FnvHashMap::default(),
+            accelerated,
+            crawl_timer: Delay::new(Duration::ZERO),
+            crawl_due: true,
             actions: VecDeque::new(),
             waker: None,
             config,
@@ -226,6 +259,7 @@ impl Behaviour {
     fn send(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, request: Request) -> OutboundRequestId {
         let addrs = self.or_known_addresses(&peer, addrs);
         let (id, actions) = self.outbound.send(peer, addrs, request);
+        self.owners.insert(id, Owner::Application);
         self.apply_all(actions);
         id
     }
@@ -331,8 +365,9 @@ impl Behaviour {
         self.actions.push_back(action);
     }
 
-    /// Every outbound request ends here, whoever failed or answered it: the routing table
-    /// learns the outcome, and the application hears of its own requests only.
+    /// Every outbound request ends here, whoever failed or answered it: the routing tables
+    /// learn the outcome, and it goes back to who sent it (the application hears of its own
+    /// requests only).
     fn finish(
         &mut self,
         peer: PeerId,
@@ -342,18 +377,20 @@ impl Behaviour {
         if let Err(error) = &result {
             tracing::debug!(%peer, %error, "request failed");
         }
-        let (internal, change) =
-            self.maintenance
-                .on_request_finished(id, peer, &result, Instant::now());
+        let (_, change) = self
+            .maintenance
+            .on_request_finished(id, peer, &result, Instant::now());
         self.apply_table_change(change);
-        if internal {
-            return;
-        }
-        let Some(result) = self.route_to_sweep(id, result) else {
-            return;
-        };
-        if let Some(result) = self.route_to_query(peer, id, result) {
-            self.report(Event::OutboundRequestFinished { peer, id, result });
+        self.full_table_outcome(peer, &result);
+        match self.owners.remove(&id) {
+            Some(Owner::Check) => {}
+            Some(Owner::Sweep) => self.route_to_sweep(id, result),
+            Some(Owner::Query) => self.route_to_query(peer, id, result),
+            Some(Owner::Crawl) => self.route_to_crawl(peer, id, result),
+            Some(Owner::Application) => {
+                self.report(Event::OutboundRequestFinished { peer, id, result })
+            }
+            None => tracing::warn!(%peer, ?id, "outcome of a request nobody sent"),
         }
     }
 
@@ -410,6 +447,7 @@ impl Behaviour {
             self.snapshot_tick.reset(SNAPSHOT_TICK);
             let _ = self.snapshot_tick.poll_unpin(cx);
             self.save_routing_snapshot();
+            self.expire_full_table();
         }
         if self.flush_tick.poll_unpin(cx).is_ready() {
             self.flush_tick.reset(self.config.store_flush_interval);
@@ -549,6 +587,9 @@ impl NetworkBehaviour for Behaviour {
                         (send_back_addr.clone(), None)
                     }
                 };
+                if let Some(addr) = &dialed {
+                    self.crawl_connected(&e.peer_id, addr.clone());
+                }
                 let keep =
                     self.maintenance
                         .on_connected(e.peer_id, e.connection_id, observed, dialed);
@@ -696,6 +737,7 @@ impl NetworkBehaviour for Behaviour {
         let _ = self.query_timer.poll_unpin(cx);
         self.drive_queries(cx);
         self.poll_sweep(cx);
+        self.poll_accelerated(cx);
         if self.liveness_tick.poll_unpin(cx).is_ready() {
             let now = Instant::now();
             self.maintenance
@@ -721,6 +763,7 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
+mod accelerated;
 mod dht;
 mod provide;
 mod table;

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt;
 use libp2p::PeerId;
 
-use super::Behaviour;
+use super::{Behaviour, Owner};
 use crate::event::Event;
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
 use crate::provider::{Provider, ProviderAction};
-use crate::routing::lookup::{Lookup, LookupFinish};
+use crate::routing::lookup::LookupFinish;
 use crate::routing::query::QueryKind;
 use crate::routing::{QueryId, QueryResult};
 use crate::store::{ProvidedKey, StoreError};
@@ -203,22 +203,21 @@ impl Behaviour {
                     // 3k: a region can hold more than 2k peers (up to ~2.5k in a 2,000-node
                     // simulation), and keys at its far edge need peers beyond 2k from the
                     // middle key; with 2k, 1.5% of keys reached only 14 of their 20 closest.
-                    let seeds = self
-                        .maintenance
-                        .table()
-                        .local_closest_peers(&Key::new(&target), 3 * k);
                     let mut config = self.lookup_config();
                     config.k = 3 * k;
                     // Every key goes to its k closest among these: each must be confirmed.
                     config.finish = LookupFinish::KClosestAnswered;
-                    let lookup = Lookup::new(Key::new(&target), self.local, seeds, config);
+                    let plan = self.plan_lookup(Key::new(&target), config);
                     let id = self.queries.start(
                         target,
                         QueryKind::ClosestPeers,
-                        lookup,
+                        plan.lookup,
                         self.config.query_timeout,
                         Instant::now(),
                     );
+                    if plan.accelerated {
+                        self.queries.mark_accelerated(id);
+                    }
                     self.internal_queries.insert(id);
                     self.provider.lookup_started(id, region);
                 }
@@ -238,6 +237,7 @@ impl Behaviour {
                         }],
                     };
                     let (id, actions) = self.outbound.send(peer, addrs, request);
+                    self.owners.insert(id, Owner::Sweep);
                     self.provider.on_sent(id, region, peer, index);
                     self.apply_all(actions);
                 }
@@ -258,18 +258,14 @@ impl Behaviour {
         }
     }
 
-    /// Routes an announcement's outcome to the sweep; gives it back when not the sweep's.
+    /// Routes an announcement's outcome to the sweep.
     pub(super) fn route_to_sweep(
         &mut self,
         id: OutboundRequestId,
         result: Result<Option<Response>, RequestError>,
-    ) -> Option<Result<Option<Response>, RequestError>> {
-        if !self.provider.owns_request(&id) {
-            return Some(result);
-        }
+    ) {
         let actions = self.provider.on_result(id, result.is_ok());
         self.apply_provider(actions);
-        None
     }
 
     /// A query finished: the sweep's lookups feed their region. Returns whether the result

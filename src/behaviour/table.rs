@@ -7,7 +7,7 @@ use std::time::Instant;
 use libp2p::swarm::{ConnectionId, DialError, NotifyHandler, ToSwarm};
 use libp2p::{Multiaddr, PeerId};
 
-use super::Behaviour;
+use super::{Behaviour, Owner};
 use crate::config::Config;
 use crate::event::Event;
 use crate::network::dispatch::OutboundAction;
@@ -16,7 +16,7 @@ use crate::network::message::without_own_peer_id;
 use crate::routing_table::failure::dial_failure;
 use crate::routing_table::keep_alive::KeepAlive;
 use crate::routing_table::maintenance::TableChange;
-use crate::routing_table::RoutingTable;
+use crate::routing_table::{Failure, RoutingTable};
 use crate::store::Store;
 
 impl Behaviour {
@@ -45,6 +45,9 @@ impl Behaviour {
                 .collect(),
             _ => Vec::new(),
         };
+        if let Some(failure) = failure.filter(|_| ours) {
+            self.full_table_failure(&peer, failure);
+        }
         let change = self
             .maintenance
             .on_dial_failed(&peer, &addrs, failure, ours, Instant::now());
@@ -69,6 +72,7 @@ impl Behaviour {
         {
             let change = self.maintenance.on_unreachable(&peer, Instant::now());
             self.apply_table_change(change);
+            self.full_table_failure(&peer, Failure::NoAnswer);
         }
         self.apply_all(actions);
     }
@@ -146,6 +150,7 @@ impl Behaviour {
             // still count as the check's failure.
             let addrs = self.or_known_addresses(&peer, Vec::new());
             let (id, actions) = self.outbound.send(peer, addrs, request);
+            self.owners.insert(id, Owner::Check);
             self.maintenance.check_started(id, peer);
             self.apply_all(actions);
         }

@@ -525,11 +525,6 @@ impl Provider {
         self.requests.insert(id, (region, peer, index));
     }
 
-    /// Whether the request is one of the sweep's announcements.
-    pub(crate) fn owns_request(&self, id: &OutboundRequestId) -> bool {
-        self.requests.contains_key(id)
-    }
-
     /// The outcome of an announcement.
     pub(crate) fn on_result(&mut self, id: OutboundRequestId, ok: bool) -> Vec<ProviderAction> {
         let Some((region, peer, index)) = self.requests.remove(&id) else {

@@ -1,8 +1,11 @@
 //! Routing: the iterative query engine ([`lookup`]) and the DHT operations built on it. The
 //! operations themselves are methods of [`Behaviour`](crate::Behaviour); their results arrive
 //! as [`Event::QueryFinished`](crate::Event::QueryFinished), with progress (records, providers)
-//! streamed as [`Event::QueryProgress`](crate::Event::QueryProgress).
+//! streamed as [`Event::QueryProgress`](crate::Event::QueryProgress). Where each lookup starts,
+//! from the full table of the accelerated client or from the k-bucket table, is
+//! [`accelerated`]'s choice.
 
+pub mod accelerated;
 pub(crate) mod addresses;
 pub mod crawler;
 #[cfg(test)]
@@ -117,6 +120,10 @@ pub struct QueryStats {
     pub failures: u32,
     /// Rounds of answers needed to reach the farthest peer of the result.
     pub hops: u32,
+    /// Whether the lookup started from the accelerated client's full table and asked its
+    /// closest peers at once (see [`accelerated`]), rather than walking from the k-bucket
+    /// table.
+    pub accelerated: bool,
     start: Instant,
     duration: Duration,
 }
@@ -128,6 +135,7 @@ impl QueryStats {
             successes: 0,
             failures: 0,
             hops: 0,
+            accelerated: false,
             start,
             duration: Duration::ZERO,
         }

@@ -169,6 +169,13 @@ impl QueryPool {
         id
     }
 
+    /// Notes that the query's lookup started from the accelerated client's full table.
+    pub(crate) fn mark_accelerated(&mut self, id: QueryId) {
+        if let Some(query) = self.queries.get_mut(&id) {
+            query.stats.accelerated = true;
+        }
+    }
+
     /// Number of queries in flight.
     pub(crate) fn len(&self) -> usize {
         self.queries.len()
@@ -287,6 +294,7 @@ impl QueryPool {
     }
 
     /// Whether the request belongs to a query (running or ended).
+    #[cfg(test)]
     pub(crate) fn owns(&self, id: &OutboundRequestId) -> bool {
         self.requests.contains_key(id) || self.orphans.contains(id)
     }

@@ -215,6 +215,15 @@ pub trait ProviderStore: Send + 'static {
     fn provider_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
+/// TEMP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrawlSnapshot {
+    /// TEMP.
+    pub saved_at: std::time::SystemTime,
+    /// TEMP.
+    pub peers: Vec<(PeerId, Vec<Multiaddr>)>,
+}
+
 /// Work the behaviour schedules on a store.
 pub trait Store: RecordStore + ProviderStore {
     /// Makes buffered writes durable. In-memory stores have nothing to do.
@@ -260,6 +269,17 @@ pub trait Store: RecordStore + ProviderStore {
     /// The peers saved by [`Store::save_routing_snapshot`].
     fn load_routing_snapshot(&mut self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// TEMP (replaced by the store helper's version).
+    fn save_crawl_snapshot(&mut self, snapshot: CrawlSnapshot) -> Result<(), StoreError> {
+        let _ = snapshot;
+        Ok(())
+    }
+
+    /// TEMP.
+    fn load_crawl_snapshot(&mut self) -> Result<Option<CrawlSnapshot>, StoreError> {
+        Ok(None)
     }
 
     // Work that must not wait for the disk. The behaviour calls these from its `poll`, on the
