@@ -96,6 +96,27 @@ pub struct ProvidedKey {
     pub peers: u16,
 }
 
+/// The accelerated client's crawled table, as saved for the next run
+/// ([`Store::save_crawl_snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrawlSnapshot {
+    /// When the crawl that produced it (or the last merge into it) finished: how stale the
+    /// table is when a restarted node loads it. Default: the Unix epoch.
+    pub saved_at: SystemTime,
+    /// The servers, each with its addresses (most useful first).
+    pub peers: Vec<(PeerId, Vec<Multiaddr>)>,
+}
+
+// `SystemTime` has no `Default`: the epoch reads as "saved long ago".
+impl Default for CrawlSnapshot {
+    fn default() -> Self {
+        Self {
+            saved_at: SystemTime::UNIX_EPOCH,
+            peers: Vec::new(),
+        }
+    }
+}
+
 /// Lifetimes applied to what the network stores at this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
@@ -260,6 +281,23 @@ pub trait Store: RecordStore + ProviderStore {
     /// The peers saved by [`Store::save_routing_snapshot`].
     fn load_routing_snapshot(&mut self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// Saves the accelerated client's crawled table, replacing the one saved before as a
+    /// whole, so that a restarted node is accelerated at once instead of after a new crawl.
+    /// Called from the behaviour's `poll` after a crawl: a store that does I/O must not wait
+    /// for the disk here (taken by value, so that a table of 100,000 peers is moved, not
+    /// copied). Stores that do not persist keep nothing.
+    fn save_crawl_snapshot(&mut self, snapshot: CrawlSnapshot) -> Result<(), StoreError> {
+        let _ = snapshot;
+        Ok(())
+    }
+
+    /// The latest snapshot saved by [`Store::save_crawl_snapshot`], in this run or an earlier
+    /// one (peers in the order they were saved); `None` when none was ever saved. It may read
+    /// the disk: call it when starting, not from `poll`.
+    fn load_crawl_snapshot(&mut self) -> Result<Option<CrawlSnapshot>, StoreError> {
+        Ok(None)
     }
 
     // Work that must not wait for the disk. The behaviour calls these from its `poll`, on the
