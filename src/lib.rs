@@ -87,6 +87,6 @@ pub use server::{
     Validators,
 };
 pub use store::{
-    MemoryStore, MemoryStoreConfig, NetGroup, PersistentStore, PersistentStoreConfig,
-    ProviderStore, RecordStore, Source, Store,
+    CrawlSnapshot, MemoryStore, MemoryStoreConfig, NetGroup, PersistentStore,
+    PersistentStoreConfig, ProviderStore, RecordStore, Source, Store,
 };
