@@ -49,6 +49,9 @@ use crate::network::{OutboundRequestId, RequestError};
 use crate::routing_table::{CrawlMerge, Failure, FullTable, FullTableConfig, RoutingTable};
 use crate::store::CrawlSnapshot;
 
+/// How long a crawl that is due waits before looking for a seed again.
+const SEED_WAIT: Duration = Duration::from_secs(1);
+
 /// Settings of the accelerated client: see [`Config::accelerated`](crate::Config::accelerated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceleratedConfig {
@@ -309,12 +312,13 @@ impl Accelerated {
     }
 
     /// The next moment [`poll`](Self::poll) has something to do without an outcome arriving.
-    pub(crate) fn next_deadline(&self) -> Instant {
+    /// A crawl that is due but has no seed yet is looked at again a second later.
+    pub(crate) fn next_deadline(&self, now: Instant) -> Instant {
         match &self.crawl {
             Some(crawl) => crawl
                 .next_deadline()
                 .map_or(self.next_progress, |d| d.min(self.next_progress)),
-            None => self.next_crawl,
+            None => self.next_crawl.max(now + SEED_WAIT),
         }
     }
 

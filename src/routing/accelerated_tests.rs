@@ -200,7 +200,7 @@ fn the_snapshot_keeps_the_crawl_age_across_a_restart() {
     restarted.restore(snapshot, later, wall + Duration::from_secs(30));
     assert!(restarted.is_ready(later));
     assert_eq!(restarted.table().len(), 50);
-    let due = restarted.next_deadline();
+    let due = restarted.next_deadline(later);
     let expected =
         later + AcceleratedConfig::default().crawl_interval - age - Duration::from_secs(30);
     assert!(due.max(expected) - due.min(expected) < Duration::from_secs(2));
@@ -217,6 +217,11 @@ fn a_crawl_waits_for_a_seed_then_runs_on_its_schedule() {
     let mut accelerated = Accelerated::new(local, config.clone(), now);
     let empty = kbuckets(local, &[], now);
     assert!(accelerated.poll(&empty, now).is_empty(), "no seed yet");
+    assert_eq!(
+        accelerated.next_deadline(now),
+        now + SEED_WAIT,
+        "looks again later, not at once"
+    );
     let seeds = peers(2);
     let table = kbuckets(local, &seeds, now);
     let actions = accelerated.poll(&table, now);
@@ -250,7 +255,7 @@ fn a_crawl_waits_for_a_seed_then_runs_on_its_schedule() {
     assert!(accelerated
         .poll(&table, now + Duration::from_secs(60))
         .is_empty());
-    assert_eq!(accelerated.next_deadline(), now + config.crawl_interval);
+    assert_eq!(accelerated.next_deadline(now), now + config.crawl_interval);
     assert!(accelerated.crawl_now(now));
     assert!(matches!(
         accelerated.poll(&table, now)[0],
