@@ -230,18 +230,20 @@ impl Acceleration {
         self.lookups > 0 && self.accelerated == self.lookups
     }
 
-    /// Adds `accelerated`, `ms` (the operations' time, the crawl aside) and `crawl` to a JSON
-    /// object.
+    /// Adds `accelerated`, `ms` (the operations' time, the crawl aside) and `crawl` (finished,
+    /// and its peers, requests and time, or how long it was waited for) to a JSON object.
     pub fn add_json(&self, object: &mut serde_json::Value) {
         object["accelerated"] = json!(self.accelerated());
         object["ms"] = json!(self.start.elapsed().as_millis() as u64);
         object["crawl"] = match &self.crawl.finished {
+            // The crawl's own time (it may have finished while the node was joining).
             Some(f) => json!({
                 "finished": true,
                 "peers": f.peers,
                 "requests": f.stats.requests,
-                "ms": self.crawl.waited.as_millis() as u64,
+                "ms": f.stats.duration.as_millis() as u64,
             }),
+            // How long the command waited for it.
             None => json!({"finished": false, "ms": self.crawl.waited.as_millis() as u64}),
         };
     }
