@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
@@ -25,12 +26,27 @@ fn node_binary() -> PathBuf {
 struct Server {
     child: Child,
     addr: String,
+    /// What it printed after its address, a line at a time.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Server {
     /// The server's peer id, the end of its `/p2p/` address.
     fn id(&self) -> &str {
         self.addr.rsplit('/').next().unwrap()
+    }
+
+    /// Waits for a line of the server's output starting with `prefix`.
+    fn line_starting(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line starting with {prefix:?} from the server: {e}"),
+            }
+        }
     }
 }
 
@@ -42,10 +58,15 @@ impl Drop for Server {
 }
 
 fn serve(data_dir: &std::path::Path, bootstrap: Option<&str>) -> Server {
+    serve_with(data_dir, bootstrap, &[])
+}
+
+fn serve_with(data_dir: &std::path::Path, bootstrap: Option<&str>, more: &[&str]) -> Server {
     let mut command = Command::new(node_binary());
     command
         .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
-        .arg(data_dir);
+        .arg(data_dir)
+        .args(more);
     if let Some(addr) = bootstrap {
         command.args(["--bootstrap", addr]);
     }
@@ -55,6 +76,7 @@ fn serve(data_dir: &std::path::Path, bootstrap: Option<&str>) -> Server {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (tx, rx) = mpsc::channel();
     let mut addr = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -62,12 +84,20 @@ fn serve(data_dir: &std::path::Path, bootstrap: Option<&str>) -> Server {
             addr = Some(a.to_string());
             break;
         }
+        // Lines before the address (e.g. a restored table) are kept for the test too.
+        let _ = tx.send(line);
     }
-    // Keep draining: a closed pipe would make the server's next `println!` fail.
-    std::thread::spawn(move || lines.for_each(drop));
+    // Keep draining (a closed pipe would make the server's next `println!` fail), and pass
+    // the lines on to whoever waits for one.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     Server {
         child,
         addr: addr.expect("serve prints its address"),
+        lines: rx,
     }
 }
 
@@ -311,4 +341,186 @@ fn publish_and_resolve_an_ipns_name() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// The row of the testnet's table for `operation`, split in columns: ok, latency, requests,
+/// accel, then the result's words.
+fn testnet_row<'a>(table: &'a str, operation: &str) -> Vec<&'a str> {
+    let prefix = format!("{operation:<16} ");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {operation:?} row: {table}"));
+    row[prefix.len()..].split_whitespace().collect()
+}
+
+#[test]
+fn testnet_with_every_node_accelerated() {
+    let out = Command::new(node_binary())
+        .args(["testnet", "--accelerated", "--nodes", "10"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("all operations succeeded"), "{table}");
+    let crawl = testnet_row(&table, "crawl");
+    assert_eq!(crawl[0], "yes", "{table}");
+    assert!(
+        table.contains("10/10 accelerated nodes crawled, full tables of 9/9 peers"),
+        "{table}"
+    );
+    for operation in [
+        "closest peers",
+        "provide",
+        "find providers",
+        "put value",
+        "get value",
+        "publish name",
+        "resolve name",
+        "find peer",
+        "start providing",
+    ] {
+        let row = testnet_row(&table, operation);
+        assert_eq!((row[0], row[3]), ("yes", "yes"), "{operation}: {table}");
+    }
+}
+
+/// Waits for `server` to say it is accelerated: its crawl finished.
+fn until_accelerated(server: &Server) {
+    server.line_starting("crawl finished in ", Duration::from_secs(60));
+    server.line_starting("accelerated: ", Duration::from_secs(60));
+}
+
+#[test]
+fn accelerated_serve_and_one_shot_commands() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let accelerated = ["--accelerated"];
+    let first = serve_with(dirs[0].path(), None, &accelerated);
+    let others: Vec<Server> = dirs[1..]
+        .iter()
+        .map(|d| serve_with(d.path(), Some(&first.addr), &accelerated))
+        .collect();
+    let all: Vec<&Server> = std::iter::once(&first).chain(&others).collect();
+    for server in &all {
+        until_accelerated(server);
+    }
+    wait_until_joined(&others[2].addr, &all);
+
+    // A one-shot command crawls (progress on stderr), then looks up from its full table.
+    let out = one_shot(
+        &others[0].addr,
+        &["--json", "--accelerated", "closest", "kadence-accelerated"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("crawling the network"), "{stderr}");
+    assert!(stderr.contains("crawl finished in "), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON object: {e}: {out:?}"));
+    assert_eq!(json["accelerated"], true, "{json}");
+    assert_eq!(json["crawl"]["finished"], true, "{json}");
+    assert_eq!(json["crawl"]["peers"], 4, "{json}");
+    assert!(json["ms"].is_u64(), "{json}");
+    assert_eq!(json["peers"].as_array().unwrap().len(), 4, "{json}");
+
+    // Human form: put and get say they were accelerated; `get` keeps stdout for the value.
+    let key = Keypair::generate_ed25519();
+    let value = key.public().encode_protobuf();
+    let file = dirs[0].path().join("value");
+    std::fs::write(&file, &value).unwrap();
+    let record_key = format!("/pk/{}", key.public().to_peer_id());
+    let put = one_shot(
+        &others[1].addr,
+        &["--accelerated", "put", &record_key, file.to_str().unwrap()],
+    );
+    assert!(put.status.success(), "{put:?}");
+    let stdout = String::from_utf8_lossy(&put.stdout);
+    assert!(stdout.contains("stored at 4 peers\n"), "{stdout}");
+    assert!(
+        stdout.contains("accelerated: yes, from the full routing table of 4 peers"),
+        "{stdout}"
+    );
+    let got = one_shot(
+        &others[2].addr,
+        &["--accelerated", "--crawl-timeout", "1m", "get", &record_key],
+    );
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(got.stdout, value);
+    assert!(String::from_utf8_lossy(&got.stderr).contains("accelerated: yes"));
+}
+
+#[test]
+fn accelerated_flags_refuse_bad_values() {
+    for (args, says) in [
+        (
+            vec!["--accelerated", "--crawl-timeout", "soon", "closest", "x"],
+            "--crawl-timeout: durations",
+        ),
+        (
+            vec!["--accelerated", "closest", "x", "--crawl-timeout"],
+            "needs a value",
+        ),
+        (
+            vec!["--crawl-timeout", "60", "closest", "x"],
+            "option of one-shot commands with --accelerated",
+        ),
+        (
+            vec!["serve", "--accelerated", "--crawl-timeout", "60"],
+            "option of one-shot commands with --accelerated",
+        ),
+        (
+            vec!["testnet", "--accelerated", "--crawl-timeout", "60"],
+            "option of one-shot commands with --accelerated",
+        ),
+    ] {
+        // Refused while parsing: no network is contacted.
+        let out = Command::new(node_binary()).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// Stops a server as Ctrl-C does, so that it flushes its store.
+fn interrupt(mut server: Server) {
+    let pid = server.child.id().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_restarted_accelerated_server_restores_its_crawled_table() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let accelerated = ["--accelerated"];
+    let first = serve_with(dirs[0].path(), None, &accelerated);
+    let second = serve_with(dirs[1].path(), Some(&first.addr), &accelerated);
+    wait_until_joined(&second.addr, &[&first, &second]);
+    // The third one's crawl starts when it starts, from the first, which knows the second.
+    let third = serve_with(dirs[2].path(), Some(&first.addr), &accelerated);
+    let crawled = third.line_starting("crawl finished in ", Duration::from_secs(60));
+    assert!(
+        crawled.contains("full routing table of 2 peers"),
+        "{crawled}"
+    );
+    let id = third.id().to_string();
+    interrupt(third);
+
+    let restarted = serve_with(dirs[2].path(), Some(&first.addr), &accelerated);
+    assert_eq!(restarted.id(), id);
+    let restored =
+        restarted.line_starting("full routing table restored: ", Duration::from_secs(10));
+    assert_eq!(restored, "full routing table restored: 2 peers");
+    // Accelerated at once, before any crawl of this run.
+    let next = restarted.line_starting("", Duration::from_secs(10));
+    assert!(next.starts_with("accelerated: "), "{next}");
 }

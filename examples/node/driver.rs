@@ -10,7 +10,9 @@ use kadence::{Event, QueryId, QueryProgress, QueryResult, QueryStats};
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::crawl::CrawlStatus;
 
 #[derive(NetworkBehaviour)]
 pub struct Node {
@@ -100,6 +102,9 @@ pub struct Handle {
     pub id: PeerId,
     pub addr: Multiaddr,
     pub key: Keypair,
+    /// The accelerated client's crawls, as the node's events tell them (never changes when
+    /// the client is off).
+    pub crawl: watch::Receiver<CrawlStatus>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -107,12 +112,14 @@ impl Handle {
     /// Runs the swarm in its own task.
     pub fn spawn(swarm: Swarm<Node>, addr: Multiaddr, key: Keypair) -> Handle {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (crawl_tx, crawl) = watch::channel(CrawlStatus::default());
         let id = *swarm.local_peer_id();
-        tokio::spawn(run_node(swarm, rx));
+        tokio::spawn(run_node(swarm, rx, crawl_tx));
         Handle {
             id,
             addr,
             key,
+            crawl,
             commands: tx,
         }
     }
@@ -150,7 +157,11 @@ impl Handle {
     }
 }
 
-async fn run_node(mut swarm: Swarm<Node>, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn run_node(
+    mut swarm: Swarm<Node>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    crawl: watch::Sender<CrawlStatus>,
+) {
     type Pending = HashMap<QueryId, (oneshot::Sender<Option<Outcome>>, Vec<QueryProgress>)>;
     let mut pending: Pending = HashMap::new();
     loop {
@@ -172,6 +183,11 @@ async fn run_node(mut swarm: Swarm<Node>, mut commands: mpsc::UnboundedReceiver<
                     if let Some((reply, progress)) = pending.remove(&id) {
                         let _ = reply.send(Some(Outcome { result, progress, stats }));
                     }
+                }
+                SwarmEvent::Behaviour(NodeEvent::Dht(event)) => {
+                    // Updated in this task, so that an operation run here reads the status as
+                    // of its own start (see `crawl::crawl_again`).
+                    crawl.send_if_modified(|status| status.update(&event));
                 }
                 _ => {}
             }

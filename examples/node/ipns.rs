@@ -7,7 +7,8 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::json;
 
-use crate::oneshot::{get_record, join, put_record};
+use crate::crawl::{record as note, Acceleration};
+use crate::oneshot::{get_record, join, print_result, put_record, Output};
 use crate::{keys, units, Fail};
 
 /// What `publish` signs and with which key.
@@ -36,61 +37,72 @@ pub fn value_path(text: &str) -> Result<String, Fail> {
         })
 }
 
-/// A name's record in the form `resolve`, `get` and `publish` print: one field a line, or
-/// one JSON object.
-fn describe(name: &PeerId, record: &IpnsRecord, json: bool, stored: Option<usize>) -> String {
+/// Prints a name's record in the form `resolve`, `get` and `publish` print: one field a line,
+/// or one JSON object; with `--accelerated`, whether it was and the time.
+fn describe(
+    name: &PeerId,
+    record: &IpnsRecord,
+    json: bool,
+    stored: Option<usize>,
+    acceleration: Option<&Acceleration>,
+) {
     let value = String::from_utf8_lossy(record.value());
     let validity = units::rfc3339(record.validity());
-    if json {
-        let mut object = json!({
-            "name": name.to_string(),
-            "name_cid": keys::name_cid(name),
-            "value": value,
-            "sequence": record.sequence(),
-            "validity": validity,
-            "ttl_seconds": record.ttl().as_secs_f64(),
-        });
-        if let Some(peers) = stored {
-            object["stored"] = json!(peers);
-        }
-        return object.to_string();
+    let mut object = json!({
+        "name": name.to_string(),
+        "name_cid": keys::name_cid(name),
+        "value": value,
+        "sequence": record.sequence(),
+        "validity": validity,
+        "ttl_seconds": record.ttl().as_secs_f64(),
+    });
+    if let Some(peers) = stored {
+        object["stored"] = json!(peers);
     }
-    let mut text = format!(
-        "name:     {name}\n\
+    let text = || {
+        let mut text = format!(
+            "name:     {name}\n\
          cid:      {}\n\
          value:    {value}\n\
          sequence: {}\n\
          validity: {validity}\n\
          ttl:      {}",
-        keys::name_cid(name),
-        record.sequence(),
-        units::format_duration(record.ttl()),
-    );
-    if let Some(peers) = stored {
-        text.push_str(&format!("\nstored at {peers} peers"));
-    }
-    text
+            keys::name_cid(name),
+            record.sequence(),
+            units::format_duration(record.ttl()),
+        );
+        if let Some(peers) = stored {
+            text.push_str(&format!("\nstored at {peers} peers"));
+        }
+        text
+    };
+    print_result(json, object, text, acceleration);
 }
 
 /// Prints a record `get_value` returned under an `/ipns/` key. The DHT's validator has
 /// already checked it (signature, name, validity), so it is only decoded here.
-pub fn print_record(key: &[u8], value: &[u8], json: bool) -> Result<(), Fail> {
+pub fn print_record(
+    key: &[u8],
+    value: &[u8],
+    json: bool,
+    acceleration: Option<&Acceleration>,
+) -> Result<(), Fail> {
     let name =
         ipns::name_from_routing_key(key).map_err(|e| Fail::new(format!("not an IPNS key: {e}")))?;
     let record = IpnsRecord::decode(value)
         .map_err(|e| Fail::new(format!("the record does not decode: {e}")))?;
-    println!("{}", describe(&name, &record, json, None));
+    describe(&name, &record, json, None, acceleration);
     Ok(())
 }
 
 /// `resolve <name>`: the best record of the name on the DHT.
-pub async fn resolve(name: PeerId, bootstrap: Vec<Multiaddr>, json: bool) -> Result<(), Fail> {
-    let node = join(&bootstrap, None).await?;
+pub async fn resolve(name: PeerId, bootstrap: Vec<Multiaddr>, out: Output) -> Result<(), Fail> {
+    let (node, mut acceleration) = join(&bootstrap, None, out.crawl).await?;
     let key = ipns::routing_key(&name);
-    let record = get_record(&node, key.clone())
-        .await?
-        .ok_or_else(|| Fail::new(format!("no record for /ipns/{name}")))?;
-    print_record(&key, &record.value, json)
+    let (record, stats) = get_record(&node, key.clone()).await?;
+    note(&mut acceleration, &stats);
+    let record = record.ok_or_else(|| Fail::new(format!("no record for /ipns/{name}")))?;
+    print_record(&key, &record.value, out.json, acceleration.as_ref())
 }
 
 /// `publish <value-path>`: signs a record one sequence number above the best one on the DHT
@@ -98,14 +110,16 @@ pub async fn resolve(name: PeerId, bootstrap: Vec<Multiaddr>, json: bool) -> Res
 pub async fn publish(
     options: PublishOptions,
     bootstrap: Vec<Multiaddr>,
-    json: bool,
+    out: Output,
 ) -> Result<(), Fail> {
     // The swarm has its own, throwaway identity: the name's key may be a running `serve`
     // node's, and two connections under one peer id would confuse the peers.
-    let node = join(&bootstrap, None).await?;
+    let (node, mut acceleration) = join(&bootstrap, None, out.crawl).await?;
     let name = options.key.public().to_peer_id();
     let key = ipns::routing_key(&name);
-    let sequence = match get_record(&node, key).await? {
+    let (current, stats) = get_record(&node, key).await?;
+    note(&mut acceleration, &stats);
+    let sequence = match current {
         None => 0,
         Some(current) => IpnsRecord::decode(&current.value)
             .map_err(|e| Fail::new(format!("the current record does not decode: {e}")))?
@@ -123,7 +137,14 @@ pub async fn publish(
     let record = builder
         .sign(&options.key)
         .map_err(|e| Fail::new(format!("cannot sign the record: {e}")))?;
-    let stored = put_record(&node, record.to_dht_record(&name)).await?;
-    println!("{}", describe(&name, &record, json, Some(stored)));
+    let (stored, stats) = put_record(&node, record.to_dht_record(&name)).await?;
+    note(&mut acceleration, &stats);
+    describe(
+        &name,
+        &record,
+        out.json,
+        Some(stored),
+        acceleration.as_ref(),
+    );
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! A kadence node you can run: `cargo run --release --example node -- <command>`.
 //!
-//! - `testnet [--nodes 30]`: a local network on 127.0.0.1 that runs every DHT operation and
-//!   prints a table; exits 0 only if every operation succeeded (the README's run command).
-//! - `serve [--listen <multiaddr>]... [--data-dir <path>] [--bootstrap <multiaddr>]...`: a
-//!   long-lived node with the persistent store, in automatic mode; logs through `RUST_LOG`;
-//!   Ctrl-C stops it cleanly (store flushed).
+//! - `testnet [--nodes 30] [--accelerated]`: a local network on 127.0.0.1 that runs every
+//!   DHT operation and prints a table; exits 0 only if every operation succeeded (the
+//!   README's run command). One of its nodes runs the accelerated client; with
+//!   `--accelerated`, every node does.
+//! - `serve [--listen <multiaddr>]... [--data-dir <path>] [--bootstrap <multiaddr>]...
+//!   [--accelerated]`: a long-lived node with the persistent store, in automatic mode; logs
+//!   through `RUST_LOG`; Ctrl-C stops it cleanly (store flushed).
 //! - One-shot commands against bootstrap peers (default: the public Amino bootstrap peers,
 //!   `--bootstrap <multiaddr>` to use others), human-readable or `--json`:
 //!   `closest <key>`, `provide <cid>`, `provide --file <keys.txt>`, `find-providers <cid>`,
@@ -15,9 +17,18 @@
 //!   node's name (the key file, else the `--data-dir` identity `serve` uses) one sequence above
 //!   the best record on the DHT and stores it; `resolve <name>` prints the name's value,
 //!   sequence, validity and TTL.
+//! - `--accelerated` turns on the accelerated client (`Config::accelerated()`: a crawl of the
+//!   whole network into a full routing table, then lookups that ask a key's closest peers at
+//!   once). `serve --accelerated` prints the crawl's progress and when the node is
+//!   accelerated; the crawled table is saved in its `--data-dir` and restored on restart. A
+//!   one-shot command with `--accelerated [--crawl-timeout <secs>]` crawls first (progress on
+//!   stderr, so that `--json` output stays one object), at most `--crawl-timeout` (default
+//!   600 s; past it the command runs anyway, with the iterative lookup), then says whether its
+//!   lookups were accelerated and their time.
 //!
 //! Bad input gives one line on stderr and a non-zero exit.
 
+mod crawl;
 mod driver;
 mod ipns;
 mod keys;
@@ -52,14 +63,28 @@ pub fn split_p2p(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), Fail> {
     }
 }
 
-const USAGE: &str = "usage: node testnet [--nodes N]
-       node serve [--listen <multiaddr>]... [--data-dir <path>] [--bootstrap <multiaddr>]...
-       node [--bootstrap <multiaddr>]... [--json] closest <key> | provide <cid> | provide --file <keys.txt>
-            | find-providers <cid> | find-peer <peer-id> | get <key> | put <key> <value-file>
-       node [--bootstrap <multiaddr>]... [--json] publish <value-path> [--key-file <path> | --data-dir <path>]
-            [--lifetime <duration, e.g. 48h>] [--ttl <duration, e.g. 1h>]
-       node [--bootstrap <multiaddr>]... [--json] resolve <name>
-record keys: /ipns/<name>, /pk/<name> (a peer id or a libp2p-key CID, k51...), or /<namespace>/<text>";
+const USAGE: &str = "usage: node testnet [--nodes N] [--accelerated]
+       node serve [--listen <multiaddr>]... [--data-dir <path>] [--bootstrap <multiaddr>]... [--accelerated]
+       node [--bootstrap <multiaddr>]... [--json] [--accelerated [--crawl-timeout <secs>]] <command>
+commands: closest <key> | provide <cid> | provide --file <keys.txt> | find-providers <cid>
+          | find-peer <peer-id> | get <key> | put <key> <value-file>
+          | publish <value-path> [--key-file <path> | --data-dir <path>]
+              [--lifetime <duration, e.g. 48h>] [--ttl <duration, e.g. 1h>]
+          | resolve <name>
+record keys: /ipns/<name>, /pk/<name> (a peer id or a libp2p-key CID, k51...), or /<namespace>/<text>
+--accelerated: the accelerated client (a crawl of the whole network into a full routing table,
+  then lookups in about one round trip); one-shot commands crawl first, at most
+  --crawl-timeout seconds (default 600), then run, iteratively if the crawl did not finish";
+
+/// A bound in seconds: a number (`600`) or a duration with units (`10m`).
+fn seconds(text: &str) -> Result<std::time::Duration, Fail> {
+    match text.parse::<u64>() {
+        Ok(n) => Ok(std::time::Duration::from_secs(n)),
+        Err(_) => {
+            units::parse_duration(text).map_err(|e| Fail::new(format!("--crawl-timeout: {e}")))
+        }
+    }
+}
 
 fn multiaddr(text: &str) -> Result<Multiaddr, Fail> {
     text.parse()
@@ -75,6 +100,8 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
     let mut key_file: Option<PathBuf> = None;
     let mut lifetime = None;
     let mut ttl = None;
+    let mut accelerated = false;
+    let mut crawl_timeout = None;
     let mut rest = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -87,6 +114,8 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
             "--listen" => listen.push(multiaddr(&value("--listen")?)?),
             "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
             "--json" => json = true,
+            "--accelerated" => accelerated = true,
+            "--crawl-timeout" => crawl_timeout = Some(seconds(&value("--crawl-timeout")?)?),
             "--key-file" => key_file = Some(PathBuf::from(value("--key-file")?)),
             "--lifetime" => {
                 let d = units::parse_duration(&value("--lifetime")?)
@@ -126,13 +155,23 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
             "--key-file, --lifetime and --ttl are options of publish",
         ));
     }
+    let testnet_or_serve = matches!(rest[..], ["testnet"] | ["serve"]);
+    if crawl_timeout.is_some() && (!accelerated || testnet_or_serve) {
+        return Err(Fail::new(
+            "--crawl-timeout is an option of one-shot commands with --accelerated",
+        ));
+    }
+    let out = oneshot::Output {
+        json,
+        crawl: accelerated.then(|| crawl_timeout.unwrap_or(crawl::DEFAULT_TIMEOUT)),
+    };
     let command = match rest[..] {
         ["--help"] | ["-h"] | ["help"] => {
             println!("{USAGE}");
             return Ok(true);
         }
         ["testnet"] => {
-            let ok = testnet::testnet(nodes)
+            let ok = testnet::testnet(nodes, accelerated)
                 .await
                 .map_err(|e| Fail::new(e.to_string()))?;
             if ok {
@@ -150,6 +189,7 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
                 listen,
                 data_dir: data_dir.unwrap_or_else(serve::default_data_dir),
                 bootstrap,
+                accelerated,
             };
             serve::serve(options).await?;
             return Ok(true);
@@ -186,18 +226,18 @@ async fn dispatch(args: Vec<String>) -> Result<bool, Fail> {
                 lifetime,
                 ttl,
             };
-            ipns::publish(options, bootstrap_or_amino(bootstrap), json).await?;
+            ipns::publish(options, bootstrap_or_amino(bootstrap), out).await?;
             return Ok(true);
         }
         ["resolve", name] => {
             let name =
                 keys::peer_name(name.strip_prefix("/ipns/").unwrap_or(name)).map_err(Fail::new)?;
-            ipns::resolve(name, bootstrap_or_amino(bootstrap), json).await?;
+            ipns::resolve(name, bootstrap_or_amino(bootstrap), out).await?;
             return Ok(true);
         }
         _ => return Err(Fail::new(USAGE)),
     };
-    oneshot::run(command, bootstrap_or_amino(bootstrap), json).await?;
+    oneshot::run(command, bootstrap_or_amino(bootstrap), out).await?;
     Ok(true)
 }
 

@@ -5,12 +5,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kadence::{QueryError, QueryProgress, QueryResult, Record};
+use kadence::{QueryError, QueryProgress, QueryResult, QueryStats, Record};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::json;
 
+use crate::crawl::{wait_for_crawl, Acceleration};
 use crate::driver::{build_swarm, listen, Handle, Outcome};
 use crate::{keys, split_p2p, Fail};
 
@@ -41,14 +42,14 @@ fn peers_json(peers: &[kadence::PeerRecord]) -> serde_json::Value {
         .collect()
 }
 
-fn print_peers(peers: &[kadence::PeerRecord]) {
-    for p in peers {
-        let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
-        println!("{} {}", p.id, addrs.join(" "));
-    }
-}
-
-pub async fn join(bootstrap: &[Multiaddr], listen_on: Option<Multiaddr>) -> Result<Handle, Fail> {
+/// Starts an ephemeral node and joins through `bootstrap`. With `crawl` (the one-shot
+/// `--accelerated`), the node runs the accelerated client and waits for its first crawl, at
+/// most that long.
+pub async fn join(
+    bootstrap: &[Multiaddr],
+    listen_on: Option<Multiaddr>,
+    crawl: Option<Duration>,
+) -> Result<(Handle, Option<Acceleration>), Fail> {
     if bootstrap.is_empty() {
         return Err(Fail::new("no bootstrap peer"));
     }
@@ -58,7 +59,10 @@ pub async fn join(bootstrap: &[Multiaddr], listen_on: Option<Multiaddr>) -> Resu
     } else {
         kadence::Mode::Client
     };
-    let config = kadence::Config::amino().with_mode(Some(mode));
+    let mut config = kadence::Config::amino().with_mode(Some(mode));
+    if crawl.is_some() {
+        config = config.accelerated();
+    }
     let mut swarm = build_swarm(key.clone(), config).map_err(|e| Fail::new(e.to_string()))?;
     let addr = match listen_on {
         Some(addr) => listen(&mut swarm, addr)
@@ -70,23 +74,79 @@ pub async fn join(bootstrap: &[Multiaddr], listen_on: Option<Multiaddr>) -> Resu
         let (peer, addr) = split_p2p(addr)?;
         swarm.behaviour_mut().dht.add_address(peer, addr);
     }
+    // With the accelerated client, the crawl starts now (the table knows the bootstrap
+    // peers) and runs beside the bootstrap lookup.
     let node = Handle::spawn(swarm, addr, key);
     let joined = node
         .run(Duration::from_secs(30), |s| {
             s.behaviour_mut().dht.bootstrap().ok()
         })
         .await;
-    match joined.map(|o| o.result) {
-        Some(QueryResult::Bootstrap(Ok(n))) if n > 0 => Ok(node),
-        _ => Err(Fail::new("could not reach any bootstrap peer")),
+    if !matches!(joined.map(|o| o.result), Some(QueryResult::Bootstrap(Ok(n))) if n > 0) {
+        return Err(Fail::new("could not reach any bootstrap peer"));
     }
+    let acceleration = match crawl {
+        Some(bound) => Some(Acceleration::new(wait_for_crawl(&node, bound).await)),
+        None => None,
+    };
+    Ok((node, acceleration))
 }
 
 fn finish(outcome: Option<Outcome>) -> Result<Outcome, Fail> {
     outcome.ok_or_else(|| Fail::new("the operation did not finish in time"))
 }
 
-pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Result<(), Fail> {
+/// How a one-shot command prints.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// One JSON object on stdout, else text.
+    pub json: bool,
+    /// `--accelerated`: crawl first, at most this long.
+    pub crawl: Option<Duration>,
+}
+
+/// Prints a command's result: `object` with `--json`, else `text`; with `--accelerated`, whether
+/// it was accelerated and its time (JSON fields, or a line after the text).
+pub fn print_result(
+    json: bool,
+    mut object: serde_json::Value,
+    text: impl FnOnce() -> String,
+    acceleration: Option<&Acceleration>,
+) {
+    if json {
+        if let Some(a) = acceleration {
+            a.add_json(&mut object);
+        }
+        println!("{object}");
+        return;
+    }
+    println!("{}", text());
+    if let Some(a) = acceleration {
+        println!("{}", a.line());
+    }
+}
+
+fn peers_text(peers: &[kadence::PeerRecord]) -> String {
+    peers
+        .iter()
+        .map(|p| {
+            let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+            format!("{} {}", p.id, addrs.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `text` and then `peers`, one a line.
+fn with_peers(text: String, peers: &[kadence::PeerRecord]) -> String {
+    if peers.is_empty() {
+        return text;
+    }
+    format!("{text}\n{}", peers_text(peers))
+}
+
+pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Result<(), Fail> {
+    let json = out.json;
     let needs_address = matches!(command, OneShot::Provide(_) | OneShot::ProvideFile(_));
     // A provider record must carry an address: a provide listens, on loopback when the
     // bootstrap peers are local.
@@ -97,7 +157,7 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
         let ip = if local { "127.0.0.1" } else { "0.0.0.0" };
         format!("/ip4/{ip}/tcp/0").parse().expect("valid")
     });
-    let node = join(&bootstrap, listen_on).await?;
+    let (node, mut acceleration) = join(&bootstrap, listen_on, out.crawl).await?;
     let start = Instant::now();
     match command {
         OneShot::Closest(key) => {
@@ -110,20 +170,21 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
             let QueryResult::ClosestPeers(Ok(peers)) = o.result else {
                 return Err(Fail::new(format!("lookup failed: {:?}", o.result)));
             };
-            if json {
-                println!(
-                    "{}",
-                    json!({"peers": peers_json(&peers), "requests": o.stats.requests, "ms": start.elapsed().as_millis() as u64})
-                );
-            } else {
-                println!(
-                    "{} closest peers ({} requests, {:?}):",
-                    peers.len(),
-                    o.stats.requests,
-                    start.elapsed()
-                );
-                print_peers(&peers);
-            }
+            crate::crawl::record(&mut acceleration, &o.stats);
+            let elapsed = start.elapsed();
+            print_result(
+                json,
+                json!({"peers": peers_json(&peers), "requests": o.stats.requests, "ms": elapsed.as_millis() as u64}),
+                || {
+                    let head = format!(
+                        "{} closest peers ({} requests, {elapsed:?}):",
+                        peers.len(),
+                        o.stats.requests
+                    );
+                    with_peers(head, &peers)
+                },
+                acceleration.as_ref(),
+            );
         }
         OneShot::Provide(key) => {
             let o = finish(
@@ -133,13 +194,15 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
             let QueryResult::Provide(Ok(peers)) = o.result else {
                 return Err(Fail::new(format!("provide failed: {:?}", o.result)));
             };
-            if json {
-                println!("{}", json!({"peers": peers}));
-            } else {
-                println!("announced to {peers} peers");
-            }
+            crate::crawl::record(&mut acceleration, &o.stats);
+            print_result(
+                json,
+                json!({"peers": peers}),
+                || format!("announced to {peers} peers"),
+                acceleration.as_ref(),
+            );
         }
-        OneShot::ProvideFile(keys) => provide_file(&node, keys, json).await?,
+        OneShot::ProvideFile(keys) => provide_file(&node, keys, json, acceleration).await?,
         OneShot::FindProviders(key) => {
             let o = finish(
                 node.run(TIMEOUT, move |s| {
@@ -147,6 +210,7 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
                 })
                 .await,
             )?;
+            crate::crawl::record(&mut acceleration, &o.stats);
             let providers: Vec<kadence::PeerRecord> = o
                 .progress
                 .into_iter()
@@ -155,12 +219,12 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
                     _ => Vec::new(),
                 })
                 .collect();
-            if json {
-                println!("{}", json!({"providers": peers_json(&providers)}));
-            } else {
-                println!("{} providers:", providers.len());
-                print_peers(&providers);
-            }
+            print_result(
+                json,
+                json!({"providers": peers_json(&providers)}),
+                || with_peers(format!("{} providers:", providers.len()), &providers),
+                acceleration.as_ref(),
+            );
             if providers.is_empty() {
                 return Err(Fail::new("no provider found"));
             }
@@ -175,25 +239,37 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
             let QueryResult::FindPeer(Ok(found)) = o.result else {
                 return Err(Fail::new(format!("peer not found: {:?}", o.result)));
             };
-            if json {
-                println!("{}", peers_json(std::slice::from_ref(&found))[0]);
-            } else {
-                print_peers(&[found]);
-            }
+            crate::crawl::record(&mut acceleration, &o.stats);
+            let found = [found];
+            print_result(
+                json,
+                peers_json(&found)[0].clone(),
+                || peers_text(&found),
+                acceleration.as_ref(),
+            );
         }
         OneShot::Get(key) => {
-            let record = get_record(&node, key.clone())
-                .await?
-                .ok_or_else(|| Fail::new("no record: not found"))?;
+            let (record, stats) = get_record(&node, key.clone()).await?;
+            crate::crawl::record(&mut acceleration, &stats);
+            let record = record.ok_or_else(|| Fail::new("no record: not found"))?;
             if key.starts_with(b"/ipns/") {
-                crate::ipns::print_record(&key, &record.value, json)?;
+                crate::ipns::print_record(&key, &record.value, json, acceleration.as_ref())?;
             } else if json {
                 let hex: String = record.value.iter().map(|b| format!("{b:02x}")).collect();
-                println!("{}", json!({"value_hex": hex}));
+                print_result(
+                    json,
+                    json!({"value_hex": hex}),
+                    String::new,
+                    acceleration.as_ref(),
+                );
             } else {
                 std::io::stdout()
                     .write_all(&record.value)
                     .map_err(|e| Fail::new(e.to_string()))?;
+                // Stdout is the value's bytes, as stored: the line goes beside the progress.
+                if let Some(a) = &acceleration {
+                    eprintln!("{}", a.line());
+                }
             }
         }
         OneShot::Put(key, value) => {
@@ -202,19 +278,22 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, json: bool) -> Res
                 value,
                 time_received: String::new(),
             };
-            let peers = put_record(&node, record).await?;
-            if json {
-                println!("{}", json!({"stored": peers}));
-            } else {
-                println!("stored at {peers} peers");
-            }
+            let (peers, stats) = put_record(&node, record).await?;
+            crate::crawl::record(&mut acceleration, &stats);
+            print_result(
+                json,
+                json!({"stored": peers}),
+                || format!("stored at {peers} peers"),
+                acceleration.as_ref(),
+            );
         }
     }
     Ok(())
 }
 
-/// The best valid record under `key` on the DHT; `None` when no peer has one.
-pub async fn get_record(node: &Handle, key: Vec<u8>) -> Result<Option<Record>, Fail> {
+/// The best valid record under `key` on the DHT (`None` when no peer has one), and what the
+/// lookup cost.
+pub async fn get_record(node: &Handle, key: Vec<u8>) -> Result<(Option<Record>, QueryStats), Fail> {
     let o = finish(
         node.run(TIMEOUT, move |s| {
             Some(s.behaviour_mut().dht.get_value(key, None))
@@ -222,14 +301,14 @@ pub async fn get_record(node: &Handle, key: Vec<u8>) -> Result<Option<Record>, F
         .await,
     )?;
     match o.result {
-        QueryResult::GetValue(Ok(record)) => Ok(Some(record)),
-        QueryResult::GetValue(Err(QueryError::NotFound)) => Ok(None),
+        QueryResult::GetValue(Ok(record)) => Ok((Some(record), o.stats)),
+        QueryResult::GetValue(Err(QueryError::NotFound)) => Ok((None, o.stats)),
         other => Err(Fail::new(format!("get failed: {other:?}"))),
     }
 }
 
-/// Stores `record` at the closest peers; how many stored it.
-pub async fn put_record(node: &Handle, record: Record) -> Result<usize, Fail> {
+/// Stores `record` at the closest peers; how many stored it, and what it cost.
+pub async fn put_record(node: &Handle, record: Record) -> Result<(usize, QueryStats), Fail> {
     let refused = Arc::new(Mutex::new(None));
     let error = refused.clone();
     let o = node
@@ -246,18 +325,29 @@ pub async fn put_record(node: &Handle, record: Record) -> Result<usize, Fail> {
     if let Some(e) = refused.lock().unwrap().take() {
         return Err(Fail::new(format!("record refused: {e}")));
     }
-    match finish(o)?.result {
-        QueryResult::PutValue(Ok(peers)) => Ok(peers),
+    let o = finish(o)?;
+    match o.result {
+        QueryResult::PutValue(Ok(peers)) => Ok((peers, o.stats)),
         other => Err(Fail::new(format!("put failed: {other:?}"))),
     }
 }
 
 /// Announces many keys with the sweep, showing progress.
-async fn provide_file(node: &Handle, keys: Vec<Vec<u8>>, json: bool) -> Result<(), Fail> {
+async fn provide_file(
+    node: &Handle,
+    keys: Vec<Vec<u8>>,
+    json: bool,
+    mut acceleration: Option<Acceleration>,
+) -> Result<(), Fail> {
     let total = keys.len();
     let failed = Arc::new(Mutex::new(None));
     let error = failed.clone();
+    // The sweep runs the lookups itself: whether the full table served it is what the node
+    // says when the keys are added (after the crawl, when there was one).
+    let accelerated = Arc::new(Mutex::new(false));
+    let full_table = accelerated.clone();
     node.run(TIMEOUT, move |s| {
+        *full_table.lock().unwrap() = s.behaviour().dht.is_accelerated();
         for key in keys {
             if let Err(e) = s.behaviour_mut().dht.start_providing(key) {
                 *error.lock().unwrap() = Some(e.to_string());
@@ -291,11 +381,18 @@ async fn provide_file(node: &Handle, keys: Vec<Vec<u8>>, json: bool) -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if json {
-        println!("{}", json!({"announced": total}));
-    } else {
-        println!("\nannounced {total} keys");
+    if let Some(a) = acceleration.as_mut() {
+        a.note(*accelerated.lock().unwrap());
     }
+    if !json {
+        println!();
+    }
+    print_result(
+        json,
+        json!({"announced": total}),
+        || format!("announced {total} keys"),
+        acceleration.as_ref(),
+    );
     Ok(())
 }
 

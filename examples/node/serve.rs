@@ -1,23 +1,31 @@
 //! `serve`: a long-lived node with the persistent store.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kadence::store::{PersistentStore, PersistentStoreConfig};
-use kadence::KBucketTable;
+use kadence::{Event, KBucketTable, RoutingTable};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::Multiaddr;
 
-use crate::driver::{build_swarm_with, listen};
+use crate::crawl::{finished_line, progress_line, CrawlStatus};
+use crate::driver::{build_swarm_with, listen, NodeEvent};
 use crate::{split_p2p, Fail};
 
 pub struct ServeOptions {
     pub listen: Vec<Multiaddr>,
     pub data_dir: PathBuf,
     pub bootstrap: Vec<Multiaddr>,
+    /// Run the accelerated client.
+    pub accelerated: bool,
 }
+
+/// A crawl's progress lines in `serve`: a crawl of the public network lasts minutes, and a
+/// line a second (the library's pace) would bury the rest.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// The default data directory: `$XDG_DATA_HOME/kadence`, else `~/.local/share/kadence`.
 pub fn default_data_dir() -> PathBuf {
@@ -81,7 +89,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
         .map_err(|e| Fail::new(format!("cannot open the store in {}: {e}", dir.display())))?;
     // Automatic mode: server once an external address is confirmed. A listen address on a
     // specific IP is taken as reachable; a wildcard one waits for confirmation.
-    let config = kadence::Config::amino();
+    let mut config = kadence::Config::amino();
+    if options.accelerated {
+        config = config.accelerated();
+    }
     let table = KBucketTable::new(local, config.kbuckets().clone());
     let mut swarm = build_swarm_with(key, |_| {
         kadence::Behaviour::with_parts(local, config, table, store)
@@ -111,15 +122,44 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
         println!("listening on {addr}/p2p/{local}");
     }
     println!("data in {}", dir.display());
+    // The store gave back the table a previous run crawled (when it was recent enough).
+    let restored = swarm.behaviour().dht.full_table().map_or(0, |t| t.len());
+    if restored > 0 {
+        println!("full routing table restored: {restored} peers");
+    }
+    let mut reported_accelerated = false;
+    let mut crawl = CrawlStatus::default();
+    let mut next_progress = Instant::now();
     let _ = swarm.behaviour_mut().dht.bootstrap();
     loop {
-        tokio::select! {
+        if options.accelerated && !reported_accelerated && swarm.behaviour().dht.is_accelerated() {
+            reported_accelerated = true;
+            let peers = swarm.behaviour().dht.full_table().map_or(0, |t| t.len());
+            println!("accelerated: lookups start from the full routing table ({peers} peers)");
+        }
+        let event = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            event = swarm.select_next_some() => {
-                if let SwarmEvent::NewListenAddr { address, .. } = event {
-                    tracing::info!(%address, "listening");
+            event = swarm.select_next_some() => event,
+        };
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::Behaviour(NodeEvent::Dht(event)) if crawl.update(&event) => match event {
+                Event::CrawlStarted { seeds } => {
+                    println!("crawl started from {seeds} peers");
+                    next_progress = Instant::now() + PROGRESS_EVERY;
                 }
-            }
+                Event::CrawlProgress(progress) if Instant::now() >= next_progress => {
+                    println!("{}", progress_line(&progress));
+                    next_progress = Instant::now() + PROGRESS_EVERY;
+                }
+                Event::CrawlFinished { .. } => {
+                    if let Some(finished) = &crawl.last {
+                        println!("{}", finished_line(finished));
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
         }
     }
     // Dropping the swarm saves the routing table and flushes the store.

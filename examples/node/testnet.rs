@@ -1,7 +1,7 @@
 //! `testnet`: a local network of kadence nodes on 127.0.0.1 that runs every DHT operation.
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use kadence::{QueryId, QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
 use libp2p::StreamProtocol;
 
+use crate::crawl::crawl_again;
 use crate::driver::{build_swarm, listen, Handle, Outcome};
 
 /// A private protocol name: the testnet never joins the public DHT.
@@ -23,25 +24,44 @@ struct Row {
     result: String,
     latency: Duration,
     requests: u32,
+    /// Whether the operation's lookup started from the full table (`None`: not a lookup).
+    accelerated: Option<bool>,
 }
 
+/// A node of the testnet: its handle, and whether it runs the accelerated client.
+struct TestNode {
+    handle: Handle,
+    accelerated: bool,
+}
+
+/// Runs an operation on `node` and checks its outcome; an accelerated node's lookups must
+/// start from its full table (it crawled the whole testnet before the operations).
 async fn measured(
-    node: &Handle,
+    node: &TestNode,
     operation: &'static str,
     op: impl FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send + 'static,
     check: impl FnOnce(&Outcome) -> Result<String, String>,
 ) -> Row {
     let start = Instant::now();
     let outcome = node
+        .handle
         .run(TIMEOUT, move |swarm| op(&mut swarm.behaviour_mut().dht))
         .await;
     let latency = start.elapsed();
-    let (ok, result, requests) = match &outcome {
-        Some(outcome) => match check(outcome) {
-            Ok(text) => (true, text, outcome.stats.requests),
-            Err(text) => (false, text, outcome.stats.requests),
-        },
-        None => (false, "did not start or timed out".to_string(), 0),
+    let (ok, result, requests, accelerated) = match &outcome {
+        Some(outcome) => {
+            let stats = &outcome.stats;
+            let (ok, text) = match check(outcome) {
+                Ok(_) if node.accelerated && !stats.accelerated => (
+                    false,
+                    "an iterative lookup on an accelerated node".to_string(),
+                ),
+                Ok(text) => (true, text),
+                Err(text) => (false, text),
+            };
+            (ok, text, stats.requests, Some(stats.accelerated))
+        }
+        None => (false, "did not start or timed out".to_string(), 0, None),
     };
     Row {
         operation,
@@ -49,17 +69,62 @@ async fn measured(
         result,
         latency,
         requests,
+        accelerated,
+    }
+}
+
+/// Every accelerated node crawls the testnet again, now that it is complete (the crawl a node
+/// starts on its own ran while the others were still starting); their crawls run at once.
+async fn crawl_all(nodes: &[TestNode]) -> Row {
+    let start = Instant::now();
+    let crawling: Vec<&TestNode> = nodes.iter().filter(|n| n.accelerated).collect();
+    let crawls =
+        futures::future::join_all(crawling.iter().map(|n| crawl_again(&n.handle, TIMEOUT))).await;
+    let others = nodes.len() - 1;
+    let finished: Vec<_> = crawls.iter().flatten().collect();
+    let fewest = finished.iter().map(|f| f.peers).min().unwrap_or(0);
+    let most = finished.iter().map(|f| f.peers).max().unwrap_or(0);
+    let requests: u64 = finished.iter().map(|f| f.stats.requests).sum();
+    let failed: u64 = finished.iter().map(|f| f.stats.failed).sum();
+    // A crawl of a network this small reaches every node: the table holds all the others.
+    let ok = finished.len() == crawling.len() && fewest == others;
+    let tables = if fewest == most {
+        format!("{fewest}")
+    } else {
+        format!("{fewest}..{most}")
+    };
+    Row {
+        operation: "crawl",
+        ok,
+        result: format!(
+            "{}/{} accelerated nodes crawled, full tables of {tables}/{others} peers, \
+             {failed} requests failed",
+            finished.len(),
+            crawling.len()
+        ),
+        latency: start.elapsed(),
+        // Per crawl, as the other rows count one operation's requests.
+        requests: u32::try_from(requests / crawling.len().max(1) as u64).unwrap_or(u32::MAX),
+        accelerated: None,
     }
 }
 
 /// StartProvide for a batch of keys, then waits until the reprovider's sweep has announced
 /// every one of them (the provide list says when each key was last announced).
-async fn provide_batch(node: &Handle, keys: usize) -> Row {
+async fn provide_batch(node: &TestNode, keys: usize) -> Row {
     let start = Instant::now();
     let added = Arc::new(AtomicUsize::new(0));
+    // The sweep runs its lookups itself: whether the full table served them is what the node
+    // says when the keys are added.
+    let accelerated = Arc::new(AtomicBool::new(false));
+    let node_accelerated = node.accelerated;
+    let node = &node.handle;
     node.run(TIMEOUT, {
         let added = added.clone();
+        let accelerated = accelerated.clone();
         move |swarm| {
+            let dht = &swarm.behaviour().dht;
+            accelerated.store(dht.is_accelerated(), Ordering::Relaxed);
             for i in 0..keys {
                 let key = format!("kadence example batch key {i}").into_bytes();
                 if swarm.behaviour_mut().dht.start_providing(key).is_ok() {
@@ -79,18 +144,20 @@ async fn provide_batch(node: &Handle, keys: usize) -> Row {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let added = added.load(Ordering::Relaxed);
-    let ok = added == keys && announced == keys;
+    let accelerated = accelerated.load(Ordering::Relaxed);
+    let ok = added == keys && announced == keys && accelerated == node_accelerated;
     Row {
         operation: "start providing",
         ok,
         result: format!("{added} added, {announced}/{keys} swept, each to >= {reached} peers"),
         latency: start.elapsed(),
         requests: 0,
+        accelerated: Some(accelerated),
     }
 }
 
-/// The operations the testnet runs, for the progress line.
-const OPERATIONS: usize = 9;
+/// The operations the testnet runs (the crawl included), for the progress line.
+const OPERATIONS: usize = 10;
 
 /// Keeps a row and redraws the progress line on stderr (stdout keeps the table).
 fn keep(rows: &mut Vec<Row>, row: Row) {
@@ -109,34 +176,52 @@ fn keep(rows: &mut Vec<Row>, row: Row) {
     }
 }
 
-/// Runs the testnet with `nodes` nodes; `Ok(true)` when every operation succeeded.
-pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
-    let mut handles: Vec<Handle> = Vec::new();
+/// Runs the testnet with `nodes` nodes; `Ok(true)` when every operation succeeded. The last
+/// node runs the accelerated client, or every node does with `all_accelerated`.
+pub async fn testnet(
+    nodes: usize,
+    all_accelerated: bool,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut handles: Vec<TestNode> = Vec::new();
     for i in 0..nodes {
         let key = Keypair::generate_ed25519();
-        let config = kadence::Config::new(PROTOCOL).with_mode(Some(kadence::Mode::Server));
+        let accelerated = all_accelerated || i == nodes - 1;
+        let mut config = kadence::Config::new(PROTOCOL).with_mode(Some(kadence::Mode::Server));
+        if accelerated {
+            config = config.accelerated();
+        }
         let mut swarm = build_swarm(key.clone(), config)?;
         let addr = listen(&mut swarm, "/ip4/127.0.0.1/tcp/0".parse()?).await?;
         // A tree: every node knows one node started before it.
         if i > 0 {
-            let parent = &handles[(i - 1) / 2];
+            let parent = &handles[(i - 1) / 2].handle;
             swarm
                 .behaviour_mut()
                 .dht
                 .add_address(parent.id, parent.addr.clone());
         }
-        handles.push(Handle::spawn(swarm, addr, key));
+        handles.push(TestNode {
+            handle: Handle::spawn(swarm, addr, key),
+            accelerated,
+        });
     }
-    println!("started {nodes} nodes on 127.0.0.1; bootstrapping");
+    let accelerated = if all_accelerated {
+        "all accelerated".to_string()
+    } else {
+        format!("node {} accelerated", nodes - 1)
+    };
+    println!("started {nodes} nodes on 127.0.0.1 ({accelerated}); bootstrapping");
     for _round in 0..2 {
         for node in &handles {
-            node.run(TIMEOUT, |swarm| swarm.behaviour_mut().dht.bootstrap().ok())
+            node.handle
+                .run(TIMEOUT, |swarm| swarm.behaviour_mut().dht.bootstrap().ok())
                 .await;
         }
     }
 
     let last = nodes - 1;
     let mut rows = Vec::new();
+    keep(&mut rows, crawl_all(&handles).await);
     keep(
         &mut rows,
         measured(
@@ -169,7 +254,7 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         )
         .await,
     );
-    let provider = handles[2].id;
+    let provider = handles[2].handle.id;
     keep(&mut rows,
         measured(
             &handles[last],
@@ -189,7 +274,7 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         .await,
     );
     // A `/pk/` record: a node's public key under its peer id, which every validator accepts.
-    let record = Record::public_key(&handles[3].key.public());
+    let record = Record::public_key(&handles[3].handle.key.public());
     keep(
         &mut rows,
         measured(
@@ -221,10 +306,10 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         .await,
     );
     // IPNS: a node publishes its name; another resolves it and reads the signed value.
-    let name = handles[6 % nodes].id;
+    let name = handles[6 % nodes].handle.id;
     let ipns = IpnsRecord::builder("/ipfs/bafkqaaa")
         .sequence(1)
-        .sign(&handles[6 % nodes].key)?;
+        .sign(&handles[6 % nodes].handle.key)?;
     keep(
         &mut rows,
         measured(
@@ -261,7 +346,7 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
         )
         .await,
     );
-    let wanted = handles[last - 2].id;
+    let wanted = handles[last - 2].handle.id;
     keep(
         &mut rows,
         measured(
@@ -279,17 +364,22 @@ pub async fn testnet(nodes: usize) -> Result<bool, Box<dyn std::error::Error>> {
     keep(&mut rows, provide_batch(&handles[5 % nodes], 200).await);
 
     println!(
-        "\n{:<16} {:<6} {:>10} {:>9}  result",
-        "operation", "ok", "latency", "requests"
+        "\n{:<16} {:<6} {:>10} {:>9} {:<6} result",
+        "operation", "ok", "latency", "requests", "accel"
     );
     let mut all_ok = true;
     for row in &rows {
         println!(
-            "{:<16} {:<6} {:>10.2?} {:>9}  {}",
+            "{:<16} {:<6} {:>10.2?} {:>9} {:<6} {}",
             row.operation,
             if row.ok { "yes" } else { "NO" },
             row.latency,
             row.requests,
+            match row.accelerated {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            },
             row.result
         );
         all_ok &= row.ok;
