@@ -602,7 +602,10 @@ impl NetworkBehaviour for Behaviour {
                 cause,
                 ..
             }) => {
-                let actions = self.outbound.on_connection_closed(peer_id, connection_id);
+                let idle = matches!(cause, Some(ConnectionError::KeepAliveTimeout));
+                let actions = self
+                    .outbound
+                    .on_connection_closed(peer_id, connection_id, idle);
                 self.apply_failed_together(peer_id, actions);
                 self.server.on_connection_closed(connection_id);
                 let keep = self

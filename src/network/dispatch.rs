@@ -40,7 +40,27 @@ pub(crate) enum OutboundAction {
 #[derive(Default)]
 struct Waiting {
     addrs: Vec<Multiaddr>,
-    requests: Vec<(OutboundRequestId, Request, Instant)>,
+    requests: Vec<Queued>,
+}
+
+/// A request waiting for its dial.
+struct Queued {
+    id: OutboundRequestId,
+    request: Request,
+    since: Instant,
+    /// Sent once already, on a connection that closed for idleness before its handler saw it.
+    resent: bool,
+}
+
+/// A request handed to a connection's handler, until its outcome. The request and the
+/// addresses it came with are kept: a connection closed for idleness never had it (an idle
+/// handler holds no request), and it goes again, once, on another connection.
+struct InFlight {
+    peer: PeerId,
+    connection: ConnectionId,
+    request: Request,
+    addrs: Vec<Multiaddr>,
+    resent: bool,
 }
 
 /// Outbound requests: connections per peer, in-flight requests per connection, requests
@@ -52,7 +72,7 @@ pub(crate) struct OutboundRequests {
     max_dials: usize,
     max_dial_addresses: usize,
     connections: FnvHashMap<PeerId, SmallVec<[ConnectionId; 2]>>,
-    in_flight: FnvHashMap<OutboundRequestId, (PeerId, ConnectionId)>,
+    in_flight: FnvHashMap<OutboundRequestId, InFlight>,
     per_connection: FnvHashMap<ConnectionId, SmallVec<[OutboundRequestId; 4]>>,
     awaiting_dial: FnvHashMap<PeerId, Waiting>,
     dialing: fnv::FnvHashSet<PeerId>,
@@ -121,13 +141,33 @@ impl OutboundRequests {
     ) -> (OutboundRequestId, Vec<OutboundAction>) {
         let id = OutboundRequestId(self.next_id);
         self.next_id += 1;
+        let actions = self.dispatch(peer, addrs, id, request, false);
+        (id, actions)
+    }
+
+    fn dispatch(
+        &mut self,
+        peer: PeerId,
+        mut addrs: Vec<Multiaddr>,
+        id: OutboundRequestId,
+        request: Request,
+        resent: bool,
+    ) -> Vec<OutboundAction> {
+        addrs.truncate(self.max_dial_addresses);
         if let Some(connection) = self.connections.get(&peer).and_then(|c| c.first()).copied() {
-            return (id, vec![self.track(peer, connection, id, request)]);
+            let sent = InFlight {
+                peer,
+                connection,
+                request,
+                addrs,
+                resent,
+            };
+            return vec![self.track(id, sent)];
         }
         let waiting = self.awaiting_dial.entry(peer).or_default();
         if waiting.requests.len() >= self.max_waiting_per_peer {
             let error = RequestError::QueueFull;
-            return (id, vec![OutboundAction::Fail { peer, id, error }]);
+            return vec![OutboundAction::Fail { peer, id, error }];
         }
         for addr in addrs {
             if waiting.addrs.len() >= self.max_dial_addresses {
@@ -137,28 +177,31 @@ impl OutboundRequests {
                 waiting.addrs.push(addr);
             }
         }
-        waiting.requests.push((id, request, Instant::now()));
+        waiting.requests.push(Queued {
+            id,
+            request,
+            since: Instant::now(),
+            resent,
+        });
         if waiting.requests.len() == 1 && !self.dialing.contains(&peer) {
             self.dial_queue.push_back(peer);
         }
-        (id, self.next_dials())
+        self.next_dials()
     }
 
-    fn track(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        id: OutboundRequestId,
-        request: Request,
-    ) -> OutboundAction {
-        self.in_flight.insert(id, (peer, connection));
-        self.per_connection.entry(connection).or_default().push(id);
-        OutboundAction::Send {
-            peer,
-            connection,
+    fn track(&mut self, id: OutboundRequestId, sent: InFlight) -> OutboundAction {
+        let action = OutboundAction::Send {
+            peer: sent.peer,
+            connection: sent.connection,
             id,
-            request,
-        }
+            request: sent.request.clone(),
+        };
+        self.per_connection
+            .entry(sent.connection)
+            .or_default()
+            .push(id);
+        self.in_flight.insert(id, sent);
+        action
     }
 
     /// A connection opened: requests waiting for it are sent on it.
@@ -170,20 +213,33 @@ impl OutboundRequests {
         self.connections.entry(peer).or_default().push(connection);
         self.dialing.remove(&peer);
         let waiting = self.awaiting_dial.remove(&peer).unwrap_or_default();
+        let addrs = waiting.addrs;
         let mut actions: Vec<OutboundAction> = waiting
             .requests
             .into_iter()
-            .map(|(id, request, _)| self.track(peer, connection, id, request))
+            .map(|queued| {
+                let sent = InFlight {
+                    peer,
+                    connection,
+                    request: queued.request,
+                    addrs: addrs.clone(),
+                    resent: queued.resent,
+                };
+                self.track(queued.id, sent)
+            })
             .collect();
         actions.extend(self.next_dials());
         actions
     }
 
-    /// A connection closed: its in-flight requests fail.
+    /// A connection closed: its in-flight requests fail. When it closed for idleness (`idle`)
+    /// its handler held none of them: they were handed to it while the swarm was already
+    /// closing it, and go again, once, on another connection or a new dial.
     pub(crate) fn on_connection_closed(
         &mut self,
         peer: PeerId,
         connection: ConnectionId,
+        idle: bool,
     ) -> Vec<OutboundAction> {
         if let Some(conns) = self.connections.get_mut(&peer) {
             conns.retain(|c| *c != connection);
@@ -192,14 +248,23 @@ impl OutboundRequests {
             }
         }
         let ids = self.per_connection.remove(&connection).unwrap_or_default();
-        ids.into_iter()
-            .filter(|id| self.in_flight.remove(id).is_some())
-            .map(|id| OutboundAction::Fail {
-                peer,
-                id,
-                error: RequestError::ConnectionClosed,
-            })
-            .collect()
+        let mut actions = Vec::new();
+        for id in ids {
+            let Some(sent) = self.in_flight.remove(&id) else {
+                continue;
+            };
+            if idle && !sent.resent {
+                tracing::debug!(%peer, ?id, "request handed to a connection closing for idleness; sent again");
+                actions.extend(self.dispatch(peer, sent.addrs, id, sent.request, true));
+            } else {
+                actions.push(OutboundAction::Fail {
+                    peer,
+                    id,
+                    error: RequestError::ConnectionClosed,
+                });
+            }
+        }
+        actions
     }
 
     /// A dial failed: requests waiting for it fail, unless a connection opened meanwhile.
@@ -212,9 +277,9 @@ impl OutboundRequests {
         let mut actions: Vec<OutboundAction> = waiting
             .requests
             .into_iter()
-            .map(|(id, _, _)| OutboundAction::Fail {
+            .map(|queued| OutboundAction::Fail {
                 peer,
-                id,
+                id: queued.id,
                 error: RequestError::DialFailed(reason.clone()),
             })
             .collect();
@@ -231,12 +296,12 @@ impl OutboundRequests {
     ) -> Vec<OutboundAction> {
         let mut actions = Vec::new();
         self.awaiting_dial.retain(|peer, waiting| {
-            waiting.requests.retain(|(id, _, since)| {
-                let expired = now.saturating_duration_since(*since) >= timeout;
+            waiting.requests.retain(|queued| {
+                let expired = now.saturating_duration_since(queued.since) >= timeout;
                 if expired {
                     actions.push(OutboundAction::Fail {
                         peer: *peer,
-                        id: *id,
+                        id: queued.id,
                         error: RequestError::Timeout,
                     });
                 }
@@ -251,17 +316,56 @@ impl OutboundRequests {
 
     /// The handler reported the request's outcome: forget it. Returns the peer if it was known.
     pub(crate) fn on_finished(&mut self, id: OutboundRequestId) -> Option<PeerId> {
-        let (peer, connection) = self.in_flight.remove(&id)?;
-        if let Some(ids) = self.per_connection.get_mut(&connection) {
+        let sent = self.in_flight.remove(&id)?;
+        if let Some(ids) = self.per_connection.get_mut(&sent.connection) {
             ids.retain(|i| *i != id);
         }
-        Some(peer)
+        Some(sent.peer)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the accelerated client's swarm tests: a request handed to a connection the
+    /// swarm was closing for idleness failed as `ConnectionClosed`, so a live peer counted as
+    /// failed. Such a request goes again, once.
+    #[test]
+    fn a_request_lost_to_an_idle_close_goes_again_once() {
+        let mut out = OutboundRequests::new(8, 8, 4);
+        let peer = PeerId::random();
+        let addr: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
+        let (c1, c2) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        out.on_connection_established(peer, c1);
+        let (id, sent) = out.send(peer, vec![addr.clone()], ping());
+        assert!(matches!(sent[..], [OutboundAction::Send { connection, .. }] if connection == c1));
+        // Closed for idleness: dialled again at the request's addresses, not failed.
+        let again = out.on_connection_closed(peer, c1, true);
+        assert!(
+            matches!(&again[..], [OutboundAction::Dial { addrs, .. }] if addrs == &vec![addr.clone()]),
+            "{again:?}"
+        );
+        let sent = out.on_connection_established(peer, c2);
+        assert!(
+            matches!(sent[..], [OutboundAction::Send { id: i, connection, .. }] if i == id && connection == c2)
+        );
+        // A second idle close fails it: no request goes around forever.
+        let failed = out.on_connection_closed(peer, c2, true);
+        assert!(matches!(
+            failed[..],
+            [OutboundAction::Fail { id: i, error: RequestError::ConnectionClosed, .. }] if i == id
+        ));
+        // A connection that broke fails its requests at once.
+        let c3 = ConnectionId::new_unchecked(3);
+        out.on_connection_established(peer, c3);
+        let (other, _) = out.send(peer, vec![], ping());
+        let failed = out.on_connection_closed(peer, c3, false);
+        assert!(matches!(failed[..], [OutboundAction::Fail { id: i, .. }] if i == other));
+    }
 
     fn ping() -> Request {
         Request::Ping
@@ -303,7 +407,7 @@ mod tests {
         out.on_connection_established(p2, c2);
         let (id1, _) = out.send(p1, vec![], ping());
         let (id2, _) = out.send(p2, vec![], ping());
-        let failed = out.on_connection_closed(p1, c1);
+        let failed = out.on_connection_closed(p1, c1, false);
         assert_eq!(failed.len(), 1);
         assert!(matches!(failed[0], OutboundAction::Fail { id, .. } if id == id1));
         assert_eq!(out.on_finished(id2), Some(p2));
