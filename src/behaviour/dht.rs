@@ -425,7 +425,7 @@ impl Behaviour {
                     .table_mut()
                     .on_refreshed(bucket, Instant::now()),
                 PoolAction::Finished(id, result, stats) => {
-                    let sweep = self.on_query_finished(id, &result);
+                    let sweep = self.on_query_finished(id, &result, stats.accelerated);
                     if !self.internal_queries.remove(&id) && !sweep {
                         self.report(Event::QueryFinished { id, result, stats });
                     }

@@ -270,7 +270,12 @@ impl Behaviour {
 
     /// A query finished: the sweep's lookups feed their region. Returns whether the result
     /// was the sweep's own.
-    pub(super) fn on_query_finished(&mut self, id: QueryId, result: &QueryResult) -> bool {
+    pub(super) fn on_query_finished(
+        &mut self,
+        id: QueryId,
+        result: &QueryResult,
+        accelerated: bool,
+    ) -> bool {
         if !self.provider.owns_query(&id) {
             return false;
         }
@@ -278,7 +283,7 @@ impl Behaviour {
             QueryResult::ClosestPeers(Ok(peers)) => peers.clone(),
             _ => Vec::new(),
         };
-        let actions = self.provider.region_peers(id, peers);
+        let actions = self.provider.region_peers(id, peers, accelerated);
         self.apply_provider(actions);
         true
     }

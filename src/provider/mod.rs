@@ -69,6 +69,9 @@ pub struct SweepReport {
     pub failures: usize,
     /// How late the region started after its slot.
     pub behind: Duration,
+    /// Whether the region's lookup started from the accelerated client's full table (see
+    /// [`QueryStats::accelerated`](crate::QueryStats::accelerated)).
+    pub accelerated: bool,
 }
 
 struct Sending {
@@ -112,6 +115,8 @@ struct Run {
     peers: FnvHashSet<PeerId>,
     messages: usize,
     failures: usize,
+    /// Its lookup started from the accelerated client's full table.
+    accelerated: bool,
 }
 
 /// What the provider wants done.
@@ -300,6 +305,7 @@ impl Provider {
                 peers: FnvHashSet::default(),
                 messages: 0,
                 failures: 0,
+                accelerated: false,
             });
             actions.push(ProviderAction::LoadKeys {
                 region,
@@ -331,6 +337,7 @@ impl Provider {
             messages: run.messages,
             failures: run.failures,
             behind: run.behind,
+            accelerated: run.accelerated,
         })]
     }
 
@@ -421,6 +428,7 @@ impl Provider {
         &mut self,
         query: QueryId,
         peers: Vec<PeerRecord>,
+        accelerated: bool,
     ) -> Vec<ProviderAction> {
         let Some(region) = self.lookups.remove(&query) else {
             return Vec::new();
@@ -428,6 +436,7 @@ impl Provider {
         let Some(run) = self.run_mut(region) else {
             return Vec::new();
         };
+        run.accelerated = accelerated;
         let Phase::Lookup { keys, next } =
             std::mem::replace(&mut run.phase, Phase::Loading { peers: None })
         else {

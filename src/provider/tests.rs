@@ -32,7 +32,7 @@ fn a_region_goes_to_each_keys_k_closest_paced_per_peer() {
     let query = QueryId(7);
     provider.lookup_started(query, region);
     let peers: Vec<PeerRecord> = (0..5).map(|_| peer()).collect();
-    let mut pending = provider.region_peers(query, peers.clone());
+    let mut pending = provider.region_peers(query, peers.clone(), false);
     let mut next = 0u64;
     let mut done = Vec::new();
     let mut report = None;
@@ -113,7 +113,7 @@ fn a_key_stopped_during_a_sweep_is_not_announced_again() {
     let query = QueryId(1);
     provider.lookup_started(query, region);
     let peers: Vec<PeerRecord> = (0..4).map(|_| peer()).collect();
-    let mut pending = provider.region_peers(query, peers);
+    let mut pending = provider.region_peers(query, peers, true);
     let stopped = keys[5].clone();
     let mut stop_now = true;
     let mut next = 0u64;
@@ -159,7 +159,9 @@ fn a_key_stopped_during_a_sweep_is_not_announced_again() {
     assert!(!sent_after_stop.contains(&stopped_early));
     assert!(!done.contains(&stopped) && !done.contains(&stopped_early));
     assert_eq!(done.len(), 8);
-    assert_eq!(report.expect("the region finished").keys, 8);
+    let report = report.expect("the region finished");
+    assert_eq!(report.keys, 8);
+    assert!(report.accelerated, "the region lookup's origin is reported");
 }
 
 #[test]
@@ -259,7 +261,7 @@ fn every_key_of_a_crowded_region_is_announced_page_by_page() {
                     lookups += 1;
                     let query = QueryId(lookups);
                     provider.lookup_started(query, region);
-                    pending.extend(provider.region_peers(query, peers.clone()));
+                    pending.extend(provider.region_peers(query, peers.clone(), false));
                 }
                 ProviderAction::Announce {
                     region,
