@@ -11,6 +11,10 @@
 //! ([`store`]) and the Provider ([`provider`], the reprovide sweep). [`ipns`] creates, reads and
 //! validates IPNS records, which the Amino DHT stores under `/ipns/<name>`.
 //!
+//! [`Config::accelerated`] turns on the accelerated client: a crawl of the whole network into a
+//! [`FullTable`], from which every operation asks a key's closest peers at once instead of
+//! walking to them ([`routing::accelerated`] says how, and when it falls back).
+//!
 //! ## Quick start
 //!
 //! ```
@@ -83,6 +87,6 @@ pub use server::{
     Validators,
 };
 pub use store::{
-    MemoryStore, MemoryStoreConfig, NetGroup, PersistentStore, PersistentStoreConfig,
-    ProviderStore, RecordStore, Source, Store,
+    CrawlSnapshot, MemoryStore, MemoryStoreConfig, NetGroup, PersistentStore,
+    PersistentStoreConfig, ProviderStore, RecordStore, Source, Store,
 };

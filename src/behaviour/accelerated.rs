@@ -85,7 +85,7 @@ impl Behaviour {
         self.crawl_due = false;
         let now = Instant::now();
         let actions = accelerated.poll(self.maintenance.table(), now);
-        let next = accelerated.next_deadline();
+        let next = accelerated.next_deadline(now);
         self.crawl_timer
             .reset(next.saturating_duration_since(Instant::now()));
         let _ = self.crawl_timer.poll_unpin(cx);

@@ -31,6 +31,8 @@ enum Op {
     Inbound(usize, u8),
     Decide(usize, bool),
     SetMode(Option<bool>),
+    /// The accelerated client's crawl, asked for now (a no-op without it).
+    StartCrawl,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => ((0..8usize), 0..4u8).prop_map(|(c, k)| Op::Inbound(c, k)),
         2 => ((0..16usize), any::<bool>()).prop_map(|(i, a)| Op::Decide(i, a)),
         1 => prop::option::of(any::<bool>()).prop_map(Op::SetMode),
+        1 => Just(Op::StartCrawl),
     ]
 }
 
@@ -66,11 +69,16 @@ struct Sim {
 }
 
 impl Sim {
-    fn new() -> Self {
+    fn new(accelerated: bool) -> Self {
         let config = crate::Config::new(StreamProtocol::new("/fuzz/kad/1.0.0"))
             .with_max_pending_requests(3)
             .with_manual_store_approval(true)
             .with_max_pending_store_decisions(3);
+        let config = if accelerated {
+            config.accelerated()
+        } else {
+            config
+        };
         let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
         Self {
             behaviour: Behaviour::new(PeerId::random(), config),
@@ -267,6 +275,9 @@ impl Sim {
                 self.behaviour
                     .set_mode(m.map(|s| if s { Mode::Server } else { Mode::Client }))
             }
+            Op::StartCrawl => {
+                self.behaviour.start_crawl();
+            }
         }
         self.drain();
     }
@@ -276,8 +287,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn random_event_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 1..120)) {
-        let mut sim = Sim::new();
+    fn random_event_sequences_keep_the_invariants(
+        ops in prop::collection::vec(op(), 1..120),
+        accelerated in any::<bool>(),
+    ) {
+        let mut sim = Sim::new(accelerated);
         for op in ops {
             sim.apply(op);
         }
@@ -445,4 +459,72 @@ fn one_failed_dial_is_one_failure_however_many_requests_waited() {
         !behaviour.routing_table().contains(&peer),
         "max_failures failed dials in a row evict"
     );
+}
+
+/// The accelerated client's crawl goes through the behaviour: its FIND_NODEs leave on the open
+/// connection, their outcomes reach the crawl (never the application), and the crawl's end is
+/// reported.
+#[test]
+fn a_crawl_runs_through_the_behaviour_and_stays_internal() {
+    let config = crate::Config::new(StreamProtocol::new("/fuzz/kad/1.0.0")).accelerated();
+    let mut behaviour = Behaviour::new(PeerId::random(), config);
+    let peer = PeerId::random();
+    let connection = ConnectionId::new_unchecked(1);
+    let endpoint = Sim::endpoint();
+    behaviour.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+        peer_id: peer,
+        connection_id: connection,
+        endpoint: &endpoint,
+        failed_addresses: &[],
+        other_established: 0,
+    }));
+    behaviour.on_connection_handler_event(peer, connection, HandlerEvent::RemoteSupport(true));
+    assert!(behaviour.start_crawl());
+    let mut cx = Context::from_waker(noop_waker_ref());
+    let mut requests = Vec::new();
+    let mut started = false;
+    while let Poll::Ready(action) = behaviour.poll(&mut cx) {
+        match action {
+            ToSwarm::NotifyHandler {
+                event: HandlerIn::Request { id, request },
+                ..
+            } => {
+                assert!(matches!(request, Request::FindNode { .. }), "{request:?}");
+                requests.push(id);
+            }
+            ToSwarm::GenerateEvent(Event::CrawlStarted { seeds }) => {
+                assert_eq!(seeds, 1);
+                started = true;
+            }
+            _ => {}
+        }
+    }
+    assert!(started && !requests.is_empty());
+    assert!(behaviour.crawl_progress().is_some());
+    for id in requests {
+        let result = Ok(Some(Response::FindNode {
+            closer_peers: Vec::new(),
+        }));
+        behaviour.on_connection_handler_event(
+            peer,
+            connection,
+            HandlerEvent::OutboundFinished { id, result },
+        );
+    }
+    let mut finished = None;
+    while let Poll::Ready(action) = behaviour.poll(&mut cx) {
+        match action {
+            ToSwarm::GenerateEvent(Event::OutboundRequestFinished { .. }) => {
+                panic!("crawl requests are not the application's")
+            }
+            ToSwarm::GenerateEvent(Event::CrawlFinished { peers, .. }) => finished = Some(peers),
+            _ => {}
+        }
+    }
+    assert_eq!(finished, Some(1), "the peer answered: it is the table");
+    assert_eq!(
+        behaviour.full_table().map(crate::RoutingTable::len),
+        Some(1)
+    );
+    assert!(behaviour.is_accelerated(), "as many as the k-bucket table");
 }

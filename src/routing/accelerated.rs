@@ -14,8 +14,11 @@
 //! from the k-bucket table: there is no window in which the node cannot route.
 //!
 //! The full table serves a key when:
-//! - a crawl finished (or one was restored from the store) within
-//!   [`AcceleratedConfig::max_table_age`];
+//! - a crawl that covered the network finished (or one was restored from the store) within
+//!   [`AcceleratedConfig::max_table_age`]. A crawl covered the network when the table it left
+//!   holds at least as many servers as the k-bucket table knows; one that found fewer (every
+//!   node of a network starting at once, the seeds' tables still nearly empty) is followed by
+//!   another after a back-off of 30 s, doubling, and does not make the table serve;
 //! - among its closest peers to the key, at least half have not failed since they were last
 //!   seen. Those that failed are skipped as seeds (one timeout under load is not death: the
 //!   table keeps them, and an answer naming them brings them back into the lookup); when most
@@ -48,6 +51,12 @@ use crate::network::message::{PeerRecord, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
 use crate::routing_table::{CrawlMerge, Failure, FullTable, FullTableConfig, RoutingTable};
 use crate::store::CrawlSnapshot;
+
+/// The first wait before crawling again after a crawl that missed most of the network.
+const THIN_CRAWL_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long a crawl that is due waits before looking for a seed again.
+const SEED_WAIT: Duration = Duration::from_secs(1);
 
 /// Settings of the accelerated client: see [`Config::accelerated`](crate::Config::accelerated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +127,11 @@ pub(crate) struct Accelerated {
     crawl: Option<Crawler>,
     /// When the next crawl may start.
     next_crawl: Instant,
+    /// When the last crawl that covered the network finished (or the restored table's): the
+    /// table serves lookups while this is recent.
+    covered_at: Option<Instant>,
+    /// Crawls in a row that found fewer servers than the k-bucket table knows.
+    thin_crawls: u32,
     /// Crawl requests in flight: the peer and bucket to report their outcome with.
     requests: FnvHashMap<OutboundRequestId, (PeerId, usize)>,
     next_progress: Instant,
@@ -131,6 +145,8 @@ impl Accelerated {
             config,
             crawl: None,
             next_crawl: now,
+            covered_at: None,
+            thin_crawls: 0,
             requests: FnvHashMap::default(),
             next_progress: now,
         }
@@ -160,6 +176,8 @@ impl Accelerated {
             return; // Older than this process's clock can express: stale anyway.
         };
         let merge = self.table.replace_with_crawl(snapshot.peers, crawled);
+        // Only crawls that covered the network are saved.
+        self.covered_at = Some(crawled);
         self.next_crawl = crawled + self.config.crawl_interval;
         tracing::info!(
             peers = merge.inserted,
@@ -170,7 +188,7 @@ impl Accelerated {
 
     /// The table as saved for the next run, with the wall-clock time of its last crawl.
     pub(crate) fn snapshot(&self, now: Instant, wall: SystemTime) -> Option<CrawlSnapshot> {
-        let crawled = self.table.last_crawl()?;
+        let crawled = self.covered_at?;
         let saved_at = wall
             .checked_sub(now.saturating_duration_since(crawled))
             .unwrap_or(wall);
@@ -184,8 +202,7 @@ impl Accelerated {
 
     /// Whether the table serves lookups at all now (a crawl recent enough).
     pub(crate) fn is_ready(&self, now: Instant) -> bool {
-        self.table
-            .last_crawl()
+        self.covered_at
             .is_some_and(|at| now.saturating_duration_since(at) <= self.config.max_table_age)
             && !self.table.is_empty()
     }
@@ -285,8 +302,10 @@ impl Accelerated {
                 CrawlAction::Done(result) => {
                     let peers = result.reachable.into_iter().map(|p| (p.id, p.addrs));
                     let merge = self.table.replace_with_crawl(peers, now);
+                    self.on_crawl_done(kbuckets.len(), now);
                     tracing::info!(
                         peers = self.table.len(),
+                        covered = self.covered_at == Some(now),
                         requests = result.stats.requests,
                         duration_ms = result.stats.duration.as_millis() as u64,
                         "crawl finished"
@@ -308,13 +327,36 @@ impl Accelerated {
         actions
     }
 
+    /// A crawl finished and the table took its result. One that left the table with fewer
+    /// servers than the k-bucket table knows (`known`) missed most of the network: the peers it
+    /// started from had hardly any table yet (the whole network was starting), or most of them
+    /// did not answer. The table does not serve from it, and the next crawl comes after a
+    /// back-off (30 s, doubling) rather than an interval later.
+    fn on_crawl_done(&mut self, known: usize, now: Instant) {
+        if self.table.len() >= known {
+            self.covered_at = Some(now);
+            self.thin_crawls = 0;
+            return;
+        }
+        let backoff = THIN_CRAWL_BACKOFF * 2u32.saturating_pow(self.thin_crawls.min(16));
+        self.thin_crawls += 1;
+        self.next_crawl = now + backoff.min(self.config.crawl_interval);
+        tracing::info!(
+            peers = self.table.len(),
+            known,
+            retry_s = backoff.min(self.config.crawl_interval).as_secs(),
+            "crawl found fewer servers than the k-bucket table; crawling again soon"
+        );
+    }
+
     /// The next moment [`poll`](Self::poll) has something to do without an outcome arriving.
-    pub(crate) fn next_deadline(&self) -> Instant {
+    /// A crawl that is due but has no seed yet is looked at again a second later.
+    pub(crate) fn next_deadline(&self, now: Instant) -> Instant {
         match &self.crawl {
             Some(crawl) => crawl
                 .next_deadline()
                 .map_or(self.next_progress, |d| d.min(self.next_progress)),
-            None => self.next_crawl,
+            None => self.next_crawl.max(now + SEED_WAIT),
         }
     }
 

@@ -200,13 +200,26 @@ fn the_snapshot_keeps_the_crawl_age_across_a_restart() {
     restarted.restore(snapshot, later, wall + Duration::from_secs(30));
     assert!(restarted.is_ready(later));
     assert_eq!(restarted.table().len(), 50);
-    let due = restarted.next_deadline();
+    let due = restarted.next_deadline(later);
     let expected =
         later + AcceleratedConfig::default().crawl_interval - age - Duration::from_secs(30);
     assert!(due.max(expected) - due.min(expected) < Duration::from_secs(2));
     // Nothing saved before a crawl.
     let fresh = Accelerated::new(local, AcceleratedConfig::default(), now);
     assert!(fresh.snapshot(now, wall).is_none());
+}
+
+/// Fails every crawl request among `actions`, numbering them from `first_id`.
+fn fail_all(accelerated: &mut Accelerated, actions: &[AcceleratedAction], first_id: u64) {
+    let mut id = first_id;
+    for action in actions {
+        if let AcceleratedAction::Send { peer, bucket, .. } = action {
+            accelerated.on_sent(OutboundRequestId(id), *peer, *bucket);
+            let failed = Err(RequestError::Timeout);
+            accelerated.on_crawl_result(OutboundRequestId(id), failed, &|_, a| a);
+            id += 1;
+        }
+    }
 }
 
 #[test]
@@ -217,6 +230,11 @@ fn a_crawl_waits_for_a_seed_then_runs_on_its_schedule() {
     let mut accelerated = Accelerated::new(local, config.clone(), now);
     let empty = kbuckets(local, &[], now);
     assert!(accelerated.poll(&empty, now).is_empty(), "no seed yet");
+    assert_eq!(
+        accelerated.next_deadline(now),
+        now + SEED_WAIT,
+        "looks again later, not at once"
+    );
     let seeds = peers(2);
     let table = kbuckets(local, &seeds, now);
     let actions = accelerated.poll(&table, now);
@@ -224,21 +242,12 @@ fn a_crawl_waits_for_a_seed_then_runs_on_its_schedule() {
         actions[0],
         AcceleratedAction::CrawlStarted { seeds: 2 }
     ));
-    let sent: Vec<(PeerId, usize)> = actions
+    assert!(actions
         .iter()
-        .filter_map(|a| match a {
-            AcceleratedAction::Send { peer, bucket, .. } => Some((*peer, *bucket)),
-            _ => None,
-        })
-        .collect();
-    assert!(!sent.is_empty());
+        .any(|a| matches!(a, AcceleratedAction::Send { .. })));
     assert!(accelerated.crawl_progress().is_some());
     // Every request fails: the crawl ends with an empty result.
-    for (i, (peer, bucket)) in sent.iter().enumerate() {
-        let id = OutboundRequestId(i as u64);
-        accelerated.on_sent(id, *peer, *bucket);
-        accelerated.on_crawl_result(id, Err(RequestError::Timeout), &|_, a| a);
-    }
+    fail_all(&mut accelerated, &actions, 0);
     let done = accelerated.poll(&table, now);
     assert!(
         done.iter()
@@ -246,17 +255,25 @@ fn a_crawl_waits_for_a_seed_then_runs_on_its_schedule() {
         "{done:?}"
     );
     assert!(accelerated.crawl_progress().is_none());
-    // The next one starts an interval after this one started, not before.
-    assert!(accelerated
-        .poll(&table, now + Duration::from_secs(60))
-        .is_empty());
-    assert_eq!(accelerated.next_deadline(), now + config.crawl_interval);
-    assert!(accelerated.crawl_now(now));
+    // It found nobody while the k-bucket table knows two servers: the table does not serve,
+    // and the next crawl comes after a back-off, doubling.
+    assert!(!accelerated.is_ready(now));
+    assert_eq!(accelerated.next_deadline(now), now + THIN_CRAWL_BACKOFF);
+    let retry = now + THIN_CRAWL_BACKOFF;
+    let again = accelerated.poll(&table, retry);
+    assert!(matches!(again[0], AcceleratedAction::CrawlStarted { .. }));
+    fail_all(&mut accelerated, &again, 100);
+    accelerated.poll(&table, retry);
+    assert_eq!(
+        accelerated.next_deadline(retry),
+        retry + 2 * THIN_CRAWL_BACKOFF
+    );
+    assert!(accelerated.crawl_now(retry));
     assert!(matches!(
-        accelerated.poll(&table, now)[0],
+        accelerated.poll(&table, retry)[0],
         AcceleratedAction::CrawlStarted { .. }
     ));
-    assert!(!accelerated.crawl_now(now), "one at a time");
+    assert!(!accelerated.crawl_now(retry), "one at a time");
     // An outcome of no crawl request is ignored.
     accelerated.on_crawl_result(OutboundRequestId(9_999), Ok(None), &|_, a| a);
 }

@@ -96,6 +96,27 @@ pub struct ProvidedKey {
     pub peers: u16,
 }
 
+/// The accelerated client's crawled table, as saved for the next run
+/// ([`Store::save_crawl_snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrawlSnapshot {
+    /// When the crawl that produced it (or the last merge into it) finished: how stale the
+    /// table is when a restarted node loads it. Default: the Unix epoch.
+    pub saved_at: SystemTime,
+    /// The servers, each with its addresses (most useful first).
+    pub peers: Vec<(PeerId, Vec<Multiaddr>)>,
+}
+
+// `SystemTime` has no `Default`: the epoch reads as "saved long ago".
+impl Default for CrawlSnapshot {
+    fn default() -> Self {
+        Self {
+            saved_at: SystemTime::UNIX_EPOCH,
+            peers: Vec::new(),
+        }
+    }
+}
+
 /// Lifetimes applied to what the network stores at this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
@@ -215,15 +236,6 @@ pub trait ProviderStore: Send + 'static {
     fn provider_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
-/// TEMP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrawlSnapshot {
-    /// TEMP.
-    pub saved_at: std::time::SystemTime,
-    /// TEMP.
-    pub peers: Vec<(PeerId, Vec<Multiaddr>)>,
-}
-
 /// Work the behaviour schedules on a store.
 pub trait Store: RecordStore + ProviderStore {
     /// Makes buffered writes durable. In-memory stores have nothing to do.
@@ -271,13 +283,19 @@ pub trait Store: RecordStore + ProviderStore {
         Ok(Vec::new())
     }
 
-    /// TEMP (replaced by the store helper's version).
+    /// Saves the accelerated client's crawled table, replacing the one saved before as a
+    /// whole, so that a restarted node is accelerated at once instead of after a new crawl.
+    /// Called from the behaviour's `poll` after a crawl: a store that does I/O must not wait
+    /// for the disk here (taken by value, so that a table of 100,000 peers is moved, not
+    /// copied). Stores that do not persist keep nothing.
     fn save_crawl_snapshot(&mut self, snapshot: CrawlSnapshot) -> Result<(), StoreError> {
         let _ = snapshot;
         Ok(())
     }
 
-    /// TEMP.
+    /// The latest snapshot saved by [`Store::save_crawl_snapshot`], in this run or an earlier
+    /// one (peers in the order they were saved); `None` when none was ever saved. It may read
+    /// the disk: call it when starting, not from `poll`.
     fn load_crawl_snapshot(&mut self) -> Result<Option<CrawlSnapshot>, StoreError> {
         Ok(None)
     }

@@ -27,8 +27,8 @@
 //! ([`RecordStore::put`], [`ProviderStore::add_provider`], [`ProviderStore::add_providers`])
 //! are refused with [`StoreError::Busy`] until the writer catches up: a flood faster than the
 //! disk costs refusals, not memory, and never a wait. The node's own bookkeeping (provided
-//! keys, GC removals, the routing snapshot) is still taken. Batches queued behind a slow commit
-//! go to the disk together, in one transaction.
+//! keys, GC removals, the routing and crawl snapshots) is still taken. Batches queued behind a
+//! slow commit go to the disk together, in one transaction.
 //!
 //! ## Bounds and quotas
 //! Records are bounded in count and in disk bytes ([`PersistentStoreConfig::max_record_bytes`],
@@ -67,10 +67,11 @@ mod records;
 mod writer;
 
 use super::persistent_codec::{self as codec, Charge, ValueFields, SCHEMA_VERSION};
+use super::ValueRecord;
 use super::{from_unix_secs, unix_secs, Background, GcProgress, ProviderRecord, ProviderStore};
-use super::{ProvidedKey, ProvidedPage, RecordStore, Source, Store, StoreError, ValueRecord};
+use super::{CrawlSnapshot, ProvidedKey, ProvidedPage, RecordStore, Source, Store, StoreError};
 use crate::key::Key;
-use io::{Snapshot, Writer};
+use io::{CrawlState, Snapshot, Writer};
 use overlay::Overlay;
 use quota::{Charged, GroupBooks, Kind, NewSlot};
 use records::{value_cost, ProviderCache};
@@ -197,6 +198,8 @@ pub struct PersistentStore {
     /// The latest routing snapshot not yet durable, and the batch carrying it (`None`: not
     /// handed over yet).
     routing: Option<(Option<u64>, Peers)>,
+    /// The latest crawl snapshot not yet durable.
+    crawl: CrawlState,
     /// A commit failed: reported by the next flush.
     error: Option<StoreError>,
     /// A hand-over found the writer's queue full: retried as soon as a job finishes.
@@ -328,6 +331,7 @@ impl PersistentStore {
             next_scan: 0,
             finished: VecDeque::new(),
             routing: None,
+            crawl: CrawlState::Durable,
             error: None,
             flush_wanted: false,
             lens,
@@ -763,6 +767,18 @@ impl Store for PersistentStore {
             out.push((peer, codec::decode_routing(v.value())?));
         }
         Ok(out)
+    }
+
+    /// Hands the snapshot to the writer thread, which encodes and commits it: this neither
+    /// waits for the disk nor copies the peers. A newer snapshot replaces one not committed.
+    fn save_crawl_snapshot(&mut self, snapshot: CrawlSnapshot) -> Result<(), StoreError> {
+        self.save_crawl(snapshot);
+        Ok(())
+    }
+
+    /// Waits for the disk when the latest snapshot is being committed (then reads it back).
+    fn load_crawl_snapshot(&mut self) -> Result<Option<CrawlSnapshot>, StoreError> {
+        self.load_crawl()
     }
 }
 

@@ -10,13 +10,21 @@
 //! | `providers` | `sha256(key) (32), len(key) u16, key, provider peer id` | `2, received u64, expires u64, addrs_expire u64, group, cost u64, written u64, n u16, (len u16, multiaddr)*n` |
 //! | `provided` | `sha256(key) (32), key` | `1, added u64, last provided u64 (0: never), peers u16` |
 //! | `routing` | peer id | `1, n u16, (len u16, multiaddr)*n` |
+//! | `meta` | `"crawl_saved_at"` | the crawl snapshot's `saved_at`, Unix nanoseconds (absent: never saved) |
+//! | `meta` | `"crawl_peers"` | number of entries in `crawl` |
+//! | `crawl` | position u32 (0, 1, 2, ...) | `1, len u8, peer id, n u16, (len u16, multiaddr)*n` |
 //! | `sources` | `kind, b'g', group` | bytes charged to the group (u64), records (u64) |
 //! | `sources` | `kind, b'h', group, holder peer id` | bytes charged to the holder (u64) |
 //! | `sources` | `kind, b'o', group, written u64, record's table key` | holder peer id |
 //!
-//! Integers are big-endian; times are Unix seconds. Keys start with the SHA-256 of the DHT key,
+//! Integers are big-endian; times are Unix seconds (but the crawl snapshot's, in nanoseconds, so
+//! that it reads back exactly as saved). Keys start with the SHA-256 of the DHT key,
 //! so iterating a table walks the keyspace in order, and all providers of one key are adjacent.
 //! Every value starts with its own format byte, so a record can evolve without a new schema.
+//!
+//! The crawl snapshot (the accelerated client's table) is replaced as a whole, in one
+//! transaction with its two `meta` entries: the `crawl` table holds the peers in the order they
+//! were saved, and a reader checks that its positions run from 0 to `crawl_peers` without gap.
 //!
 //! A record written by the network is charged to its source (per-source quotas, see
 //! [`Source`](super::Source)): its `group` is `0` for the local node, `1` for a connection
@@ -29,6 +37,8 @@
 //! records): each group's total, each holder's, and each group's records oldest first, which
 //! is where a full store finds what to evict. Records of format 1 (written before quotas)
 //! were charged to no one, and read as the local node's.
+
+use std::time::{Duration, SystemTime};
 
 use libp2p::{Multiaddr, PeerId};
 
@@ -152,10 +162,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Writes at most `u16::MAX` addresses; one longer than a `u16` length can say is left out
+/// rather than written with a truncated length, which would make the whole entry unreadable.
 fn put_addrs(out: &mut Vec<u8>, addrs: &[Multiaddr]) {
-    let n = addrs.len().min(u16::MAX as usize);
+    let fits = |addr: &&Multiaddr| addr.as_ref().len() <= u16::MAX as usize;
+    let n = addrs.iter().filter(fits).take(u16::MAX as usize).count();
     out.extend_from_slice(&(n as u16).to_be_bytes());
-    for addr in &addrs[..n] {
+    for addr in addrs.iter().filter(fits).take(n) {
         let bytes = addr.as_ref();
         out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         out.extend_from_slice(bytes);
@@ -337,6 +350,41 @@ pub(crate) fn decode_routing(bytes: &[u8]) -> Result<Vec<Multiaddr>, StoreError>
     r.addrs("routing")
 }
 
+/// A `crawl` entry, into `out` (cleared first: the writer reuses one buffer for every peer).
+pub(crate) fn encode_crawl_peer(out: &mut Vec<u8>, peer: &PeerId, addrs: &[Multiaddr]) {
+    out.clear();
+    out.push(FORMAT);
+    let id = peer.to_bytes();
+    // A peer id is a multihash of at most 64 bytes of digest: its length fits a byte.
+    out.push(id.len() as u8);
+    out.extend_from_slice(&id);
+    put_addrs(out, addrs);
+}
+
+/// A `crawl` entry. Bytes past its last address make it corrupt too.
+pub(crate) fn decode_crawl_peer(bytes: &[u8]) -> Result<(PeerId, Vec<Multiaddr>), StoreError> {
+    let mut r = Reader(bytes);
+    r.format("crawl")?;
+    let len = r.take(1, "crawl")?[0] as usize;
+    let peer = PeerId::from_bytes(r.take(len, "crawl")?).map_err(|_| corrupt("crawl"))?;
+    let addrs = r.addrs("crawl")?;
+    if !r.0.is_empty() {
+        return Err(corrupt("crawl"));
+    }
+    Ok((peer, addrs))
+}
+
+/// A time as Unix nanoseconds: 0 before 1970, `u64::MAX` past 2554.
+pub(crate) fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The time of Unix nanoseconds.
+pub(crate) fn from_unix_nanos(nanos: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +436,48 @@ mod tests {
             split_provider_entry_key(&entry).unwrap(),
             (b"key".to_vec(), peer)
         );
+    }
+
+    #[test]
+    fn crawl_entries_round_trip_and_damage_is_corrupt() {
+        let peer = PeerId::random();
+        let addrs: Vec<Multiaddr> = vec![
+            "/ip4/1.2.3.4/tcp/4001".parse().unwrap(),
+            "/ip6/::1/udp/4001/quic-v1".parse().unwrap(),
+        ];
+        let mut bytes = vec![9; 3]; // Cleared by the encoder.
+        encode_crawl_peer(&mut bytes, &peer, &addrs);
+        assert_eq!(decode_crawl_peer(&bytes).unwrap(), (peer, addrs.clone()));
+        for cut in 0..bytes.len() {
+            assert!(decode_crawl_peer(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_crawl_peer(&trailing).is_err(), "trailing byte");
+        let mut format = bytes.clone();
+        format[0] = 7;
+        assert!(decode_crawl_peer(&format).is_err(), "unknown format byte");
+        // A length that claims more than there is fails without allocating it.
+        let mut count = bytes.clone();
+        let n_at = 2 + peer.to_bytes().len();
+        count[n_at..n_at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert!(decode_crawl_peer(&count).is_err(), "address count");
+
+        // An address too long for its u16 length is left out, the others kept.
+        let long =
+            Multiaddr::empty().with(libp2p::multiaddr::Protocol::Dns("a".repeat(70_000).into()));
+        let with_long = vec![addrs[0].clone(), long, addrs[1].clone()];
+        encode_crawl_peer(&mut bytes, &peer, &with_long);
+        assert_eq!(decode_crawl_peer(&bytes).unwrap(), (peer, addrs));
+    }
+
+    #[test]
+    fn crawl_times_keep_nanoseconds_and_saturate() {
+        let at = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(from_unix_nanos(unix_nanos(at)), at);
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(unix_nanos(before), 0);
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(20_000_000_000); // Year 2603.
+        assert_eq!(unix_nanos(far), u64::MAX);
     }
 }

@@ -1,22 +1,38 @@
 //! The store's side of its writer thread (`persistent_writer.rs`): handing batches and scans
 //! over, taking completions back, and the reads and writes that go through the overlay of
 //! writes not yet durable. Everything here runs on the caller's thread and never waits for the
-//! disk, except `wait_one`, which only the calls that wait use.
+//! disk, except `wait_one` and `load_crawl`, which only the calls that wait use.
 
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use futures::task::AtomicWaker;
-use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use redb::TableError;
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::overlay::merge;
 use super::writer::{count_bytes, db_err, Done, Entry, Job, Table};
+use super::writer::{CRAWL, CRAWL_PEERS, CRAWL_SAVED_AT, META};
 use super::writer::{PROVIDED, PROVIDERS, PROVIDER_KEYS, SOURCES, VALUES};
 use super::{after, codec, Background, GcCursor, GcProgress, PersistentStore, ScanFor};
 use super::{StoreError, MAX_JOBS};
 use crate::key::Key;
-use crate::store::{key_after, ProvidedPage, ProviderStore, RecordStore};
+use crate::store::{key_after, CrawlSnapshot, ProvidedPage, ProviderStore, RecordStore};
+
+/// Where the latest crawl snapshot saved in this run is. It is moved, never copied: to the
+/// writer thread, which encodes it, commits it and frees it, so that none of this work, for a
+/// table of 100,000 peers, happens on the caller's thread.
+#[derive(Default)]
+pub(super) enum CrawlState {
+    /// None saved in this run, or the latest is durable: the database has the answer.
+    #[default]
+    Durable,
+    /// Saved, and waiting to go with the next batch handed to the writer.
+    Waiting(Box<CrawlSnapshot>),
+    /// With the writer, in this batch.
+    Carried(u64),
+}
 
 /// The committed state as of the last completion, one read transaction's tables.
 pub(super) struct Snapshot {
@@ -133,6 +149,7 @@ impl PersistentStore {
                 batches,
                 result,
                 snapshot,
+                crawl,
             } => {
                 self.jobs = self.jobs.saturating_sub(batches.len());
                 // The committed state changed: reads now go to a snapshot of the new one (before
@@ -141,6 +158,15 @@ impl PersistentStore {
                 let ok = result.is_ok();
                 if let Err(error) = result {
                     self.error = Some(error);
+                }
+                if let CrawlState::Carried(carrier) = self.crawl {
+                    if batches.contains(&carrier) {
+                        // Failed: given back, it goes again with the next batch.
+                        self.crawl = match crawl {
+                            Some(snapshot) if !ok => CrawlState::Waiting(snapshot),
+                            _ => CrawlState::Durable,
+                        };
+                    }
                 }
                 for batch in batches {
                     if let Err(error) = self.overlay.committed(batch, ok) {
@@ -217,12 +243,13 @@ impl PersistentStore {
         })
     }
 
-    /// Hands a batch (the oldest waiting writes, at most `max_buffered_writes`, and a routing
-    /// snapshot) to the writer if its queue has room. What is left waits in the overlay, and
-    /// goes when a job finishes.
+    /// Hands a batch (the oldest waiting writes, at most `max_buffered_writes`, and the
+    /// routing and crawl snapshots) to the writer if its queue has room. What is left waits in
+    /// the overlay, and goes when a job finishes.
     pub(super) fn hand_over(&mut self) {
         let routing_waits = matches!(self.routing, Some((None, _)));
-        if self.overlay.pending() == 0 && !routing_waits {
+        let crawl_waits = matches!(self.crawl, CrawlState::Waiting(_));
+        if self.overlay.pending() == 0 && !routing_waits && !crawl_waits {
             self.flush_wanted = false;
             return;
         }
@@ -243,12 +270,44 @@ impl PersistentStore {
             }
             _ => None,
         };
+        let crawl = match std::mem::take(&mut self.crawl) {
+            CrawlState::Waiting(snapshot) => {
+                self.crawl = CrawlState::Carried(batch);
+                Some(snapshot)
+            }
+            other => {
+                self.crawl = other;
+                None
+            }
+        };
         self.send(Job::Commit {
             batch,
             ops,
             routing,
+            crawl,
         });
         self.flush_wanted = self.overlay.pending() > 0;
+    }
+
+    /// Keeps `snapshot` for the next batch, replacing one still waiting (which is freed here:
+    /// that only happens when the writer's queue was full), and hands it over if there is room.
+    pub(super) fn save_crawl(&mut self, snapshot: CrawlSnapshot) {
+        self.crawl = CrawlState::Waiting(Box::new(snapshot));
+        self.collect();
+        self.hand_over();
+    }
+
+    /// The latest crawl snapshot: the one waiting, else the database's. One with the writer is
+    /// waited for (this waits for the disk), then read back from the database.
+    pub(super) fn load_crawl(&mut self) -> Result<Option<CrawlSnapshot>, StoreError> {
+        self.collect();
+        while matches!(self.crawl, CrawlState::Carried(_)) {
+            self.wait_one()?;
+        }
+        if let CrawlState::Waiting(snapshot) = &self.crawl {
+            return Ok(Some((**snapshot).clone()));
+        }
+        read_crawl(&self.db)
     }
 
     /// Waits for one job of the writer to finish. Only for the calls that wait.
@@ -378,4 +437,40 @@ impl PersistentStore {
         };
         Ok(progress)
     }
+}
+
+fn crawl_corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("crawl snapshot: {what}"))
+}
+
+/// The committed crawl snapshot (layout: `persistent_codec.rs`); `None` when none was saved.
+fn read_crawl(db: &Database) -> Result<Option<CrawlSnapshot>, StoreError> {
+    let read = db.begin_read().map_err(db_err)?;
+    let meta = read.open_table(META).map_err(db_err)?;
+    let Some(saved_at) = meta.get(CRAWL_SAVED_AT).map_err(db_err)? else {
+        return Ok(None);
+    };
+    let saved_at = codec::from_unix_nanos(saved_at.value());
+    let count = meta
+        .get(CRAWL_PEERS)
+        .map_err(db_err)?
+        .ok_or_else(|| crawl_corrupt("no peer count"))?
+        .value();
+    let table = read.open_table(CRAWL).map_err(|e| match e {
+        TableError::TableDoesNotExist(_) => crawl_corrupt("no table"),
+        e => db_err(e),
+    })?;
+    if table.len().map_err(db_err)? != count {
+        return Err(crawl_corrupt("peer count"));
+    }
+    // Not sized from the count: the vector grows only with entries actually read.
+    let mut peers = Vec::new();
+    for (position, item) in (0u64..).zip(table.iter().map_err(db_err)?) {
+        let (key, value) = item.map_err(db_err)?;
+        if u64::from(key.value()) != position {
+            return Err(crawl_corrupt("positions"));
+        }
+        peers.push(codec::decode_crawl_peer(value.value())?);
+    }
+    Ok(Some(CrawlSnapshot { saved_at, peers }))
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use futures::task::AtomicWaker;
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
+use super::codec;
 use super::io::Snapshot;
 use super::StoreError;
+use crate::store::CrawlSnapshot;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("values");
@@ -23,6 +25,10 @@ pub(super) const PROVIDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new
 pub(super) const PROVIDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("provided");
 pub(super) const SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sources");
 pub(super) const ROUTING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("routing");
+pub(super) const CRAWL: TableDefinition<u32, &[u8]> = TableDefinition::new("crawl");
+/// `meta` keys of the crawl snapshot (see `persistent_codec.rs`).
+pub(super) const CRAWL_SAVED_AT: &str = "crawl_saved_at";
+pub(super) const CRAWL_PEERS: &str = "crawl_peers";
 
 pub(super) fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(e.to_string())
@@ -57,11 +63,13 @@ pub(super) type Op = (Table, Arc<[u8]>, Option<Arc<[u8]>>);
 
 /// Work for the writer thread.
 pub(super) enum Job {
-    /// Commit these writes, in one transaction; `routing` replaces the routing snapshot.
+    /// Commit these writes, in one transaction; `routing` replaces the routing snapshot,
+    /// `crawl` the crawl snapshot (encoded here, not on the store's thread).
     Commit {
         batch: u64,
         ops: Vec<Op>,
         routing: Option<Vec<Entry>>,
+        crawl: Option<Box<CrawlSnapshot>>,
     },
     /// Read up to `limit` entries of `table` from `from` (inclusive), in key order.
     Scan {
@@ -76,11 +84,13 @@ pub(super) enum Job {
 pub(super) enum Done {
     /// These batches (committed together, and nothing after them) are durable, or failed and
     /// changed nothing. `snapshot`: the committed state right after them, opened here so that
-    /// the store's reads never wait for the writer's locks to open it themselves.
+    /// the store's reads never wait for the writer's locks to open it themselves. `crawl`: the
+    /// newest crawl snapshot they carried, given back when the commit failed, to go again.
     Committed {
         batches: Vec<u64>,
         result: Result<(), StoreError>,
         snapshot: Option<Box<Snapshot>>,
+        crawl: Option<Box<CrawlSnapshot>>,
     },
     /// The entries found by scan `id`; `complete` when the table ended before `limit`.
     Scanned {
@@ -99,6 +109,7 @@ pub(super) fn run(
 ) {
     let mut next: Option<Job> = None;
     loop {
+        let mut release = None;
         let job = match next.take() {
             Some(job) => job,
             None => match jobs.recv() {
@@ -111,21 +122,27 @@ pub(super) fn run(
                 batch,
                 ops,
                 routing,
+                crawl,
             } => {
                 // Batches queued behind this one go into the same transaction: a writer that
                 // fell behind catches up with one fsync for all of them. A scan stops the
                 // merge, so that it still sees exactly the batches sent before it.
                 let mut batches = vec![batch];
                 let mut all = vec![(ops, routing)];
+                // Only the newest crawl snapshot is written; older ones are dropped here, off
+                // the store's thread.
+                let mut newest = crawl;
                 loop {
                     match jobs.try_recv() {
                         Ok(Job::Commit {
                             batch,
                             ops,
                             routing,
+                            crawl,
                         }) => {
                             batches.push(batch);
                             all.push((ops, routing));
+                            newest = crawl.or(newest);
                         }
                         Ok(other) => {
                             next = Some(other);
@@ -134,20 +151,28 @@ pub(super) fn run(
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
                 }
-                let result = commit(&db, all);
+                let result = commit(&db, all, newest.as_deref());
                 if let Err(error) = &result {
                     tracing::warn!(%error, "store commit failed");
                 }
                 // Without a snapshot the store opens one itself when it next reads.
                 let snapshot = Snapshot::open(&db).ok().map(Box::new);
+                // A written crawl snapshot is freed here, once the store has been told.
+                let (crawl, written) = if result.is_ok() {
+                    (None, newest)
+                } else {
+                    (newest, None)
+                };
                 let finished = Done::Committed {
                     batches,
                     result,
                     snapshot,
+                    crawl,
                 };
                 if done.send(finished).is_err() {
                     return;
                 }
+                release = written;
             }
             Job::Scan {
                 id,
@@ -172,13 +197,21 @@ pub(super) fn run(
             }
         }
         waker.wake();
+        drop(release);
     }
 }
 
 type Batch = (Vec<Op>, Option<Vec<Entry>>);
 
-fn commit(db: &Database, batches: Vec<Batch>) -> Result<(), StoreError> {
+fn commit(
+    db: &Database,
+    batches: Vec<Batch>,
+    crawl: Option<&CrawlSnapshot>,
+) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(db_err)?;
+    if let Some(crawl) = crawl {
+        write_crawl(&txn, crawl)?;
+    }
     for (ops, routing) in batches {
         apply(&txn, ops)?;
         if let Some(routing) = routing {
@@ -192,6 +225,33 @@ fn commit(db: &Database, batches: Vec<Batch>) -> Result<(), StoreError> {
         }
     }
     txn.commit().map_err(db_err)
+}
+
+/// Replaces the crawl snapshot as a whole, encoding its entries here.
+fn write_crawl(txn: &WriteTransaction, crawl: &CrawlSnapshot) -> Result<(), StoreError> {
+    // Deleting the table drops its pages at once, instead of removing each old entry.
+    txn.delete_table(CRAWL).map_err(db_err)?;
+    let mut table = txn.open_table(CRAWL).map_err(db_err)?;
+    let mut entry = Vec::new();
+    let mut written: u32 = 0;
+    for (peer, addrs) in &crawl.peers {
+        if written == u32::MAX {
+            tracing::warn!(
+                peers = crawl.peers.len(),
+                "crawl snapshot cut at u32::MAX peers"
+            );
+            break;
+        }
+        codec::encode_crawl_peer(&mut entry, peer, addrs);
+        table.insert(written, entry.as_slice()).map_err(db_err)?;
+        written += 1;
+    }
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    meta.insert(CRAWL_SAVED_AT, codec::unix_nanos(crawl.saved_at))
+        .map_err(db_err)?;
+    meta.insert(CRAWL_PEERS, u64::from(written))
+        .map_err(db_err)?;
+    Ok(())
 }
 
 fn apply(txn: &WriteTransaction, ops: Vec<Op>) -> Result<(), StoreError> {
