@@ -67,7 +67,7 @@ fn silence_tolerant_config() -> kadence::Config {
 }
 
 /// `n` kadence servers, each bootstrapped from one started before it, then all bootstrapped
-/// twice (each round at once).
+/// at once.
 async fn servers(n: usize) -> Vec<Peer> {
     let mut nodes: Vec<Peer> = Vec::new();
     for i in 0..n {
@@ -84,10 +84,32 @@ async fn servers(n: usize) -> Vec<Peer> {
         .await;
         nodes.push(node);
     }
-    for _round in 0..2 {
-        join_all(nodes.iter().map(|n| n.try_run(|dht| dht.bootstrap().ok()))).await;
+    // Each looks itself up once all are up, and again while no other server's routing table
+    // lists it (it is admitted after identify, which a loaded machine can delay past the
+    // lookup): a crawl can only find a server that some server names.
+    let mut unlisted: Vec<PeerId> = nodes.iter().map(|n| n.id).collect();
+    for _round in 0..5 {
+        join_all(
+            nodes
+                .iter()
+                .filter(|n| unlisted.contains(&n.id))
+                .map(|n| n.try_run(|dht| dht.bootstrap().ok())),
+        )
+        .await;
+        let tables = join_all(nodes.iter().map(|n| {
+            n.with(|s| {
+                let peers = s.behaviour().dht.routing_table().peers();
+                peers.into_iter().map(|p| p.id).collect::<Vec<_>>()
+            })
+        }))
+        .await;
+        let listed: HashSet<PeerId> = tables.into_iter().flatten().collect();
+        unlisted.retain(|id| !listed.contains(id));
+        if unlisted.is_empty() {
+            return nodes;
+        }
     }
-    nodes
+    panic!("servers no routing table lists: {unlisted:?}");
 }
 
 /// A DHT client that joined through `server` (its bootstrap connects it to servers, which must
