@@ -4,7 +4,7 @@
 //! driver only translates its implementation's events.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,6 +18,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use libp2p_kad::store::MemoryStore;
 use tokio::sync::mpsc;
 
+use crate::crawl::CrawlLog;
 use crate::delay::DelayedConn;
 use crate::queries::{swarm_command, Command, Dht, Finished, Queries};
 
@@ -70,6 +71,8 @@ pub struct Node {
     task: Option<tokio::task::JoinHandle<()>>,
     /// Set to make the node silent from now on.
     pub silent: Arc<AtomicBool>,
+    /// What its accelerated client's crawls did (empty for other nodes).
+    pub crawl: Arc<Mutex<CrawlLog>>,
 }
 
 impl Node {
@@ -109,16 +112,21 @@ fn listening<B: NetworkBehaviour>(mut swarm: Swarm<B>, addr: Multiaddr) -> Swarm
     swarm
 }
 
+/// `accelerated`: the accelerated client on top of the same settings.
 pub fn kadence_swarm(
     spec: NodeSpec<'_>,
     finish: kadence::LookupFinish,
     alpha: usize,
+    accelerated: bool,
 ) -> Swarm<KadenceNode> {
     let key = spec.key;
-    let config = kadence::Config::new(PROTOCOL)
+    let mut config = kadence::Config::new(PROTOCOL)
         .with_mode(Some(kadence::Mode::Server))
         .with_lookup_finish(finish)
         .with_alpha(alpha);
+    if accelerated {
+        config = config.accelerated();
+    }
     let behaviour = KadenceNode {
         dht: kadence::Behaviour::new(key.public().to_peer_id(), config),
         identify: identify(key),
@@ -195,6 +203,7 @@ async fn next_event<N: WithDht>(
 fn spawn<N>(
     mut swarm: Swarm<N>,
     silent: Arc<AtomicBool>,
+    crawl: Arc<Mutex<CrawlLog>>,
     mut on_event: impl FnMut(&mut Swarm<N>, SwarmEvent<N::ToSwarm>, &mut Queries<<N::Dht as Dht>::Id>)
         + Send
         + 'static,
@@ -220,17 +229,38 @@ where
         commands: tx,
         task: Some(task),
         silent,
+        crawl,
     }
+}
+
+/// Connections the node has open now, both directions.
+fn connections<N: NetworkBehaviour>(swarm: &Swarm<N>) -> usize {
+    swarm.network_info().connection_counters().num_established() as usize
 }
 
 /// `silent`: the switch its transport was built with (`NodeSpec::silent`).
 pub fn spawn_kadence(swarm: Swarm<KadenceNode>, silent: Arc<AtomicBool>) -> Node {
     use kadence::{Event, QueryProgress, QueryResult};
-    spawn(swarm, silent, |_, event, queries| {
-        let SwarmEvent::Behaviour(KadenceNodeEvent::Dht(event)) = event else {
-            return;
+    let crawl = Arc::new(Mutex::new(CrawlLog::default()));
+    let log = crawl.clone();
+    spawn(swarm, silent, crawl, move |swarm, event, queries| {
+        let event = match event {
+            SwarmEvent::Behaviour(KadenceNodeEvent::Dht(event)) => event,
+            // Every change of the connection count is an event: the peak while a crawl runs
+            // is exact, not sampled.
+            SwarmEvent::ConnectionEstablished { .. } => {
+                log.lock().unwrap().connections(connections(swarm));
+                return;
+            }
+            _ => return,
         };
         match event {
+            Event::CrawlStarted { .. } => log.lock().unwrap().started(connections(swarm)),
+            Event::CrawlFinished {
+                stats,
+                merge,
+                peers,
+            } => log.lock().unwrap().finished(stats, merge, peers),
             Event::PeerRemoved { .. } => {
                 REMOVED.fetch_add(1, Ordering::Relaxed);
             }
@@ -242,6 +272,7 @@ pub fn spawn_kadence(swarm: Swarm<KadenceNode>, silent: Arc<AtomicBool>) -> Node
                 let mut finished = Finished {
                     requests: stats.requests,
                     failures: stats.failures,
+                    accelerated: Some(stats.accelerated),
                     ..Finished::default()
                 };
                 match result {
@@ -261,7 +292,8 @@ pub fn spawn_kadence(swarm: Swarm<KadenceNode>, silent: Arc<AtomicBool>) -> Node
 /// `silent`: the switch its transport was built with (`NodeSpec::silent`).
 pub fn spawn_kad(swarm: Swarm<KadNode>, silent: Arc<AtomicBool>) -> Node {
     use libp2p_kad::{Event, GetClosestPeersError, GetProvidersOk, QueryResult};
-    spawn(swarm, silent, |swarm, event, queries| {
+    let crawl = Arc::new(Mutex::new(CrawlLog::default()));
+    spawn(swarm, silent, crawl, |swarm, event, queries| {
         let (id, result, stats, step) = match event {
             SwarmEvent::Behaviour(KadNodeEvent::Dht(Event::OutboundQueryProgressed {
                 id,

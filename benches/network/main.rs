@@ -1,12 +1,14 @@
 //! Lookup latency, recall and cost, provide -> placement -> find-providers, of kadence and
 //! libp2p-kad (its defaults, and alpha = 10 like the Go peers) in a network of N nodes over
 //! the memory transport with per-node access delays. A fourth network runs kadence with go's
-//! rule for ending a lookup (`LookupFinish::BetaAnswered`), the trade-off its docs describe.
+//! rule for ending a lookup (`LookupFinish::BetaAnswered`), the trade-off its docs describe,
+//! and a fifth, `kadence-accel`, kadence's accelerated client (issue 16).
 //!
 //! `cargo bench --bench network -- [--nodes N] [--lookups L] [--provides P] [--seed S]
 //! [--settle SECS] [--idle-timeout SECS] [--cold] [--alpha A | --alpha-all A]
-//! [--only kadence,kad,kad10,kadence-beta] [--kad-lookups L]
-//! [--churn gone:SHARE|silent:SHARE] [--churn-wait SECS]`
+//! [--only kadence-accel,kadence,kad,kad10,kadence-beta] [--kad-lookups L]
+//! [--churn gone:SHARE|silent:SHARE] [--churn-wait SECS] [--crawl-timeout SECS] [--no-recrawl]
+//! [--crawl-batch B]`
 //!
 //! - `--idle-timeout` is every swarm's idle-connection timeout (default 60 s): 10 s, rust-libp2p's
 //!   default, is "cold" in issue 15's table and 600 s "warm".
@@ -17,7 +19,9 @@
 //!   sets them for kadence and libp2p-kad alike (libp2p-kad's default is 3). The alpha-10
 //!   network keeps its 10.
 //! - `--only` takes a comma-separated list of networks, run (and shown) in that order: the
-//!   first is the one the others are divided into.
+//!   first is the one the others are divided into. Without it, every network but
+//!   `kadence-accel` runs; `--only kadence-accel,kadence,kad` shows the accelerated client's
+//!   ratios to both.
 //! - `--kad-lookups` runs only the first L lookups on libp2p-kad's networks (the same keys
 //!   from the same nodes), for sizes where its runs would not fit the time otherwise.
 //! - `--churn` stops (`gone`) or silences (`silent`) that share of the nodes once the tables
@@ -26,6 +30,18 @@
 //!   with_refresh_interval`) and checks peers not heard from for 43 min; libp2p-kad
 //!   bootstraps every 5 min and 0.5 s after a new peer enters its table.
 //!
+//! `kadence-accel` is the `kadence` network with `Config::accelerated()` on top. Every node's
+//! first crawl starts at once, beside the bootstrap; the bench waits for all of them to finish
+//! (`Event::CrawlFinished`, at most `--crawl-timeout`, default 5 min + 0.3 s per node), then,
+//! unless `--no-recrawl`, starts a second crawl on every node (`start_crawl`), the hourly crawl
+//! of a quiet network, `--crawl-batch` nodes at a time (default 10), whose cost it reports: time, requests, bytes, peers crawled and
+//! connections open at once per node, and the full table's heap per known peer (see
+//! `crawl.rs`). The crawl's connections are let close (the idle timeout, if at most 30 s)
+//! before anything else is measured, and churn comes after the crawl: the full tables hold the
+//! peers that go silent or leave. For every kadence network, the share of lookups, provides
+//! and find-providers whose lookup started from the full table (`QueryStats::accelerated`) is
+//! reported.
+//!
 //! The networks are built one after the other from the same seed: the same node keys,
 //! bootstrap peers and delays, the same churned nodes, the same lookup keys from the same
 //! nodes. The table is printed and written as JSON to `target/network-bench.json` and
@@ -33,6 +49,7 @@
 //! `LABEL-provide-cdf.svg`, where LABEL says the configuration.
 
 mod churn;
+mod crawl;
 mod delay;
 mod drivers;
 mod options;

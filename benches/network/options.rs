@@ -8,14 +8,18 @@ use crate::churn::Churn;
 /// The usage line, printed when an argument is wrong.
 const USAGE: &str = "cargo bench --bench network -- [--nodes N] [--lookups L] [--provides P] \
 [--seed S] [--settle SECS] [--idle-timeout SECS] [--cold] [--alpha A | --alpha-all A] \
-[--only kadence,kad,kad10,kadence-beta] [--kad-lookups L] [--churn gone:SHARE|silent:SHARE] \
-[--churn-wait SECS]";
+[--only kadence-accel,kadence,kad,kad10,kadence-beta] [--kad-lookups L] \
+[--churn gone:SHARE|silent:SHARE] [--churn-wait SECS] [--crawl-timeout SECS] [--no-recrawl] \
+[--crawl-batch B]";
 
 /// kadence's requests in flight per lookup unless told otherwise: its default, go's.
 const KADENCE_ALPHA: usize = 10;
 /// rust-libp2p's idle-connection timeout is 10 s ("cold" in issue 15); this bench ran with 60 s
 /// before it had the option, and keeps that default so that its earlier tables still hold.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Accelerated nodes that run their second crawl at once (see `crawl.rs`).
+const CRAWL_BATCH: usize = 10;
 
 /// One network the bench can build.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -28,11 +32,24 @@ pub enum Kind {
     KadAlpha10,
     /// kadence with `LookupFinish::BetaAnswered`, the rule go-libp2p-kad-dht ends lookups by.
     KadenceBetaFinish,
+    /// kadence as `Kadence`, with the accelerated client on (`Config::accelerated()`): its
+    /// operations start once every node's crawl finished (see `crawl.rs`).
+    KadenceAccel,
 }
 
 impl Kind {
-    /// Every network, in the order they run (and columns appear) by default.
+    /// Every network, in the order they run (and columns appear) by default. The accelerated
+    /// client is not among them: it runs when `--only` names it.
     pub const ALL: [Kind; 4] = [
+        Kind::Kadence,
+        Kind::KadDefault,
+        Kind::KadAlpha10,
+        Kind::KadenceBetaFinish,
+    ];
+
+    /// Every network `--only` can name.
+    const NAMED: [Kind; 5] = [
+        Kind::KadenceAccel,
         Kind::Kadence,
         Kind::KadDefault,
         Kind::KadAlpha10,
@@ -46,18 +63,27 @@ impl Kind {
             Kind::KadDefault => "kad",
             Kind::KadAlpha10 => "kad10",
             Kind::KadenceBetaFinish => "kadence-beta",
+            Kind::KadenceAccel => "kadence-accel",
         }
     }
 
     pub fn is_kadence(self) -> bool {
-        matches!(self, Kind::Kadence | Kind::KadenceBetaFinish)
+        matches!(
+            self,
+            Kind::Kadence | Kind::KadenceBetaFinish | Kind::KadenceAccel
+        )
+    }
+
+    /// Whether its nodes run the accelerated client.
+    pub fn is_accelerated(self) -> bool {
+        self == Kind::KadenceAccel
     }
 
     /// Requests in flight per lookup that the run sets, `None` where the implementation's own
     /// default stays (libp2p-kad's is 3).
     pub fn alpha(self, options: &Options) -> Option<usize> {
         match self {
-            Kind::Kadence | Kind::KadenceBetaFinish => Some(
+            Kind::Kadence | Kind::KadenceBetaFinish | Kind::KadenceAccel => Some(
                 options
                     .alpha_all
                     .or(options.kadence_alpha)
@@ -77,6 +103,7 @@ impl Kind {
         };
         match self {
             Kind::Kadence => tuned("kadence"),
+            Kind::KadenceAccel => tuned("kadence (accelerated)"),
             Kind::KadenceBetaFinish => match alpha {
                 Some(a) if a != KADENCE_ALPHA => format!("kadence (go's finish rule, alpha = {a})"),
                 _ => "kadence (go's finish rule)".into(),
@@ -117,6 +144,14 @@ pub struct Options {
     pub churn: Option<Churn>,
     /// Wait after the churn, before the lookups, so that table maintenance can act.
     pub churn_wait: Duration,
+    /// `--crawl-timeout`: the longest wait for the accelerated nodes' crawls, each of them;
+    /// `None` for the default, which grows with the network (see `crawl.rs`).
+    pub crawl_timeout: Option<Duration>,
+    /// `--no-recrawl`: measure only the first crawl (the one that ran beside the bootstrap),
+    /// not a second one started once the network is quiet.
+    pub no_recrawl: bool,
+    /// `--crawl-batch`: nodes that run their second crawl at once.
+    pub crawl_batch: usize,
 }
 
 impl Default for Options {
@@ -136,6 +171,9 @@ impl Default for Options {
             kad_lookups: None,
             churn: None,
             churn_wait: Duration::ZERO,
+            crawl_timeout: None,
+            no_recrawl: false,
+            crawl_batch: CRAWL_BATCH,
         }
     }
 }
@@ -167,6 +205,9 @@ impl Options {
                 "--alpha-all" => o.alpha_all = Some(number(flag, args.next())?),
                 "--kad-lookups" => o.kad_lookups = Some(number(flag, args.next())?),
                 "--churn-wait" => o.churn_wait = secs(args.next())?,
+                "--crawl-timeout" => o.crawl_timeout = Some(secs(args.next())?),
+                "--no-recrawl" => o.no_recrawl = true,
+                "--crawl-batch" => o.crawl_batch = number(flag, args.next())?,
                 "--churn" => {
                     let value = args
                         .next()
@@ -178,7 +219,7 @@ impl Options {
                     o.only = list
                         .split(',')
                         .map(|name| {
-                            Kind::ALL
+                            Kind::NAMED
                                 .into_iter()
                                 .find(|k| k.flag() == name)
                                 .ok_or_else(|| format!("--only: no network named {name:?}"))
@@ -260,6 +301,15 @@ impl Options {
         if !self.churn_wait.is_zero() {
             c += &format!(" --churn-wait {}", self.churn_wait.as_secs());
         }
+        if let Some(t) = self.crawl_timeout {
+            c += &format!(" --crawl-timeout {}", t.as_secs());
+        }
+        if self.no_recrawl {
+            c += " --no-recrawl";
+        }
+        if self.crawl_batch != CRAWL_BATCH {
+            c += &format!(" --crawl-batch {}", self.crawl_batch);
+        }
         c
     }
 
@@ -283,6 +333,12 @@ impl Options {
         }
         if let Some(k) = self.kad_lookups {
             l += &format!("-kad-lookups{k}");
+        }
+        if self.no_recrawl {
+            l += "-no-recrawl";
+        }
+        if self.crawl_batch != CRAWL_BATCH {
+            l += &format!("-crawl-batch{}", self.crawl_batch);
         }
         if self.only_given {
             let names: Vec<&str> = self.only.iter().map(|k| k.flag()).collect();
@@ -314,6 +370,9 @@ impl Options {
                 "nodes": c.count(self.nodes),
             })),
             "churn_wait_s": self.churn_wait.as_secs(),
+            "crawl_timeout_s": self.crawl_timeout.map(|t| t.as_secs()),
+            "recrawl": !self.no_recrawl,
+            "crawl_batch": self.crawl_batch,
         })
     }
 }

@@ -21,6 +21,7 @@ fn colour(kind: Kind) -> RGBColor {
         Kind::KadDefault => RGBColor(214, 39, 40),
         Kind::KadAlpha10 => RGBColor(255, 127, 14),
         Kind::KadenceBetaFinish => RGBColor(44, 160, 44),
+        Kind::KadenceAccel => RGBColor(148, 103, 189),
     }
 }
 

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::swarm::{NetworkBehaviour, Swarm};
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use libp2p_kad::store::{MemoryStore, RecordStore};
 use libp2p_kad::RecordKey;
 use tokio::sync::oneshot;
@@ -42,7 +43,50 @@ pub enum Command {
         provider: PeerId,
         reply: oneshot::Sender<Option<Duration>>,
     },
+    /// Start a crawl now (the accelerated client); answers whether one started.
+    StartCrawl(oneshot::Sender<bool>),
+    /// A copy of the accelerated client's full table: every peer with its addresses.
+    FullTable(oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
 }
+
+/// Operations of one kind that finished, and those of them whose lookup started from the
+/// accelerated client's full table (`QueryStats::accelerated`), every node of the network.
+pub struct Accelerated {
+    pub finished: AtomicU64,
+    pub accelerated: AtomicU64,
+}
+
+impl Accelerated {
+    const fn new() -> Self {
+        Self {
+            finished: AtomicU64::new(0),
+            accelerated: AtomicU64::new(0),
+        }
+    }
+
+    fn count(&self, accelerated: Option<bool>) {
+        if let Some(a) = accelerated {
+            self.finished.fetch_add(1, Ordering::Relaxed);
+            if a {
+                self.accelerated.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// (finished, accelerated) so far.
+    pub fn read(&self) -> (u64, u64) {
+        (
+            self.finished.load(Ordering::Relaxed),
+            self.accelerated.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// kadence's lookups, provides and find-providers: how many were accelerated. Networks run one
+/// after the other, so a run reads the difference over its phases.
+pub static ACCELERATED_LOOKUPS: Accelerated = Accelerated::new();
+pub static ACCELERATED_PROVIDES: Accelerated = Accelerated::new();
+pub static ACCELERATED_FINDS: Accelerated = Accelerated::new();
 
 /// The queries a command can start, in each implementation's own API.
 pub trait Dht {
@@ -57,6 +101,10 @@ pub trait Dht {
     fn table_peers(&mut self) -> Vec<PeerId>;
     /// Whether the store holds `provider`'s record for `key`.
     fn holds_provider(&mut self, key: &[u8], provider: &PeerId) -> bool;
+    /// Starts a crawl of the accelerated client; false when there is none or one runs.
+    fn start_crawl(&mut self) -> bool;
+    /// The accelerated client's full table, empty without one.
+    fn full_table(&mut self) -> Vec<(PeerId, Vec<Multiaddr>)>;
 }
 
 impl Dht for kadence::Behaviour {
@@ -84,6 +132,17 @@ impl Dht for kadence::Behaviour {
         self.store_mut()
             .providers(key, SystemTime::now())
             .is_ok_and(|records| records.iter().any(|r| r.provider == *provider))
+    }
+    fn start_crawl(&mut self) -> bool {
+        kadence::Behaviour::start_crawl(self)
+    }
+    fn full_table(&mut self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        kadence::Behaviour::full_table(self).map_or_else(Vec::new, |table| {
+            table
+                .iter()
+                .map(|(id, addrs)| (*id, addrs.to_vec()))
+                .collect()
+        })
     }
 }
 
@@ -117,6 +176,12 @@ impl Dht for libp2p_kad::Behaviour<MemoryStore> {
             .iter()
             .any(|r| r.provider == *provider)
     }
+    fn start_crawl(&mut self) -> bool {
+        false
+    }
+    fn full_table(&mut self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        Vec::new()
+    }
 }
 
 /// What a finished query reported, in the bench's terms.
@@ -128,6 +193,9 @@ pub struct Finished {
     pub failures: u32,
     /// Whether a provide succeeded.
     pub provided: bool,
+    /// kadence: whether the lookup started from the accelerated client's full table; `None`
+    /// for libp2p-kad.
+    pub accelerated: Option<bool>,
 }
 
 /// A command waiting for its query to end.
@@ -162,6 +230,14 @@ impl<Id: Eq + Hash> Queries<Id> {
             // Read off the node's state at once: no query to wait on.
             Command::TablePeers(reply) => {
                 let _ = reply.send(dht.table_peers());
+                return;
+            }
+            Command::StartCrawl(reply) => {
+                let _ = reply.send(dht.start_crawl());
+                return;
+            }
+            Command::FullTable(reply) => {
+                let _ = reply.send(dht.full_table());
                 return;
             }
             Command::HeldProviders { records, reply } => {
@@ -222,6 +298,15 @@ impl<Id: Eq + Hash> Queries<Id> {
 
     /// The query ended: answers its command.
     pub fn finished(&mut self, id: &Id, finished: Finished) {
+        let counter = match self.pending.get(id) {
+            Some(Pending::Lookup(_)) => Some(&ACCELERATED_LOOKUPS),
+            Some(Pending::Provide(_)) => Some(&ACCELERATED_PROVIDES),
+            Some(Pending::FindProvider { .. }) => Some(&ACCELERATED_FINDS),
+            Some(Pending::Bootstrap(_)) | None => None,
+        };
+        if let Some(counter) = counter {
+            counter.count(finished.accelerated);
+        }
         match self.pending.remove(id) {
             Some(Pending::Bootstrap(reply)) => {
                 let _ = reply.send(());

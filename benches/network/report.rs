@@ -2,7 +2,47 @@
 
 use std::time::Duration;
 
+use crate::crawl::CrawlReport;
 use crate::options::{Kind, Options};
+use crate::queries::{ACCELERATED_FINDS, ACCELERATED_LOOKUPS, ACCELERATED_PROVIDES};
+
+/// kadence's operations finished, and those accelerated (`QueryStats::accelerated`), as
+/// (finished, accelerated) per kind.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Shares {
+    pub lookups: (u64, u64),
+    pub provides: (u64, u64),
+    pub finds: (u64, u64),
+}
+
+impl Shares {
+    /// The counts so far, every network.
+    pub fn read() -> Self {
+        Self {
+            lookups: ACCELERATED_LOOKUPS.read(),
+            provides: ACCELERATED_PROVIDES.read(),
+            finds: ACCELERATED_FINDS.read(),
+        }
+    }
+
+    /// What was counted after `before`.
+    pub fn since(&self, before: &Shares) -> Self {
+        let d = |a: (u64, u64), b: (u64, u64)| (a.0 - b.0, a.1 - b.1);
+        Self {
+            lookups: d(self.lookups, before.lookups),
+            provides: d(self.provides, before.provides),
+            finds: d(self.finds, before.finds),
+        }
+    }
+}
+
+/// The share of `counts` accelerated.
+fn share(counts: Option<(u64, u64)>) -> f64 {
+    match counts {
+        Some((finished, accelerated)) if finished > 0 => accelerated as f64 / finished as f64,
+        _ => f64::NAN,
+    }
+}
 
 #[derive(Default)]
 pub struct Report {
@@ -44,6 +84,11 @@ pub struct Report {
     pub stale_at_start: Option<f64>,
     pub stale_at_end: Option<f64>,
     pub table_removals: usize,
+    /// The accelerated client's crawls and tables (`kadence-accel` only).
+    pub crawl: Option<CrawlReport>,
+    /// kadence's operations that started from the full table, from the churn (or the first
+    /// lookup) to the end.
+    pub accelerated: Option<Shares>,
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
@@ -81,6 +126,20 @@ fn with_churn(r: &Report, value: f64) -> f64 {
         value
     } else {
         f64::NAN
+    }
+}
+
+/// A measure of the accelerated client's crawls; not a number for the other networks.
+fn crawl(r: &Report, value: impl Fn(&CrawlReport) -> f64) -> f64 {
+    r.crawl.as_ref().map_or(f64::NAN, value)
+}
+
+/// A value in the table: "n/a" where the network has none.
+fn cell(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "n/a".into()
     }
 }
 
@@ -274,6 +333,141 @@ const METRICS: &[Metric] = &[
         decimals: 3,
     },
     Metric {
+        name: "lookups accelerated (share)",
+        field: "accelerated_lookups",
+        value: |r| share(r.accelerated.map(|s| s.lookups)),
+        decimals: 3,
+    },
+    Metric {
+        name: "provides accelerated (share)",
+        field: "accelerated_provides",
+        value: |r| share(r.accelerated.map(|s| s.provides)),
+        decimals: 3,
+    },
+    Metric {
+        name: "find-providers accelerated (share)",
+        field: "accelerated_finds",
+        value: |r| share(r.accelerated.map(|s| s.finds)),
+        decimals: 3,
+    },
+    Metric {
+        name: "crawl: nodes finished (share)",
+        field: "crawl_finished_share",
+        value: |r| {
+            crawl(r, |c| {
+                c.main().finished as f64 / c.main().nodes.max(1) as f64
+            })
+        },
+        decimals: 3,
+    },
+    Metric {
+        name: "crawl: every node done, wall (s)",
+        field: "crawl_wall_s",
+        value: |r| crawl(r, |c| c.main().wall_s),
+        decimals: 1,
+    },
+    Metric {
+        name: "crawl: duration mean (s)",
+        field: "crawl_s_mean",
+        value: |r| crawl(r, |c| c.main().duration_ms_mean / 1000.0),
+        decimals: 1,
+    },
+    Metric {
+        name: "crawl: duration max (s)",
+        field: "crawl_s_max",
+        value: |r| crawl(r, |c| c.main().duration_ms_max / 1000.0),
+        decimals: 1,
+    },
+    Metric {
+        name: "crawl: requests per crawl, mean",
+        field: "crawl_requests_mean",
+        value: |r| crawl(r, |c| c.main().requests_mean),
+        decimals: 0,
+    },
+    Metric {
+        name: "crawl: requests failed per crawl, mean",
+        field: "crawl_failed_mean",
+        value: |r| crawl(r, |c| c.main().failed_mean),
+        decimals: 1,
+    },
+    Metric {
+        name: "crawl: KiB sent per crawl (whole network)",
+        field: "crawl_kib_mean",
+        value: |r| crawl(r, |c| c.main().kib_per_crawl.unwrap_or(f64::NAN)),
+        decimals: 0,
+    },
+    Metric {
+        name: "crawl: peers crawled at once, max",
+        field: "crawl_peak_peers_in_flight_max",
+        value: |r| crawl(r, |c| c.main().peak_peers_in_flight_max as f64),
+        decimals: 0,
+    },
+    Metric {
+        name: "crawl: connections open at once per node, mean",
+        field: "crawl_peak_connections_mean",
+        value: |r| crawl(r, |c| c.main().peak_connections_mean),
+        decimals: 1,
+    },
+    Metric {
+        name: "crawl: connections open at once per node, max",
+        field: "crawl_peak_connections_max",
+        value: |r| crawl(r, |c| c.main().peak_connections_max as f64),
+        decimals: 0,
+    },
+    Metric {
+        name: "crawl: full-table peers per node, mean",
+        field: "crawl_table_peers_mean",
+        value: |r| crawl(r, |c| c.main().table_peers_mean),
+        decimals: 1,
+    },
+    Metric {
+        name: "crawl: full-table peers per node, min",
+        field: "crawl_table_peers_min",
+        value: |r| crawl(r, |c| c.main().table_peers_min as f64),
+        decimals: 0,
+    },
+    Metric {
+        name: "first crawl (beside the bootstrap): duration mean (s)",
+        field: "first_crawl_s_mean",
+        value: |r| crawl(r, |c| c.first.duration_ms_mean / 1000.0),
+        decimals: 1,
+    },
+    Metric {
+        name: "first crawl: every node done, after the start (s)",
+        field: "first_crawl_done_after_start_s",
+        value: |r| crawl(r, |c| c.first_done_after_start_s),
+        decimals: 1,
+    },
+    Metric {
+        name: "first crawl: full-table peers per node, mean",
+        field: "first_crawl_table_peers_mean",
+        value: |r| crawl(r, |c| c.first.table_peers_mean),
+        decimals: 1,
+    },
+    Metric {
+        name: "full table: heap per known peer (bytes)",
+        field: "table_bytes_per_peer",
+        value: |r| crawl(r, |c| c.table_bytes_per_peer),
+        decimals: 0,
+    },
+    Metric {
+        name: "full table: heap per node (KiB)",
+        field: "table_kib_per_node",
+        value: |r| crawl(r, |c| c.table_bytes_per_node / 1024.0),
+        decimals: 1,
+    },
+    Metric {
+        name: "heap left per node by a crawl (KiB)",
+        field: "crawl_heap_growth_kib_per_node",
+        value: |r| {
+            crawl(r, |c| {
+                c.heap_growth_per_node_second_crawl
+                    .map_or(f64::NAN, |b| b / 1024.0)
+            })
+        },
+        decimals: 1,
+    },
+    Metric {
         name: "setup: start, bootstrap, settle (s)",
         field: "setup_s",
         value: |r| r.setup_s,
@@ -298,10 +492,14 @@ pub fn print(command: &str, wall: Duration, reports: &[Report]) {
             continue;
         }
         let ours = (metric.value)(first);
-        let mut row = format!("| {} | {:.*}", metric.name, metric.decimals, ours);
+        let mut row = format!("| {} | {}", metric.name, cell(ours, metric.decimals));
         for other in others {
             let theirs = (metric.value)(other);
-            row += &format!(" | {:.*} | {:.2}", metric.decimals, theirs, ours / theirs);
+            row += &format!(
+                " | {} | {}",
+                cell(theirs, metric.decimals),
+                cell(ours / theirs, 2)
+            );
         }
         println!("{row} |");
     }
@@ -336,6 +534,19 @@ pub fn json(
                     } else {
                         serde_json::Value::Null
                     },
+                );
+            }
+            if let Some(c) = &r.crawl {
+                row.insert("crawl".into(), serde_json::to_value(c).expect("crawl json"));
+            }
+            if let Some(s) = r.accelerated {
+                row.insert(
+                    "accelerated_counts".into(),
+                    serde_json::json!({
+                        "lookups": {"finished": s.lookups.0, "accelerated": s.lookups.1},
+                        "provides": {"finished": s.provides.0, "accelerated": s.provides.1},
+                        "finds": {"finished": s.finds.0, "accelerated": s.finds.1},
+                    }),
                 );
             }
             row.insert(

@@ -12,9 +12,9 @@ use libp2p::{Multiaddr, PeerId};
 use crate::drivers::{self, Node, NodeSpec};
 use crate::options::{Kind, Options};
 use crate::queries::Command;
-use crate::report::Report;
+use crate::report::{Report, Shares};
 use crate::setup::Setup;
-use crate::{ask, churn, counting_alloc, cpu, delay, CONCURRENT};
+use crate::{ask, churn, counting_alloc, cpu, crawl, delay, CONCURRENT};
 
 /// Between the provides and the finds: libp2p-kad reports a provide before its ADD_PROVIDER
 /// frames are written, so give them time to land.
@@ -48,11 +48,13 @@ fn start(kind: Kind, setup: &Setup, options: &Options, port_base: u64) -> Vec<No
             _ => kadence::LookupFinish::default(),
         };
         let alpha = alpha.expect("kadence's alpha is always set");
+        let accelerated = kind.is_accelerated();
         let swarms: Vec<_> = (0..n)
             .map(|i| {
                 let spec = spec(i);
                 let silent = spec.silent.clone();
-                (drivers::kadence_swarm(spec, finish, alpha), silent)
+                let swarm = drivers::kadence_swarm(spec, finish, alpha, accelerated);
+                (swarm, silent)
             })
             .collect();
         swarms
@@ -117,6 +119,11 @@ pub async fn run(kind: Kind, setup: &Setup, options: &Options, port_base: u64) -
         setup_s: started.elapsed().as_secs_f64(),
         ..Report::default()
     };
+    if kind.is_accelerated() {
+        // Before the churn: the full tables hold the peers that go silent or leave.
+        report.crawl = Some(crawl::phase(&running, options, started).await);
+    }
+    let shares_before = Shares::read();
     if let Some(c) = options.churn {
         churn::apply(&mut running, &setup.churned, c.mode).await;
         tokio::time::sleep(options.churn_wait).await;
@@ -193,6 +200,11 @@ pub async fn run(kind: Kind, setup: &Setup, options: &Options, port_base: u64) -
     provide_phase(setup, nodes, &mut report).await;
 
     report.connected_end_per_node = connected_per_node(nodes, &setup.churned).await;
+    // find-providers answered early may still be walking: their queries end within a request
+    // timeout of the last answer, counted as they do.
+    if kind.is_kadence() {
+        report.accelerated = Some(Shares::read().since(&shares_before));
+    }
     if options.churn.is_some() {
         report.stale_at_end = Some(churn::stale_share(nodes, &setup.churned, &setup.ids).await);
     }
