@@ -333,6 +333,23 @@ proptest! {
     }
 }
 
+/// A connection to `peer` opens at `endpoint`, and the peer says it serves the DHT.
+fn connect_server(
+    behaviour: &mut Behaviour,
+    peer: PeerId,
+    connection: ConnectionId,
+    endpoint: &ConnectedPoint,
+) {
+    behaviour.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+        peer_id: peer,
+        connection_id: connection,
+        endpoint,
+        failed_addresses: &[],
+        other_established: 0,
+    }));
+    behaviour.on_connection_handler_event(peer, connection, HandlerEvent::RemoteSupport(true));
+}
+
 /// Review finding: a liveness check failed by the dispatcher itself (dial failure) used to skip
 /// the routing table, leaving the peer "being checked" forever and reporting an id the
 /// application never issued. (Issue 15: only a dial of ours refused outright evicts; a dial
@@ -352,14 +369,7 @@ fn a_failed_liveness_dial_evicts_and_stays_internal() {
         role_override: Endpoint::Dialer,
         port_use: libp2p::core::transport::PortUse::Reuse,
     };
-    behaviour.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
-        peer_id: peer,
-        connection_id: connection,
-        endpoint: &endpoint,
-        failed_addresses: &[],
-        other_established: 0,
-    }));
-    behaviour.on_connection_handler_event(peer, connection, HandlerEvent::RemoteSupport(true));
+    connect_server(&mut behaviour, peer, connection, &endpoint);
     assert!(behaviour.routing_table().contains(&peer));
     behaviour.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
         peer_id: peer,
@@ -471,14 +481,7 @@ fn a_crawl_runs_through_the_behaviour_and_stays_internal() {
     let peer = PeerId::random();
     let connection = ConnectionId::new_unchecked(1);
     let endpoint = Sim::endpoint();
-    behaviour.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
-        peer_id: peer,
-        connection_id: connection,
-        endpoint: &endpoint,
-        failed_addresses: &[],
-        other_established: 0,
-    }));
-    behaviour.on_connection_handler_event(peer, connection, HandlerEvent::RemoteSupport(true));
+    connect_server(&mut behaviour, peer, connection, &endpoint);
     assert!(behaviour.start_crawl());
     let mut cx = Context::from_waker(noop_waker_ref());
     let mut requests = Vec::new();
