@@ -4,9 +4,14 @@
 //!    once, beside the bootstrap. The bench waits until every node reported
 //!    `Event::CrawlFinished` (or `--crawl-timeout` passed), then until the crawl's connections
 //!    went idle and closed (the idle timeout, when it is at most [`MAX_IDLE_WAIT`]).
-//! 2. Unless `--no-recrawl`: every node starts a second crawl at once (`start_crawl`), as the
-//!    hourly crawl of a quiet network, and the bench waits for all of them again and for their
-//!    connections to close. Its bytes are measured (every byte written on every connection
+//! 2. Unless `--no-recrawl`: a first crawl that ran while the whole network was starting
+//!    covers little (its seeds' tables were nearly empty), so its table does not serve
+//!    (`serving: false`) and the node crawls again after a back-off of its own. A batch of
+//!    `--crawl-batch` nodes at a time, the bench asks each node whose table does not serve yet
+//!    to crawl now (`start_crawl`; one under way is left to finish), and waits until every
+//!    node of the batch reported a crawl after which its table serves. That crawl is the one
+//!    reported as the second; the bench then waits for its connections to close. Its bytes
+//!    are measured (every byte written on every connection
 //!    meanwhile: requests, answers, and the noise, yamux and identify exchanges of the
 //!    connections the crawls opened) and so is the heap it leaves behind.
 //! 3. Every node's full table is copied into a `FullTable` built here, one at a time, to read
@@ -20,7 +25,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use libp2p::Multiaddr;
 
 use crate::drivers::Node;
@@ -43,6 +47,8 @@ pub struct Crawled {
     pub peers: usize,
     /// Most connections open at once while it ran.
     pub peak_connections: usize,
+    /// Whether the full table served lookups after it (it covered the network).
+    pub serving: bool,
 }
 
 /// What a node's accelerated client's crawls did, written by its driver.
@@ -73,6 +79,7 @@ impl CrawlLog {
         stats: kadence::CrawlStats,
         merge: kadence::CrawlMerge,
         peers: usize,
+        serving: bool,
     ) {
         self.running = false;
         self.done.push(Crawled {
@@ -80,6 +87,7 @@ impl CrawlLog {
             merge,
             peers,
             peak_connections: self.peak,
+            serving,
         });
     }
 }
@@ -210,6 +218,39 @@ async fn wait_for(nodes: &[Node], count: usize, timeout: Duration) -> (Vec<Crawl
     }
 }
 
+/// Whether the node's last crawl left its table serving.
+fn serving(node: &Node) -> bool {
+    node.crawl
+        .lock()
+        .unwrap()
+        .done
+        .last()
+        .is_some_and(|c| c.serving)
+}
+
+/// Waits until every node's last crawl left its table serving, or the timeout; returns those
+/// crawls (of the nodes that got there).
+async fn wait_serving(nodes: &[Node], timeout: Duration) -> Vec<Crawled> {
+    let started = Instant::now();
+    while !nodes.iter().all(serving) && started.elapsed() < timeout {
+        tokio::time::sleep(POLL).await;
+    }
+    let crawls: Vec<Crawled> = nodes
+        .iter()
+        .filter_map(|n| n.crawl.lock().unwrap().done.last().copied())
+        .filter(|c| c.serving)
+        .collect();
+    if crawls.len() < nodes.len() {
+        eprintln!(
+            "network bench: {} of {} nodes' tables serve after {} s",
+            crawls.len(),
+            nodes.len(),
+            timeout.as_secs()
+        );
+    }
+    crawls
+}
+
 /// Lets the crawl's connections go idle and close.
 async fn idle_out(options: &Options) {
     if options.idle_timeout <= MAX_IDLE_WAIT {
@@ -242,19 +283,12 @@ pub async fn phase(nodes: &[Node], options: &Options, network_started: Instant) 
         // each opening 50 connections a second would starve 2 cores, every dial timing out.
         let mut second = Vec::with_capacity(n);
         for batch in nodes.chunks(options.crawl_batch.max(1)) {
-            let started: usize = futures::stream::iter(batch)
-                .map(|node| ask(node, Command::StartCrawl))
-                .buffer_unordered(batch.len())
-                .filter(|s| std::future::ready(*s == Some(true)))
-                .count()
-                .await;
-            if started < batch.len() {
-                eprintln!(
-                    "network bench: second crawl started on {started} of {} nodes",
-                    batch.len()
-                );
+            for node in batch {
+                if !serving(node) {
+                    let _ = ask(node, Command::StartCrawl).await;
+                }
             }
-            second.extend(wait_for(batch, 2, timeout).await.0);
+            second.extend(wait_serving(batch, timeout).await);
         }
         let waited = asked.elapsed();
         let bytes = delay::SENT.load(Ordering::Relaxed) - bytes_before;

@@ -260,7 +260,8 @@ pub fn spawn_kadence(swarm: Swarm<KadenceNode>, silent: Arc<AtomicBool>) -> Node
                 stats,
                 merge,
                 peers,
-            } => log.lock().unwrap().finished(stats, merge, peers),
+                serving,
+            } => log.lock().unwrap().finished(stats, merge, peers, serving),
             Event::PeerRemoved { .. } => {
                 REMOVED.fetch_add(1, Ordering::Relaxed);
             }

@@ -51,6 +51,7 @@ impl CrawlStatus {
                 stats,
                 merge,
                 peers,
+                ..
             } => {
                 self.running = None;
                 self.finished += 1;

@@ -116,12 +116,14 @@ impl Behaviour {
                     stats,
                     merge,
                     peers,
+                    serving,
                 } => {
                     self.save_crawl_snapshot();
                     self.report(Event::CrawlFinished {
                         stats,
                         merge,
                         peers,
+                        serving,
                     });
                 }
             }

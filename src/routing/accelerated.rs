@@ -107,6 +107,7 @@ pub(crate) enum AcceleratedAction {
         stats: CrawlStats,
         merge: CrawlMerge,
         peers: usize,
+        serving: bool,
     },
 }
 
@@ -314,6 +315,7 @@ impl Accelerated {
                         stats: result.stats,
                         merge,
                         peers: self.table.len(),
+                        serving: self.is_ready(now),
                     });
                     self.crawl = None;
                     return actions;
@@ -331,7 +333,7 @@ impl Accelerated {
     /// servers than the k-bucket table knows (`known`) missed most of the network: the peers it
     /// started from had hardly any table yet (the whole network was starting), or most of them
     /// did not answer. The table does not serve from it, and the next crawl comes after a
-    /// back-off (30 s, doubling) rather than an interval later.
+    /// back-off (30 s, doubling, spread by half either way) rather than an interval later.
     fn on_crawl_done(&mut self, known: usize, now: Instant) {
         if self.table.len() >= known {
             self.covered_at = Some(now);
@@ -340,11 +342,16 @@ impl Accelerated {
         }
         let backoff = THIN_CRAWL_BACKOFF * 2u32.saturating_pow(self.thin_crawls.min(16));
         self.thin_crawls += 1;
-        self.next_crawl = now + backoff.min(self.config.crawl_interval);
+        // Every node of a network that started at once crawled at once, and would again:
+        // spread them over half to one and a half times the back-off.
+        let backoff = backoff
+            .min(self.config.crawl_interval)
+            .mul_f64(rand::random_range(0.5..1.5));
+        self.next_crawl = now + backoff;
         tracing::info!(
             peers = self.table.len(),
             known,
-            retry_s = backoff.min(self.config.crawl_interval).as_secs(),
+            retry_s = backoff.as_secs(),
             "crawl found fewer servers than the k-bucket table; crawling again soon"
         );
     }
