@@ -19,7 +19,9 @@ use helpers::{
     closest, in_memory, with_store, Done, Noted, Peer, SharedSnapshot, SnapshotStore, DEFAULT_IDLE,
 };
 use kadence::store::{PersistentStore, PersistentStoreConfig};
-use kadence::{AcceleratedConfig, Behaviour, CrawlStats, Mode, QueryResult, RequestDeadlines};
+use kadence::{
+    AcceleratedConfig, Behaviour, CrawlStats, Mode, QueryResult, RequestDeadlines, SweepReport,
+};
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
 
@@ -159,6 +161,22 @@ fn assert_accelerated_lookup(done: &Done) {
     assert!(done.stats.hops <= 1, "{} hops: {done:?}", done.stats.hops);
 }
 
+/// Looks `key` up from `node`'s full table (see [`assert_accelerated_lookup`]) and asserts
+/// that it found the `K` of `servers` closest to the key, closest first.
+async fn assert_finds_closest(node: &Peer, servers: &HashSet<PeerId>, key: &[u8]) {
+    let target = key.to_vec();
+    let done = node
+        .run(move |dht| Some(dht.get_closest_peers(target)))
+        .await;
+    assert_accelerated_lookup(&done);
+    assert_eq!(
+        closest_ids(&done),
+        closest(servers.iter().copied(), key, K),
+        "the true closest servers, closest first: {:?}",
+        done.stats
+    );
+}
+
 /// How many of `peers` hold a value record under `key`.
 async fn value_holders(peers: &[&Peer], key: &[u8]) -> usize {
     join_all(peers.iter().map(|p| p.holds_value(key)))
@@ -281,68 +299,26 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
     node.wait_connections_at_most(2, 30).await;
 
     // Every operation now starts from the full table.
-    let key = b"accelerated closest".to_vec();
-    let done = node
-        .run({
-            let key = key.clone();
-            move |dht| Some(dht.get_closest_peers(key))
-        })
-        .await;
-    assert_accelerated_lookup(&done);
-    assert_eq!(
-        closest_ids(&done),
-        closest(server_ids.iter().copied(), &key, K),
-        "the true closest servers, closest first: {:?}",
-        done.stats
-    );
+    assert_finds_closest(&node, &server_ids, b"accelerated closest").await;
 
     let wanted = servers[9].id;
-    let done = node.run(move |dht| Some(dht.find_peer(wanted))).await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::FindPeer(Ok(ref p)) if p.id == wanted && p.addrs.contains(&servers[9].addr)),
-        "{done:?}"
-    );
+    let addrs = node.accelerated_find_peer(wanted).await;
+    assert!(addrs.contains(&servers[9].addr), "{addrs:?}");
 
     let record = pk_record();
-    let done = node
-        .run({
-            let record = record.clone();
-            move |dht| dht.put_value(record, None).ok()
-        })
-        .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::PutValue(Ok(n)) if n >= K - 2),
-        "{done:?}"
-    );
+    let stored = node.accelerated_put_value(record.clone()).await;
+    assert!(stored >= K - 2, "stored by {stored}");
     let truth = closest(server_ids.iter().copied(), &record.key, K);
     let holders = value_holders(&by_id(&servers, &truth), &record.key).await;
     assert!(holders >= K - 2, "{holders} of the {K} closest hold it");
-    let done = node
-        .run({
-            let key = record.key.clone();
-            move |dht| Some(dht.get_value(key, NonZeroUsize::new(3)))
-        })
+    let value = node
+        .accelerated_get_value(record.key.clone(), NonZeroUsize::new(3))
         .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::GetValue(Ok(ref r)) if r.value == record.value),
-        "{done:?}"
-    );
+    assert_eq!(value, record.value);
 
     let cid = vec![0x12, 0x20, 16, 16, 16];
-    let done = node
-        .run({
-            let cid = cid.clone();
-            move |dht| dht.provide(cid).ok()
-        })
-        .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::Provide(Ok(n)) if n >= K - 2),
-        "{done:?}"
-    );
+    let written = node.accelerated_provide(cid.clone()).await;
+    assert!(written >= K - 2, "written to {written}");
     let truth = closest(server_ids.iter().copied(), &cid, K);
     let holders = provider_holders(&mut servers, &truth, &cid, node.id).await;
     assert!(holders >= K - 2, "{holders} of the {K} closest hold it");
@@ -362,17 +338,10 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
         matches!(done.result, QueryResult::Provide(Ok(_))),
         "{done:?}"
     );
-    let done = node
-        .run(move |dht| Some(dht.find_providers(other_cid, None)))
+    node.accelerated_find_provider(other_cid, servers[5].id)
         .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        providers_in(&done.progress).contains(&servers[5].id),
-        "{done:?}"
-    );
 
-    let done = node.run(|dht| dht.bootstrap().ok()).await;
-    assert!(done.stats.accelerated, "{done:?}");
+    let done = node.run_accelerated(|dht| dht.bootstrap().ok()).await;
     assert!(
         matches!(done.result, QueryResult::Bootstrap(Ok(n)) if n >= K),
         "{done:?}"
@@ -381,16 +350,7 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
     // The sweep: its region's lookup (not reported as a query: see the restart test for the
     // proof that it comes from the full table) reaches the key's closest servers.
     let swept = vec![0x12, 0x20, 18, 18, 18];
-    let start = swept.clone();
-    node.with(move |s| s.behaviour_mut().dht.start_providing(start))
-        .await
-        .expect("providing");
-    let report = node
-        .wait_for(30, "the sweep reported", |noted| match noted {
-            Noted::Region(report) if report.keys >= 1 => Some(*report),
-            _ => None,
-        })
-        .await;
+    let report = sweep_one(&mut node, swept.clone()).await;
     assert!(report.peers >= K - 2, "{report:?}");
     let truth = closest(server_ids.iter().copied(), &swept, K);
     let holders = provider_holders(&mut servers, &truth, &swept, node.id).await;
@@ -400,6 +360,19 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
     for peer in servers.into_iter().chain(clients) {
         peer.stop().await;
     }
+}
+
+/// Starts providing `key` and waits (30 s at most) for the first region the sweep announced
+/// a key in: the sweep runs on its own schedule, not as a reported query.
+async fn sweep_one(node: &mut Peer, key: Vec<u8>) -> SweepReport {
+    node.with(move |s| s.behaviour_mut().dht.start_providing(key))
+        .await
+        .expect("providing");
+    node.wait_for(30, "the sweep reported", |noted| match noted {
+        Noted::Region(report) if report.keys >= 1 => Some(*report),
+        _ => None,
+    })
+    .await
 }
 
 /// Crawls the network of `servers` with a fresh accelerated node whose store is `store`.
@@ -433,18 +406,7 @@ async fn accelerated_at_once(servers: &[Peer], key: Keypair, store: impl kadence
     );
     assert_eq!(node.full_table().await, server_ids);
 
-    let lookup_key = b"after the restart".to_vec();
-    let done = node
-        .run({
-            let key = lookup_key.clone();
-            move |dht| Some(dht.get_closest_peers(key))
-        })
-        .await;
-    assert_accelerated_lookup(&done);
-    assert_eq!(
-        closest_ids(&done),
-        closest(server_ids.iter().copied(), &lookup_key, K)
-    );
+    assert_finds_closest(&node, &server_ids, b"after the restart").await;
     node.drain();
     assert!(
         !node
@@ -488,16 +450,7 @@ async fn a_restarted_node_is_accelerated_at_once_and_sweeps_from_its_table() {
             .await
     );
     let swept = vec![0x12, 0x20, 19, 19, 19];
-    let start = swept.clone();
-    node.with(move |s| s.behaviour_mut().dht.start_providing(start))
-        .await
-        .expect("providing");
-    let report = node
-        .wait_for(30, "the sweep reported", |noted| match noted {
-            Noted::Region(report) if report.keys >= 1 => Some(*report),
-            _ => None,
-        })
-        .await;
+    let report = sweep_one(&mut node, swept.clone()).await;
     assert_eq!(report.peers, servers.len(), "{report:?}");
     let all: Vec<PeerId> = servers.iter().map(|s| s.id).collect();
     assert_eq!(

@@ -5,51 +5,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
 
-use common::go::{binary, hex, GoPeer};
+use common::go::{amino_config, binary, hex, multihash, GoPeer};
 use common::net::providers_in;
 use common::net::TestNode;
 use common::pk_record;
 use kadence::QueryResult;
 use libp2p::PeerId;
-
-fn amino() -> kadence::Config {
-    kadence::Config::amino()
-        .with_mode(Some(kadence::Mode::Server))
-        .with_query_timeout(Duration::from_secs(30))
-        .with_request_timeout(Duration::from_secs(5))
-}
-
-/// A sha2-256 multihash, as provider keys are on Amino.
-fn multihash(seed: u8) -> Vec<u8> {
-    let mut key = vec![0x12, 0x20];
-    key.extend([seed; 32]);
-    key
-}
-
-/// Waits until the Go peer's routing table holds `peer` (it admits peers asynchronously, after
-/// identify and its own FIND_NODE check).
-async fn wait_in_go_table(go: &mut GoPeer, peer: PeerId) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let table = go.ok("table").await;
-        let ids: Vec<&str> = table["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        if ids.contains(&peer.to_string().as_str()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "go never admitted {peer}: {table}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_both_directions_with_go() {
@@ -60,14 +22,14 @@ async fn every_operation_both_directions_with_go() {
 
     let mut kadence = Vec::new();
     for _ in 0..3 {
-        kadence.push(TestNode::start_tcp(amino(), Some((g1.id, g1.addr.clone()))).await);
+        kadence.push(TestNode::start_tcp(amino_config(), Some((g1.id, g1.addr.clone()))).await);
     }
     for node in &kadence {
         node.run(|dht| dht.bootstrap().ok()).await;
     }
     // Go admits kadence nodes into its routing table: they passed its own checks.
     for node in &kadence {
-        wait_in_go_table(&mut g1, node.id).await;
+        g1.wait_in_table(node.id).await;
     }
     g1.ok("bootstrap").await;
     g2.ok("bootstrap").await;
@@ -199,7 +161,7 @@ async fn a_network_of_ten_go_and_ten_kadence_nodes() {
     }
     let mut kadence: Vec<TestNode> = Vec::new();
     for go in &gos {
-        let node = TestNode::start_tcp(amino(), Some((go.id, go.addr.clone()))).await;
+        let node = TestNode::start_tcp(amino_config(), Some((go.id, go.addr.clone()))).await;
         kadence.push(node);
     }
     // Some Go peers learn of kadence nodes directly too.

@@ -11,27 +11,13 @@ mod helpers;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::go::{binary, hex, GoPeer};
-use common::net::{providers_in, TestNode};
+use common::go::{amino_config, binary, hex, multihash, GoPeer};
+use common::net::TestNode;
 use common::pk_record;
 use helpers::{in_memory, Noted, Peer};
 use kadence::{AcceleratedConfig, InboundOutcome, MessageType, QueryResult};
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
-
-fn amino() -> kadence::Config {
-    kadence::Config::amino()
-        .with_mode(Some(kadence::Mode::Server))
-        .with_query_timeout(Duration::from_secs(30))
-        .with_request_timeout(Duration::from_secs(5))
-}
-
-/// A sha2-256 multihash, as provider keys are on Amino.
-fn multihash(seed: u8) -> Vec<u8> {
-    let mut key = vec![0x12, 0x20];
-    key.extend([seed; 32]);
-    key
-}
 
 fn go_ids(answer: &serde_json::Value, field: &str) -> Vec<String> {
     answer[field]
@@ -57,7 +43,7 @@ async fn an_accelerated_node_does_every_operation_among_go_peers() {
     let mut kadence = Vec::new();
     for i in 0..2 {
         let go = &gos[i * 4];
-        kadence.push(TestNode::start_tcp(amino(), Some((go.id, go.addr.clone()))).await);
+        kadence.push(TestNode::start_tcp(amino_config(), Some((go.id, go.addr.clone()))).await);
     }
     for go in &mut gos {
         go.ok("bootstrap").await;
@@ -67,7 +53,7 @@ async fn an_accelerated_node_does_every_operation_among_go_peers() {
     }
 
     // The accelerated node joins through one Go peer and crawls everyone.
-    let config = amino().with_accelerated(Some(AcceleratedConfig {
+    let config = amino_config().with_accelerated(Some(AcceleratedConfig {
         progress_interval: Duration::from_millis(100),
         ..AcceleratedConfig::default()
     }));
@@ -95,9 +81,8 @@ async fn an_accelerated_node_does_every_operation_among_go_peers() {
 
     // Closest peers, from the table in one round.
     let done = node
-        .run(|dht| Some(dht.get_closest_peers(b"interop accelerated".to_vec())))
+        .run_accelerated(|dht| Some(dht.get_closest_peers(b"interop accelerated".to_vec())))
         .await;
-    assert!(done.stats.accelerated, "{done:?}");
     let QueryResult::ClosestPeers(Ok(peers)) = &done.result else {
         panic!("{done:?}")
     };
@@ -106,26 +91,12 @@ async fn an_accelerated_node_does_every_operation_among_go_peers() {
 
     // Find peer.
     let wanted = gos[5].id;
-    let done = node.run(move |dht| Some(dht.find_peer(wanted))).await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::FindPeer(Ok(ref p)) if p.id == wanted && p.addrs.contains(&gos[5].addr)),
-        "{done:?}"
-    );
+    let addrs = node.accelerated_find_peer(wanted).await;
+    assert!(addrs.contains(&gos[5].addr), "{addrs:?}");
 
     // PUT_VALUE from the accelerated node, GET_VALUE by Go; and the other way round.
     let record = pk_record();
-    let done = node
-        .run({
-            let record = record.clone();
-            move |dht| dht.put_value(record, None).ok()
-        })
-        .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::PutValue(Ok(n)) if n >= 1),
-        "{done:?}"
-    );
+    assert!(node.accelerated_put_value(record.clone()).await >= 1);
     let got = gos[6].ok(&format!("get {}", hex(&record.key))).await;
     assert_eq!(got["value"].as_str().unwrap(), hex(&record.value));
 
@@ -133,31 +104,12 @@ async fn an_accelerated_node_does_every_operation_among_go_peers() {
     gos[2]
         .ok(&format!("put {} {}", hex(&record.key), hex(&record.value)))
         .await;
-    let done = node
-        .run({
-            let key = record.key.clone();
-            move |dht| Some(dht.get_value(key, None))
-        })
-        .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::GetValue(Ok(ref r)) if r.value == record.value),
-        "{done:?}"
-    );
+    let value = node.accelerated_get_value(record.key.clone(), None).await;
+    assert_eq!(value, record.value);
 
     // Provide from the accelerated node, found by Go with a usable address.
     let cid = multihash(0xa1);
-    let done = node
-        .run({
-            let cid = cid.clone();
-            move |dht| dht.provide(cid).ok()
-        })
-        .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        matches!(done.result, QueryResult::Provide(Ok(n)) if n >= 1),
-        "{done:?}"
-    );
+    assert!(node.accelerated_provide(cid.clone()).await >= 1);
     let found = gos[7].ok(&format!("findprovs {}", hex(&cid))).await;
     let provider = found["providers"]
         .as_array()
@@ -177,14 +129,7 @@ async fn an_accelerated_node_does_every_operation_among_go_peers() {
     // Provide from Go, found from the accelerated node.
     let go_cid = multihash(0xa2);
     gos[3].ok(&format!("provide {}", hex(&go_cid))).await;
-    let done = node
-        .run(move |dht| Some(dht.find_providers(go_cid, None)))
-        .await;
-    assert!(done.stats.accelerated, "{done:?}");
-    assert!(
-        providers_in(&done.progress).contains(&gos[3].id),
-        "{done:?}"
-    );
+    node.accelerated_find_provider(go_cid, gos[3].id).await;
 
     // An ordinary server to Go: a new Go peer that knows only the accelerated node admits it
     // (its FIND_NODE check was answered), finds a peer through it and gets its provider

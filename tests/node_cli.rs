@@ -333,13 +333,7 @@ fn publish_and_resolve_an_ipns_name() {
         (vec!["get", "/pk/x", "--ttl", "1h"], "options of publish"),
     ] {
         let out = one_shot(addr(0), &args);
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(says),
-            "{args:?}: {stderr}"
-        );
+        assert_refused(&out, &args, says);
     }
 }
 
@@ -479,14 +473,20 @@ fn accelerated_flags_refuse_bad_values() {
     ] {
         // Refused while parsing: no network is contacted.
         let out = Command::new(node_binary()).args(&args).output().unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(says),
-            "{args:?}: {stderr}"
-        );
+        assert_refused(&out, &args, says);
     }
+}
+
+/// Asserts that the command run with `args` failed with one line on stderr, an error that
+/// says `says`.
+fn assert_refused(out: &Output, args: &[&str], says: &str) {
+    assert!(!out.status.success(), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(says),
+        "{args:?}: {stderr}"
+    );
 }
 
 /// Stops a server as Ctrl-C does, so that it flushes its store.

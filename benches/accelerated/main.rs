@@ -34,7 +34,6 @@
 //! - **Placement**: for 200 sampled keys of each client, how many of their 20 closest nodes
 //!   (the provider aside) hold the client's provider record, read from their stores.
 
-mod delay;
 mod memory;
 mod net;
 mod node;
@@ -42,9 +41,16 @@ mod options;
 mod provide;
 mod report;
 mod restart;
+mod tally;
 
+#[path = "../support/cli.rs"]
+mod cli;
 #[path = "../support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "../support/delay_stream.rs"]
+mod delay_stream;
+#[path = "../support/rng.rs"]
+mod rng;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -56,7 +62,6 @@ use libp2p::StreamProtocol;
 use serde_json::json;
 
 use counting_alloc::live;
-use delay::Tally;
 use memory::{copy_heap, memory};
 use net::Net;
 use node::Node;
@@ -64,6 +69,8 @@ use options::Options;
 use provide::provide;
 use report::Report;
 use restart::restart;
+use rng::Rng;
+use tally::Tally;
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/kad/1.0.0");
 const K: usize = 20;
@@ -72,33 +79,6 @@ const BOOTSTRAP_PEERS: usize = 3;
 const SAMPLE: usize = 200;
 /// Longest wait for one phase (a crawl, a sweep of every key).
 const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// SplitMix64: keys, addresses and bootstrap peers drawn from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn bytes(&mut self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for c in out.chunks_mut(8) {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        out
-    }
-    fn keypair(&mut self) -> Keypair {
-        Keypair::ed25519_from_bytes(self.bytes()).expect("ed25519 key")
-    }
-    /// A key shaped like a CID's sha2-256 multihash.
-    fn content_key(&mut self) -> Vec<u8> {
-        [&[0x12, 0x20][..], &self.bytes()].concat()
-    }
-}
 
 /// Waits until the node's k-bucket table holds `peers` peers (or a minute passed).
 async fn table_filled(node: &Node, peers: usize) -> usize {
@@ -179,15 +159,8 @@ async fn network(opts: Options, report: &mut Report) {
 }
 
 fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = Options::parse(&args).unwrap_or_else(|e| {
-        eprintln!("accelerated bench: {e}");
-        std::process::exit(2);
-    });
+    cli::init_tracing();
+    let opts = cli::options("accelerated", None, Options::parse);
     counting_alloc::COUNTING.store(true, Ordering::Relaxed);
     let command = opts.command();
     let wall = Instant::now();
@@ -196,11 +169,7 @@ fn main() {
         json: json!({ "command": command, "nodes": opts.nodes, "delay_ms": opts.delay_ms }),
     };
     memory(&mut report);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = cli::runtime();
     runtime.block_on(network(opts, &mut report));
     runtime.shutdown_timeout(Duration::from_secs(1));
     report.json["wall_s"] = json!(wall.elapsed().as_secs_f64());

@@ -10,9 +10,9 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::Swarm;
 use libp2p::{Multiaddr, PeerId};
 
-use crate::delay::Tally;
 use crate::node::{build, memory_addr, spawn, Node, Peer, Spec};
 use crate::options::Options;
+use crate::tally::Tally;
 use crate::{Rng, BOOTSTRAP_PEERS, K};
 
 pub struct Net {
@@ -32,7 +32,7 @@ impl Net {
         let n = self.opts.nodes;
         let mut picked = Vec::new();
         while picked.len() < BOOTSTRAP_PEERS {
-            let j = (self.rng.next() % n as u64) as usize;
+            let j = self.rng.below(n);
             if Some(j) != except && !picked.contains(&j) {
                 picked.push(j);
             }

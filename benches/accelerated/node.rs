@@ -1,6 +1,5 @@
 //! Nodes: a swarm in its own task, driven by closures, reporting the clients' events.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,8 @@ use libp2p::swarm::{NetworkBehaviour, Swarm, SwarmEvent};
 use libp2p::{identify, Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::delay::{Delayed, Tally};
+use crate::delay_stream::DelayedStream;
+use crate::tally::Tally;
 use crate::{PHASE_TIMEOUT, PROTOCOL};
 
 #[derive(NetworkBehaviour)]
@@ -112,13 +112,7 @@ pub fn build(spec: Spec<'_>) -> Swarm<Peer> {
     let local = key.public().to_peer_id();
     let delay = spec.delay;
     let transport = MemoryTransport::default()
-        .map(move |conn, _| Delayed {
-            inner: conn,
-            delay,
-            arrived: VecDeque::new(),
-            ended: false,
-            timer: None,
-        })
+        .map(move |conn, _| DelayedStream::new(conn, delay))
         .upgrade(Version::V1)
         .authenticate(libp2p::noise::Config::new(key).expect("noise keys"))
         .multiplex(libp2p::yamux::Config::default())

@@ -8,10 +8,10 @@ use kadence::key::Key;
 use kadence::{Event, MessageType, QueryResult};
 use serde_json::{json, Value};
 
-use crate::delay::Tally;
 use crate::net::Net;
 use crate::node::Node;
 use crate::report::Report;
+use crate::tally::Tally;
 use crate::{Rng, PHASE_TIMEOUT, SAMPLE};
 
 /// What one client's providing cost.
@@ -35,6 +35,14 @@ pub struct Providing {
 }
 
 impl Providing {
+    /// A run of `keys` keys, before it started.
+    fn of(keys: usize) -> Self {
+        Self {
+            keys,
+            ..Self::default()
+        }
+    }
+
     /// The `q` quantile of the one-shot latencies, in ms.
     pub fn quantile_ms(&self, q: f64) -> f64 {
         let mut l = self.latencies.clone();
@@ -62,6 +70,29 @@ impl Providing {
             "placement_held": self.placement.0,
             "placement_of": self.placement.1,
         })
+    }
+}
+
+/// The ADD_PROVIDER and FIND_NODE requests the receivers had counted from a client when a
+/// run started: what the run sent is the count at its end minus these.
+struct Received {
+    add_provider: u64,
+    find_node: u64,
+}
+
+impl Received {
+    fn now(tally: &Tally, node: &Node) -> Self {
+        Self {
+            add_provider: tally.get(&node.id, MessageType::AddProvider),
+            find_node: tally.get(&node.id, MessageType::FindNode),
+        }
+    }
+
+    /// Sets the run's counts to what the receivers counted since `self`.
+    fn settle(&self, tally: &Tally, node: &Node, run: &mut Providing) {
+        let now = Self::now(tally, node);
+        run.add_provider = now.add_provider - self.add_provider;
+        run.find_node = now.find_node - self.find_node;
     }
 }
 
@@ -101,14 +132,8 @@ pub async fn announced(node: &Node) -> usize {
 
 /// `start_providing` once per key, then the sweep until every key was announced.
 pub async fn sweep(tally: &Tally, node: &mut Node, keys: &[Vec<u8>]) -> Providing {
-    let (add0, find0) = (
-        tally.get(&node.id, MessageType::AddProvider),
-        tally.get(&node.id, MessageType::FindNode),
-    );
-    let mut p = Providing {
-        keys: keys.len(),
-        ..Providing::default()
-    };
+    let before = Received::now(tally, node);
+    let mut p = Providing::of(keys.len());
     let start = Instant::now();
     // In pages, so that the swarm keeps running between them as an application's would.
     for page in keys.chunks(1_000) {
@@ -146,8 +171,7 @@ pub async fn sweep(tally: &Tally, node: &mut Node, keys: &[Vec<u8>]) -> Providin
     p.wall = last_report;
     // The last messages reach their receivers.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    p.add_provider = tally.get(&node.id, MessageType::AddProvider) - add0;
-    p.find_node = tally.get(&node.id, MessageType::FindNode) - find0;
+    before.settle(tally, node, &mut p);
     p
 }
 
@@ -158,14 +182,8 @@ pub async fn oneshot(
     keys: &[Vec<u8>],
     in_flight: usize,
 ) -> Providing {
-    let (add0, find0) = (
-        tally.get(&node.id, MessageType::AddProvider),
-        tally.get(&node.id, MessageType::FindNode),
-    );
-    let mut p = Providing {
-        keys: keys.len(),
-        ..Providing::default()
-    };
+    let before = Received::now(tally, node);
+    let mut p = Providing::of(keys.len());
     let start = Instant::now();
     let mut pending = HashSet::new();
     let (mut next, mut done) = (0, 0);
@@ -193,8 +211,7 @@ pub async fn oneshot(
     p.wall = start.elapsed();
     // Optimistic provides report before their last writes: let those land.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    p.add_provider = tally.get(&node.id, MessageType::AddProvider) - add0;
-    p.find_node = tally.get(&node.id, MessageType::FindNode) - find0;
+    before.settle(tally, node, &mut p);
     p
 }
 

@@ -59,10 +59,16 @@ mod report;
 mod run;
 mod setup;
 
+#[path = "../support/cli.rs"]
+mod cli;
 #[path = "../support/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "../support/cpu.rs"]
 mod cpu;
+#[path = "../support/delay_stream.rs"]
+mod delay_stream;
+#[path = "../support/rng.rs"]
+mod rng;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -133,23 +139,12 @@ fn pictures(dir: &Path, options: &Options, reports: &[Report]) -> Vec<String> {
 }
 
 fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = Options::parse(&args).unwrap_or_else(|e| {
-        eprintln!("network bench: {e}\nusage: {}", Options::usage());
-        std::process::exit(2);
-    });
+    cli::init_tracing();
+    let options = cli::options("network", Some(Options::usage()), Options::parse);
     counting_alloc::COUNTING.store(true, Ordering::Relaxed);
     let setup = Setup::new(&options);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = cli::runtime();
     let wall = Instant::now();
     let n = options.nodes;
     let reports: Vec<Report> = options

@@ -8,39 +8,8 @@ use libp2p::identity::Keypair;
 use libp2p::PeerId;
 
 use crate::options::Options;
+use crate::rng::Rng;
 use crate::{BOOTSTRAP_PEERS, K};
-
-/// SplitMix64: a small seeded generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn bytes(&mut self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for c in out.chunks_mut(8) {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        out
-    }
-    /// Two distinct indices below `n`.
-    fn pair(&mut self, n: usize) -> (usize, usize) {
-        let a = self.below(n);
-        let b = (a + 1 + self.below(n - 1)) % n;
-        (a, b)
-    }
-}
 
 /// A second stream from the same seed for the churned nodes, so that the rest of the
 /// workload is drawn as it was before churn existed: a run without churn is unchanged.
@@ -63,9 +32,7 @@ impl Setup {
     pub fn new(options: &Options) -> Self {
         let n = options.nodes;
         let mut rng = Rng(options.seed);
-        let keys: Vec<Keypair> = (0..n)
-            .map(|_| Keypair::ed25519_from_bytes(rng.bytes()).expect("ed25519 key"))
-            .collect();
+        let keys: Vec<Keypair> = (0..n).map(|_| rng.keypair()).collect();
         let ids = keys.iter().map(|k| k.public().to_peer_id()).collect();
         // Access delays log-uniform between 5 and 150 ms: round trips of 10-300 ms.
         let delays = (0..n)
@@ -102,10 +69,7 @@ impl Setup {
         let provides = (0..options.provides)
             .map(|_| {
                 let (provider, finder) = rng.pair(live.len());
-                // Shaped like a sha2-256 multihash, as a CID's would be.
-                let mut key = vec![0x12, 0x20];
-                key.extend_from_slice(&rng.bytes());
-                (live[provider], live[finder], key)
+                (live[provider], live[finder], rng.content_key())
             })
             .collect();
         Self {

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -24,7 +25,7 @@ use kadence::store::{
 use kadence::{
     Behaviour, CrawlProgress, CrawlStats, Event, InboundOutcome, KBucketConfig, KBucketTable,
     MemoryStore, MemoryStoreConfig, MessageType, ProviderStore, QueryId, QueryProgress,
-    QueryResult, QueryStats, RecordStore, Source, Store, SweepReport,
+    QueryResult, QueryStats, Record, RecordStore, Source, Store, SweepReport,
 };
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
@@ -33,6 +34,7 @@ use libp2p::swarm::{Swarm, SwarmEvent};
 use libp2p::{identify, noise, yamux, Multiaddr, PeerId, Transport};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::common::net::providers_in;
 use crate::common::watch::{Node, NodeEvent};
 
 /// The idle timeout of nodes whose connections the test does not watch: rust-libp2p's default.
@@ -294,6 +296,73 @@ impl Peer {
     /// Whether its full table serves lookups now.
     pub async fn is_accelerated(&self) -> bool {
         self.with(|s| s.behaviour().dht.is_accelerated()).await
+    }
+
+    // The operations below run from the full table: each asserts that its lookup started
+    // there and that it succeeded, and returns what it found.
+
+    /// Runs `op` like [`Peer::run`] and asserts that its lookup started from the full table.
+    pub async fn run_accelerated(
+        &self,
+        op: impl FnOnce(&mut Behaviour) -> Option<QueryId> + Send + 'static,
+    ) -> Done {
+        let done = self.run(op).await;
+        assert!(done.stats.accelerated, "{done:?}");
+        done
+    }
+
+    /// Finds `wanted` from the full table; the addresses found.
+    pub async fn accelerated_find_peer(&self, wanted: PeerId) -> Vec<Multiaddr> {
+        let done = self
+            .run_accelerated(move |dht| Some(dht.find_peer(wanted)))
+            .await;
+        match done.result {
+            QueryResult::FindPeer(Ok(peer)) if peer.id == wanted => peer.addrs,
+            _ => panic!("{done:?}"),
+        }
+    }
+
+    /// Puts `record` from the full table; how many peers stored it.
+    pub async fn accelerated_put_value(&self, record: Record) -> usize {
+        let done = self
+            .run_accelerated(move |dht| dht.put_value(record, None).ok())
+            .await;
+        match done.result {
+            QueryResult::PutValue(Ok(stored)) => stored,
+            _ => panic!("{done:?}"),
+        }
+    }
+
+    /// Gets the value under `key` from the full table, with `quorum`.
+    pub async fn accelerated_get_value(
+        &self,
+        key: Vec<u8>,
+        quorum: Option<NonZeroUsize>,
+    ) -> Vec<u8> {
+        let done = self
+            .run_accelerated(move |dht| Some(dht.get_value(key, quorum)))
+            .await;
+        match done.result {
+            QueryResult::GetValue(Ok(record)) => record.value,
+            _ => panic!("{done:?}"),
+        }
+    }
+
+    /// Provides `key` from the full table; to how many peers the record was written.
+    pub async fn accelerated_provide(&self, key: Vec<u8>) -> usize {
+        let done = self.run_accelerated(move |dht| dht.provide(key).ok()).await;
+        match done.result {
+            QueryResult::Provide(Ok(written)) => written,
+            _ => panic!("{done:?}"),
+        }
+    }
+
+    /// Looks for `key`'s providers from the full table and asserts that `provider` is found.
+    pub async fn accelerated_find_provider(&self, key: Vec<u8>, provider: PeerId) {
+        let done = self
+            .run_accelerated(move |dht| Some(dht.find_providers(key, None)))
+            .await;
+        assert!(providers_in(&done.progress).contains(&provider), "{done:?}");
     }
 
     /// Whether its own store holds a value record under `key`.

@@ -155,6 +155,22 @@ impl GoPeer {
     }
 }
 
+/// A kadence configuration for a network with Go peers: Amino's protocol and parameters, in
+/// server mode (so that the Go peers admit it), with timeouts that a loaded machine meets.
+pub fn amino_config() -> kadence::Config {
+    kadence::Config::amino()
+        .with_mode(Some(kadence::Mode::Server))
+        .with_query_timeout(Duration::from_secs(30))
+        .with_request_timeout(Duration::from_secs(5))
+}
+
+/// A sha2-256 multihash of 32 `seed` bytes, shaped as provider keys are on Amino.
+pub fn multihash(seed: u8) -> Vec<u8> {
+    let mut key = vec![0x12, 0x20];
+    key.extend([seed; 32]);
+    key
+}
+
 /// Hex of bytes, as the Go peer's commands take keys and values.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
