@@ -97,14 +97,11 @@ impl Behaviour {
                     bucket,
                     request,
                 } => {
-                    // Registered before the dispatcher's actions run: a request that fails at
-                    // once must still reach the crawl.
-                    let (id, actions) = self.outbound.send(peer, addrs, request);
-                    self.owners.insert(id, Owner::Crawl);
-                    if let Some(accelerated) = self.accelerated.as_mut() {
-                        accelerated.on_sent(id, peer, bucket);
-                    }
-                    self.apply_all(actions);
+                    self.send_for(Owner::Crawl, peer, addrs, request, |b, id| {
+                        if let Some(accelerated) = b.accelerated.as_mut() {
+                            accelerated.on_sent(id, peer, bucket);
+                        }
+                    });
                 }
                 AcceleratedAction::CrawlStarted { seeds } => {
                     self.report(Event::CrawlStarted { seeds })

@@ -408,12 +408,9 @@ impl Behaviour {
                     addrs,
                     request,
                 } => {
-                    // Registered before the dispatcher's actions run: a request that fails at
-                    // once must still reach its query.
-                    let (id, actions) = self.outbound.send(peer, addrs, request);
-                    self.owners.insert(id, Owner::Query);
-                    self.queries.on_sent(id, query, peer);
-                    self.apply_all(actions);
+                    self.send_for(Owner::Query, peer, addrs, request, |b, id| {
+                        b.queries.on_sent(id, query, peer)
+                    });
                 }
                 PoolAction::Progress(id, progress) => {
                     if !self.internal_queries.contains(&id) {

@@ -258,8 +258,23 @@ impl Behaviour {
 
     fn send(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, request: Request) -> OutboundRequestId {
         let addrs = self.or_known_addresses(&peer, addrs);
+        self.send_for(Owner::Application, peer, addrs, request, |_, _| {})
+    }
+
+    /// Sends `request` for `owner`, its outcome to come back there (see `finish`). `register`
+    /// records the request in the owner's module before the dispatcher's actions run: a
+    /// request that fails at once must still reach it.
+    fn send_for(
+        &mut self,
+        owner: Owner,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+        register: impl FnOnce(&mut Self, OutboundRequestId),
+    ) -> OutboundRequestId {
         let (id, actions) = self.outbound.send(peer, addrs, request);
-        self.owners.insert(id, Owner::Application);
+        self.owners.insert(id, owner);
+        register(self, id);
         self.apply_all(actions);
         id
     }

@@ -236,10 +236,9 @@ impl Behaviour {
                             connection: ConnectionType::Connected,
                         }],
                     };
-                    let (id, actions) = self.outbound.send(peer, addrs, request);
-                    self.owners.insert(id, Owner::Sweep);
-                    self.provider.on_sent(id, region, peer, index);
-                    self.apply_all(actions);
+                    self.send_for(Owner::Sweep, peer, addrs, request, |b, id| {
+                        b.provider.on_sent(id, region, peer, index)
+                    });
                 }
                 ProviderAction::KeyDone { key, at, peers } => {
                     if let Err(error) = self.server.store_mut().set_provided_status(&key, at, peers)

@@ -149,10 +149,9 @@ impl Behaviour {
             // Registered before the dispatcher's actions run: a dial refused at once must
             // still count as the check's failure.
             let addrs = self.or_known_addresses(&peer, Vec::new());
-            let (id, actions) = self.outbound.send(peer, addrs, request);
-            self.owners.insert(id, Owner::Check);
-            self.maintenance.check_started(id, peer);
-            self.apply_all(actions);
+            self.send_for(Owner::Check, peer, addrs, request, |b, id| {
+                b.maintenance.check_started(id, peer)
+            });
         }
     }
 }
