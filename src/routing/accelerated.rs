@@ -201,7 +201,8 @@ impl Accelerated {
         Some(CrawlSnapshot { saved_at, peers })
     }
 
-    /// Whether the table serves lookups at all now (a crawl recent enough).
+    /// Whether the table serves lookups at all now: a crawl that covered the network (or a
+    /// restored one) finished within `max_table_age`.
     pub(crate) fn is_ready(&self, now: Instant) -> bool {
         self.covered_at
             .is_some_and(|at| now.saturating_duration_since(at) <= self.config.max_table_age)
@@ -231,8 +232,9 @@ impl Accelerated {
         Some(healthy)
     }
 
-    /// The lookup for `target`: seeded from the full table and asking all its seeds at once
-    /// when the table serves the key, else the iterative lookup from `kbuckets`.
+    /// The lookup for `target`: seeded from the full table's closest healthy peers (half again
+    /// `k`, the rest spares) and asking `k` of them at once when the table serves the key, else
+    /// the iterative lookup from `kbuckets`.
     pub(crate) fn plan(
         this: Option<&Self>,
         local: PeerId,
