@@ -5,7 +5,7 @@
 //!
 //! ## The bypass
 //! Every operation (closest peers, find peer, get/put value, find providers, provide, the
-//! sweep's regions) starts its lookup through [`Accelerated::plan`]. When the full table serves
+//! sweep's regions) starts its lookup through `Accelerated::plan`. When the full table serves
 //! the key, the lookup is seeded with the table's closest peers and asks all `k` of them at
 //! once (`alpha = k`): one round trip. It is still a lookup: an answer naming a peer closer
 //! than those asked is followed, so a table that missed a peer near the key costs another round
