@@ -137,8 +137,9 @@ pub enum Event {
         merge: CrawlMerge,
         /// Peers in the full table now.
         peers: usize,
-        /// Whether the table now serves lookups ([`Behaviour::is_accelerated`](crate::Behaviour::is_accelerated)):
-        /// false after a crawl that left it with fewer servers than the k-bucket table knows
+        /// Whether the table now serves lookups
+        /// ([`Behaviour::is_accelerated`](crate::Behaviour::is_accelerated)): false after a
+        /// crawl that left it with fewer than half the servers the k-bucket table knows
         /// (another crawl follows soon).
         serving: bool,
     },

@@ -529,5 +529,5 @@ fn a_crawl_runs_through_the_behaviour_and_stays_internal() {
         behaviour.full_table().map(crate::RoutingTable::len),
         Some(1)
     );
-    assert!(behaviour.is_accelerated(), "as many as the k-bucket table");
+    assert!(behaviour.is_accelerated(), "the k-bucket table's one peer");
 }

@@ -16,7 +16,8 @@
 //! The full table serves a key when:
 //! - a crawl that covered the network finished (or one was restored from the store) within
 //!   [`AcceleratedConfig::max_table_age`]. A crawl covered the network when the table it left
-//!   holds at least as many servers as the k-bucket table knows; one that found fewer (every
+//!   holds at least half as many servers as the k-bucket table knows (half: some of those may
+//!   be gone, and a crawl on a loaded node misses a few); one that found fewer (every
 //!   node of a network starting at once, the seeds' tables still nearly empty) is followed by
 //!   another after a back-off of 30 s, doubling, and does not make the table serve;
 //! - among its closest peers to the key, at least half have not failed since they were last
@@ -131,7 +132,7 @@ pub(crate) struct Accelerated {
     /// When the last crawl that covered the network finished (or the restored table's): the
     /// table serves lookups while this is recent.
     covered_at: Option<Instant>,
-    /// Crawls in a row that found fewer servers than the k-bucket table knows.
+    /// Crawls in a row that found fewer than half the servers the k-bucket table knows.
     thin_crawls: u32,
     /// Crawl requests in flight: the peer and bucket to report their outcome with.
     requests: FnvHashMap<OutboundRequestId, (PeerId, usize)>,
@@ -332,12 +333,12 @@ impl Accelerated {
     }
 
     /// A crawl finished and the table took its result. One that left the table with fewer
-    /// servers than the k-bucket table knows (`known`) missed most of the network: the peers it
+    /// than half the servers the k-bucket table knows (`known`) missed most of the network: the peers it
     /// started from had hardly any table yet (the whole network was starting), or most of them
     /// did not answer. The table does not serve from it, and the next crawl comes after a
     /// back-off (30 s, doubling, spread by half either way) rather than an interval later.
     fn on_crawl_done(&mut self, known: usize, now: Instant) {
-        if self.table.len() >= known {
+        if self.table.len() * 2 >= known {
             self.covered_at = Some(now);
             self.thin_crawls = 0;
             return;
@@ -354,7 +355,7 @@ impl Accelerated {
             peers = self.table.len(),
             known,
             retry_s = backoff.as_secs(),
-            "crawl found fewer servers than the k-bucket table; crawling again soon"
+            "crawl found under half the servers of the k-bucket table; crawling again soon"
         );
     }
 
