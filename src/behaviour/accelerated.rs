@@ -88,7 +88,11 @@ impl Behaviour {
         let next = accelerated.next_deadline(now);
         self.crawl_timer
             .reset(next.saturating_duration_since(Instant::now()));
-        let _ = self.crawl_timer.poll_unpin(cx);
+        if self.crawl_timer.poll_unpin(cx).is_ready() {
+            // Due already: a ready timer registers no waker, so come back by ourselves.
+            self.crawl_due = true;
+            cx.waker().wake_by_ref();
+        }
         for action in actions {
             match action {
                 AcceleratedAction::Send {
