@@ -190,14 +190,19 @@ async fn requests_are_limited_apart_from_answers() {
     let huge = Request::GetValue {
         key: vec![b'k'; 100 * 1024],
     };
-    write_frame(&mut stream, &encode_request(&huge))
+    // The victim refuses from the length prefix, resets the stream and may close the idle
+    // connection before the 100 KiB are written: a failed write is that refusal too (seen once
+    // in a CI run), and the victim's own tally below says it refused.
+    if write_frame(&mut stream, &encode_request(&huge))
         .await
-        .unwrap();
-    let end = within(30, read_frame(&mut stream, MAX)).await;
-    assert!(
-        !matches!(end, Ok(Some(_))),
-        "a 100 KiB request was answered"
-    );
+        .is_ok()
+    {
+        let end = within(30, read_frame(&mut stream, MAX)).await;
+        assert!(
+            !matches!(end, Ok(Some(_))),
+            "a 100 KiB request was answered"
+        );
+    }
     victim
         .wait_for(30, "the refusal", |t| {
             t.failed.keys().any(|f| f.contains("exceeds the maximum"))
