@@ -141,7 +141,7 @@ impl Fixture {
             .with_liveness_interval(Duration::from_secs(24 * 3600));
         let mut behaviour = kadence::Behaviour::new(local, config);
         for (peer, addr) in &self.peers {
-            behaviour.add_address(*peer, addr.clone());
+            let _ = behaviour.add_address(*peer, addr.clone());
         }
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);

@@ -1,18 +1,18 @@
 //! What the [`Behaviour`](crate::Behaviour) reports to the application.
 
 use libp2p::swarm::ConnectionId;
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 
 use crate::mode::Mode;
 use crate::network::message::{MessageType, Response};
 use crate::network::{InboundError, OutboundRequestId, RequestError};
 use crate::routing::crawler::{CrawlProgress, CrawlStats};
 use crate::routing::{QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
-use crate::routing_table::CrawlMerge;
+use crate::routing_table::{CrawlMerge, RemovalReason};
 use crate::server::{DecisionId, InboundOutcome, StoreRequest};
 
 /// An event of the DHT behaviour, as seen by the swarm.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Event {
     /// A remote peer's request was handled by the Server module. One per inbound request, for
     /// metrics and logs.
@@ -112,11 +112,15 @@ pub enum Event {
     RoutingUpdated {
         /// The peer.
         peer: PeerId,
+        /// The addresses the table holds for it.
+        addresses: Vec<Multiaddr>,
     },
-    /// A peer left the routing table (failed requests or check, or it stopped serving).
+    /// A peer left the routing table.
     PeerRemoved {
         /// The peer.
         peer: PeerId,
+        /// Why it left.
+        reason: RemovalReason,
         /// The replacement candidate that took its place, if any.
         replaced_by: Option<PeerId>,
     },

@@ -70,7 +70,7 @@ pub use event::Event;
 pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
-pub use provider::{ReprovideConfig, SweepReport};
+pub use provider::{InvalidProviderKey, ProviderKey, ReprovideConfig, SweepReport};
 pub use routing::accelerated::AcceleratedConfig;
 pub use routing::crawler::{
     CrawlAction, CrawlProgress, CrawlRequest, CrawlResult, CrawlStats, CrawledPeer, Crawler,
@@ -78,9 +78,13 @@ pub use routing::crawler::{
 };
 pub use routing::lookup::LookupFinish;
 pub use routing::rtt::RequestDeadlines;
-pub use routing::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
+pub use routing::{
+    QueryError, QueryFailure, QueryId, QueryKind, QueryProgress, QueryResult, QueryStats,
+    WritesSummary,
+};
 pub use routing_table::{
-    CrawlMerge, FullTable, FullTableConfig, KBucketConfig, KBucketTable, PeerHealth, RoutingTable,
+    Admission, CrawlMerge, FullTable, FullTableConfig, KBucketConfig, KBucketTable, PeerHealth,
+    RemovalReason, RoutingTable,
 };
 pub use server::{
     DecisionId, InboundOutcome, InboundRejection, StoreRequest, ValidationError, Validator,

@@ -144,7 +144,9 @@ async fn crawled(node: &mut Peer, secs: u64) -> (usize, CrawlStats) {
 
 fn closest_ids(done: &Done) -> Vec<PeerId> {
     match &done.result {
-        QueryResult::ClosestPeers(Ok(peers)) => peers.iter().map(|p| p.id).collect(),
+        QueryResult::ClosestPeers {
+            result: Ok(peers), ..
+        } => peers.iter().map(|p| p.id).collect(),
         _ => panic!("{done:?}"),
     }
 }
@@ -237,7 +239,7 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
     let (b, b_addr) = (servers[0].id, servers[0].addr.clone());
     let early = node
         .run(move |dht| {
-            dht.add_address(b, b_addr);
+            let _ = dht.add_address(b, b_addr);
             Some(dht.get_closest_peers(b"before the crawl".to_vec()))
         })
         .await;
@@ -316,26 +318,31 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
         .await;
     assert_eq!(value, record.value);
 
-    let cid = vec![0x12, 0x20, 16, 16, 16];
+    let cid = kadence::ProviderKey::sha2_256(&[16, 16, 16]).into_bytes();
     let written = node.accelerated_provide(cid.clone()).await;
     assert!(written >= K - 2, "written to {written}");
     let truth = closest(server_ids.iter().copied(), &cid, K);
     let holders = provider_holders(&mut servers, &truth, &cid, node.id).await;
     assert!(holders >= K - 2, "{holders} of the {K} closest hold it");
     let done = servers[20]
-        .run(move |dht| Some(dht.find_providers(cid, None)))
+        .run(move |dht| {
+            Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None))
+        })
         .await;
     assert!(providers_in(&done.progress).contains(&node.id), "{done:?}");
 
-    let other_cid = vec![0x12, 0x20, 17, 17, 17];
+    let other_cid = kadence::ProviderKey::sha2_256(&[17, 17, 17]).into_bytes();
     let done = servers[5]
         .run({
             let cid = other_cid.clone();
-            move |dht| dht.provide(cid).ok()
+            move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
+                    .ok()
+            }
         })
         .await;
     assert!(
-        matches!(done.result, QueryResult::Provide(Ok(_))),
+        matches!(done.result, QueryResult::Provide { result: Ok(_), .. }),
         "{done:?}"
     );
     node.accelerated_find_provider(other_cid, servers[5].id)
@@ -349,7 +356,7 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
 
     // The sweep: its region's lookup (not reported as a query: see the restart test for the
     // proof that it comes from the full table) reaches the key's closest servers.
-    let swept = vec![0x12, 0x20, 18, 18, 18];
+    let swept = kadence::ProviderKey::sha2_256(&[18, 18, 18]).into_bytes();
     let report = sweep_one(&mut node, swept.clone()).await;
     assert!(report.peers >= K - 2, "{report:?}");
     let truth = closest(server_ids.iter().copied(), &swept, K);
@@ -365,9 +372,13 @@ async fn the_crawl_covers_every_server_and_every_operation_uses_it() {
 /// Starts providing `key` and waits (30 s at most) for the first region the sweep announced
 /// a key in: the sweep runs on its own schedule, not as a reported query.
 async fn sweep_one(node: &mut Peer, key: Vec<u8>) -> SweepReport {
-    node.with(move |s| s.behaviour_mut().dht.start_providing(key))
-        .await
-        .expect("providing");
+    node.with(move |s| {
+        s.behaviour_mut()
+            .dht
+            .start_providing(kadence::ProviderKey::try_from(key).unwrap())
+    })
+    .await
+    .expect("providing");
     node.wait_for(30, "the sweep reported", |noted| match noted {
         Noted::Region(report) if report.keys >= 1 => Some(*report),
         _ => None,
@@ -449,7 +460,7 @@ async fn a_restarted_node_is_accelerated_at_once_and_sweeps_from_its_table() {
         node.with(|s| s.behaviour().dht.routing_table().is_empty())
             .await
     );
-    let swept = vec![0x12, 0x20, 19, 19, 19];
+    let swept = kadence::ProviderKey::sha2_256(&[19, 19, 19]).into_bytes();
     let report = sweep_one(&mut node, swept.clone()).await;
     assert_eq!(report.peers, servers.len(), "{report:?}");
     let all: Vec<PeerId> = servers.iter().map(|s| s.id).collect();

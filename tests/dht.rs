@@ -59,7 +59,10 @@ async fn every_operation_works(config: impl Fn() -> kadence::Config) {
             move |dht| Some(dht.get_closest_peers(key))
         })
         .await;
-    let Some(QueryResult::ClosestPeers(Ok(peers))) = outcome.result else {
+    let Some(QueryResult::ClosestPeers {
+        result: Ok(peers), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     let mut all: Vec<PeerId> = nodes
@@ -79,7 +82,10 @@ async fn every_operation_works(config: impl Fn() -> kadence::Config) {
     // FindPeer.
     let wanted = nodes[17].id;
     let outcome = nodes[5].run(move |dht| Some(dht.find_peer(wanted))).await;
-    let Some(QueryResult::FindPeer(Ok(found))) = outcome.result else {
+    let Some(QueryResult::FindPeer {
+        result: Ok(found), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     assert_eq!(found.id, wanted);
@@ -93,7 +99,10 @@ async fn every_operation_works(config: impl Fn() -> kadence::Config) {
             move |dht| dht.put_value(record, None).ok()
         })
         .await;
-    let Some(QueryResult::PutValue(Ok(stored))) = outcome.result else {
+    let Some(QueryResult::PutValue {
+        result: Ok(stored), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     assert!(stored >= 10, "stored at {stored} peers");
@@ -103,20 +112,30 @@ async fn every_operation_works(config: impl Fn() -> kadence::Config) {
             move |dht| Some(dht.get_value(key, NonZeroUsize::new(3)))
         })
         .await;
-    let Some(QueryResult::GetValue(Ok(got))) = outcome.result else {
+    let Some(QueryResult::GetValue {
+        result: Ok(got), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     assert_eq!(got.value, record.value);
 
     // Provide -> FindProviders.
-    let cid = vec![0x12, 0x20, 42, 42, 42];
+    let cid = kadence::ProviderKey::sha2_256(&[42, 42, 42]).into_bytes();
     let outcome = nodes[2]
         .run({
             let cid = cid.clone();
-            move |dht| dht.provide(cid).ok()
+            move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
+                    .ok()
+            }
         })
         .await;
-    let Some(QueryResult::Provide(Ok(written))) = outcome.result else {
+    let Some(QueryResult::Provide {
+        result: Ok(written),
+        ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     assert!(written >= 10, "announced to {written} peers");
@@ -139,11 +158,16 @@ async fn every_operation_works(config: impl Fn() -> kadence::Config) {
     let outcome = nodes[22]
         .run({
             let cid = cid.clone();
-            move |dht| Some(dht.find_providers(cid, Some(1)))
+            move |dht| {
+                Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), Some(1)))
+            }
         })
         .await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::GetProviders(Ok(1)))),
+        matches!(
+            outcome.result,
+            Some(QueryResult::FindProviders { result: Ok(ref p), .. }) if p.len() == 1
+        ),
         "{outcome:?}"
     );
     assert!(providers_in(&outcome.progress).contains(&nodes[2].id));
@@ -152,15 +176,21 @@ async fn every_operation_works(config: impl Fn() -> kadence::Config) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_and_a_provider_that_goes_away() {
     let mut nodes = network(25, node_config).await;
-    let cid = vec![0x12, 0x20, 7, 7, 7];
+    let cid = kadence::ProviderKey::sha2_256(&[7, 7, 7]).into_bytes();
     let provider = nodes.remove(4);
     let outcome = provider
         .run({
             let cid = cid.clone();
-            move |dht| dht.provide(cid).ok()
+            move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
+                    .ok()
+            }
         })
         .await;
-    assert!(matches!(outcome.result, Some(QueryResult::Provide(Ok(_)))));
+    assert!(matches!(
+        outcome.result,
+        Some(QueryResult::Provide { result: Ok(_), .. })
+    ));
     let provider_id = provider.id;
 
     // A node joining late, from one bootstrap peer, finds the provider record.
@@ -169,7 +199,7 @@ async fn a_late_joiner_and_a_provider_that_goes_away() {
     let outcome = late
         .run({
             let cid = cid.clone();
-            move |dht| Some(dht.find_providers(cid, None))
+            move |dht| Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None))
         })
         .await;
     assert!(providers_in(&outcome.progress).contains(&provider_id));
@@ -177,7 +207,7 @@ async fn a_late_joiner_and_a_provider_that_goes_away() {
     let late_id = late.id;
     let outcome = nodes[0].run(move |dht| Some(dht.find_peer(late_id))).await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::FindPeer(Ok(ref p))) if p.id == late_id),
+        matches!(outcome.result, Some(QueryResult::FindPeer { result: Ok(ref p), .. }) if p.id == late_id),
         "{outcome:?}"
     );
 
@@ -186,7 +216,7 @@ async fn a_late_joiner_and_a_provider_that_goes_away() {
     let outcome = nodes[15]
         .run({
             let cid = cid.clone();
-            move |dht| Some(dht.find_providers(cid, None))
+            move |dht| Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None))
         })
         .await;
     assert!(providers_in(&outcome.progress).contains(&provider_id));
@@ -207,7 +237,10 @@ async fn a_value_updated_twice_resolves_to_the_newest() {
             .run(move |dht| dht.put_value(record, None).ok())
             .await;
         assert!(
-            matches!(outcome.result, Some(QueryResult::PutValue(Ok(_)))),
+            matches!(
+                outcome.result,
+                Some(QueryResult::PutValue { result: Ok(_), .. })
+            ),
             "{outcome:?}"
         );
     }
@@ -236,7 +269,10 @@ async fn a_value_updated_twice_resolves_to_the_newest() {
             move |dht| Some(dht.get_value(key, None))
         })
         .await;
-    let Some(QueryResult::GetValue(Ok(got))) = outcome.result else {
+    let Some(QueryResult::GetValue {
+        result: Ok(got), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     assert_eq!(got.value, b"2", "the validator's select picks the newest");
@@ -248,7 +284,7 @@ async fn provide_without_an_address_fails_loudly() {
     // Not listening anywhere: no address to put in a provider record.
     let err = swarm
         .behaviour_mut()
-        .provide(vec![0x12, 0x20, 1])
+        .provide(kadence::ProviderKey::sha2_256(&[1]))
         .unwrap_err();
     assert_eq!(err, kadence::ProvideError::NoAddresses);
     assert!(swarm.behaviour_mut().bootstrap().is_err(), "no known peers");

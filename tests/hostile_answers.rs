@@ -98,7 +98,7 @@ async fn answers_stay_small_whatever_the_node_holds() {
                     let addr: Multiaddr = format!("/dns4/{}.example/tcp/{i}", "b".repeat(470))
                         .parse()
                         .unwrap();
-                    swarm.behaviour_mut().add_address(peer, addr);
+                    let _ = swarm.behaviour_mut().add_address(peer, addr);
                 }
             }
         })

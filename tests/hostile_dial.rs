@@ -160,7 +160,9 @@ async fn attacked_lookup(config: kadence::Config) -> Attack {
 /// The lookup's result holds the hostile peer: it answered, the made-up peers failed.
 fn assert_found_hostile(attack: &Attack) {
     match &attack.result {
-        Some(QueryResult::ClosestPeers(Ok(peers))) => {
+        Some(QueryResult::ClosestPeers {
+            result: Ok(peers), ..
+        }) => {
             assert!(peers.iter().any(|p| p.id == attack.hostile), "{peers:?}");
         }
         other => panic!("{other:?}"),
@@ -241,7 +243,7 @@ async fn a_public_informant_cannot_point_the_node_at_loopback() {
 
     // The node knows it as a DHT server (as after identify) and asks it on that connection.
     let dht = &mut node.swarm.behaviour_mut().dht;
-    dht.add_address(hostile, hostile_addr);
+    let _ = dht.add_address(hostile, hostile_addr);
     let query = dht.get_closest_peers(TARGET.to_vec());
     let result = common::within(60, async {
         loop {
@@ -260,7 +262,9 @@ async fn a_public_informant_cannot_point_the_node_at_loopback() {
     let opened = node.during(settled(&accepted)).await;
     eprintln!("connections opened on the word of a public peer: {opened}");
     match result {
-        QueryResult::ClosestPeers(Ok(peers)) => {
+        QueryResult::ClosestPeers {
+            result: Ok(peers), ..
+        } => {
             assert!(peers.iter().any(|p| p.id == hostile), "{peers:?}")
         }
         other => panic!("{other:?}"),

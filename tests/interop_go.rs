@@ -38,7 +38,10 @@ async fn every_operation_both_directions_with_go() {
     let outcome = kadence[0]
         .run(|dht| Some(dht.get_closest_peers(b"interop".to_vec())))
         .await;
-    let Some(QueryResult::ClosestPeers(Ok(peers))) = outcome.result else {
+    let Some(QueryResult::ClosestPeers {
+        result: Ok(peers), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     let ids: HashSet<PeerId> = peers.iter().map(|p| p.id).collect();
@@ -61,7 +64,7 @@ async fn every_operation_both_directions_with_go() {
     let wanted = g2.id;
     let outcome = kadence[1].run(move |dht| Some(dht.find_peer(wanted))).await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::FindPeer(Ok(ref p))) if p.id == wanted && !p.addrs.is_empty()),
+        matches!(outcome.result, Some(QueryResult::FindPeer { result: Ok(ref p), .. }) if p.id == wanted && !p.addrs.is_empty()),
         "{outcome:?}"
     );
     let found = g2.ok(&format!("findpeer {}", kadence[2].id)).await;
@@ -83,7 +86,10 @@ async fn every_operation_both_directions_with_go() {
         })
         .await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::PutValue(Ok(_)))),
+        matches!(
+            outcome.result,
+            Some(QueryResult::PutValue { result: Ok(_), .. })
+        ),
         "{outcome:?}"
     );
     let got = g2.ok(&format!("get {}", hex(&record.key))).await;
@@ -98,7 +104,10 @@ async fn every_operation_both_directions_with_go() {
             move |dht| Some(dht.get_value(key, None))
         })
         .await;
-    let Some(QueryResult::GetValue(Ok(got))) = outcome.result else {
+    let Some(QueryResult::GetValue {
+        result: Ok(got), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     assert_eq!(got.value, record.value);
@@ -108,11 +117,17 @@ async fn every_operation_both_directions_with_go() {
     let outcome = kadence[1]
         .run({
             let cid = cid.clone();
-            move |dht| dht.provide(cid).ok()
+            move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
+                    .ok()
+            }
         })
         .await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::Provide(Ok(_)))),
+        matches!(
+            outcome.result,
+            Some(QueryResult::Provide { result: Ok(_), .. })
+        ),
         "{outcome:?}"
     );
     let found = g2.ok(&format!("findprovs {}", hex(&cid))).await;
@@ -135,7 +150,9 @@ async fn every_operation_both_directions_with_go() {
     let cid = multihash(2);
     g1.ok(&format!("provide {}", hex(&cid))).await;
     let outcome = kadence[2]
-        .run(move |dht| Some(dht.find_providers(cid, None)))
+        .run(move |dht| {
+            Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None))
+        })
         .await;
     assert!(
         providers_in(&outcome.progress).contains(&g1.id),
@@ -218,11 +235,17 @@ async fn a_network_of_ten_go_and_ten_kadence_nodes() {
     let outcome = kadence[3]
         .run({
             let cid = cid.clone();
-            move |dht| dht.provide(cid).ok()
+            move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
+                    .ok()
+            }
         })
         .await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::Provide(Ok(_)))),
+        matches!(
+            outcome.result,
+            Some(QueryResult::Provide { result: Ok(_), .. })
+        ),
         "{outcome:?}"
     );
     let found = gos[8].ok(&format!("findprovs {}", hex(&cid))).await;
@@ -234,7 +257,9 @@ async fn a_network_of_ten_go_and_ten_kadence_nodes() {
     let cid = multihash(4);
     gos[2].ok(&format!("provide {}", hex(&cid))).await;
     let outcome = kadence[9]
-        .run(move |dht| Some(dht.find_providers(cid, None)))
+        .run(move |dht| {
+            Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None))
+        })
         .await;
     assert!(
         providers_in(&outcome.progress).contains(&gos[2].id),
@@ -249,7 +274,10 @@ async fn a_network_of_ten_go_and_ten_kadence_nodes() {
         })
         .await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::PutValue(Ok(_)))),
+        matches!(
+            outcome.result,
+            Some(QueryResult::PutValue { result: Ok(_), .. })
+        ),
         "{outcome:?}"
     );
     let got = gos[6].ok(&format!("get {}", hex(&record.key))).await;
@@ -266,14 +294,17 @@ async fn a_network_of_ten_go_and_ten_kadence_nodes() {
         })
         .await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::GetValue(Ok(ref r))) if r.value == record.value),
+        matches!(outcome.result, Some(QueryResult::GetValue { result: Ok(ref r), .. }) if r.value == record.value),
         "{outcome:?}"
     );
 
     let wanted = gos[9].id;
     let outcome = kadence[0].run(move |dht| Some(dht.find_peer(wanted))).await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::FindPeer(Ok(_)))),
+        matches!(
+            outcome.result,
+            Some(QueryResult::FindPeer { result: Ok(_), .. })
+        ),
         "{outcome:?}"
     );
     let found = gos[0].ok(&format!("findpeer {}", kadence[9].id)).await;

@@ -83,7 +83,10 @@ async fn an_accelerated_node_does_every_operation_among_go_peers() {
     let done = node
         .run_accelerated(|dht| Some(dht.get_closest_peers(b"interop accelerated".to_vec())))
         .await;
-    let QueryResult::ClosestPeers(Ok(peers)) = &done.result else {
+    let QueryResult::ClosestPeers {
+        result: Ok(peers), ..
+    } = &done.result
+    else {
         panic!("{done:?}")
     };
     let found: HashSet<PeerId> = peers.iter().map(|p| p.id).collect();

@@ -65,7 +65,9 @@ async fn network(binary: &Path, gos: usize, kadences: usize) -> (Vec<GoPeer>, Ve
 async fn get_value(node: &TestNode, key: Vec<u8>) -> Record {
     let outcome = node.run(move |dht| Some(dht.get_value(key, None))).await;
     match outcome.result {
-        Some(QueryResult::GetValue(Ok(record))) => record,
+        Some(QueryResult::GetValue {
+            result: Ok(record), ..
+        }) => record,
         other => panic!("get_value: {other:?}"),
     }
 }
@@ -91,7 +93,9 @@ async fn put_value(node: &TestNode, record: Record) -> Result<QueryResult, PutVa
 /// A kadence `put_value` that must succeed: how many peers stored the record.
 async fn publish(node: &TestNode, record: Record) -> usize {
     match put_value(node, record).await {
-        Ok(QueryResult::PutValue(Ok(stored))) => stored,
+        Ok(QueryResult::PutValue {
+            result: Ok(stored), ..
+        }) => stored,
         other => panic!("put_value: {other:?}"),
     }
 }

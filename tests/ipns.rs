@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use common::net::{network, node_config, TestNode};
 use kadence::ipns::{self, IpnsError, IpnsRecord};
-use kadence::{PutValueError, QueryError, QueryResult, ValidationError};
+use kadence::{PutValueError, QueryError, QueryFailure, QueryResult, ValidationError};
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
 use tokio::sync::oneshot;
@@ -46,11 +46,16 @@ async fn resolve(node: &TestNode, name: PeerId) -> Result<IpnsRecord, QueryError
         .run(move |dht| Some(dht.get_value(key, NonZeroUsize::new(3))))
         .await;
     match outcome.result {
-        Some(QueryResult::GetValue(Ok(found))) => {
+        Some(QueryResult::GetValue {
+            result: Ok(found), ..
+        }) => {
             assert_eq!(found.key, ipns::routing_key(&name));
             Ok(IpnsRecord::decode(&found.value).expect("a valid record decodes"))
         }
-        Some(QueryResult::GetValue(Err(error))) => Err(error),
+        Some(QueryResult::GetValue {
+            result: Err(failure),
+            ..
+        }) => Err(failure.error),
         other => panic!("not a GetValue result: {other:?}"),
     }
 }
@@ -64,7 +69,10 @@ async fn a_name_is_published_resolved_and_updated() {
 
     let first = record(&keypair, 1, "/ipfs/bafkqaaa", hour);
     let stored = publish(&nodes[1], first.to_dht_record(&name)).await;
-    let Ok(Some(QueryResult::PutValue(Ok(stored)))) = stored else {
+    let Ok(Some(QueryResult::PutValue {
+        result: Ok(stored), ..
+    })) = stored
+    else {
         panic!("{stored:?}")
     };
     assert!(stored >= 5, "stored at {stored} peers");
@@ -77,7 +85,10 @@ async fn a_name_is_published_resolved_and_updated() {
     // A new value with a higher sequence, published from elsewhere, replaces it.
     let second = record(&keypair, 2, "/ipfs/bafkqaab", hour);
     let stored = publish(&nodes[4], second.to_dht_record(&name)).await;
-    assert!(matches!(stored, Ok(Some(QueryResult::PutValue(Ok(_))))));
+    assert!(matches!(
+        stored,
+        Ok(Some(QueryResult::PutValue { result: Ok(_), .. }))
+    ));
     let found = resolve(&nodes[7], name).await.expect("resolved");
     assert_eq!(
         (found.value(), found.sequence()),
@@ -123,7 +134,10 @@ async fn invalid_and_expired_records_are_refused() {
     let short = record(&keypair, 1, "/ipfs/bafkqaaa", Duration::from_secs(8));
     let stored = publish(&nodes[2], short.to_dht_record(&name)).await;
     assert!(
-        matches!(stored, Ok(Some(QueryResult::PutValue(Ok(_))))),
+        matches!(
+            stored,
+            Ok(Some(QueryResult::PutValue { result: Ok(_), .. }))
+        ),
         "{stored:?}"
     );
     let wait = short
@@ -139,7 +153,13 @@ async fn invalid_and_expired_records_are_refused() {
         assert!(
             matches!(
                 outcome.result,
-                Some(QueryResult::GetValue(Err(QueryError::NotFound)))
+                Some(QueryResult::GetValue {
+                    result: Err(QueryFailure {
+                        error: QueryError::NotFound,
+                        ..
+                    }),
+                    ..
+                })
             ),
             "{:?}",
             outcome.result

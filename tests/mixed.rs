@@ -133,7 +133,10 @@ async fn every_operation_works_from_either_kind_of_node() {
     let outcome = kadence[0]
         .run(|dht| Some(dht.get_closest_peers(b"mixed".to_vec())))
         .await;
-    let Some(QueryResult::ClosestPeers(Ok(peers))) = outcome.result else {
+    let Some(QueryResult::ClosestPeers {
+        result: Ok(peers), ..
+    }) = outcome.result
+    else {
         panic!("{outcome:?}")
     };
     let kad_ids: HashSet<PeerId> = kads.iter().map(|k| k.id).collect();
@@ -158,7 +161,7 @@ async fn every_operation_works_from_either_kind_of_node() {
     let wanted = kads[7].id;
     let outcome = kadence[2].run(move |dht| Some(dht.find_peer(wanted))).await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::FindPeer(Ok(ref p))) if p.id == wanted),
+        matches!(outcome.result, Some(QueryResult::FindPeer { result: Ok(ref p), .. }) if p.id == wanted),
         "{outcome:?}"
     );
     let wanted = kadence[8].id;
@@ -182,7 +185,10 @@ async fn every_operation_works_from_either_kind_of_node() {
             })
             .await;
         assert!(
-            matches!(outcome.result, Some(QueryResult::PutValue(Ok(_)))),
+            matches!(
+                outcome.result,
+                Some(QueryResult::PutValue { result: Ok(_), .. })
+            ),
             "{outcome:?}"
         );
         let key = RecordKey::new(&record.key);
@@ -211,22 +217,31 @@ async fn every_operation_works_from_either_kind_of_node() {
                 move |dht| Some(dht.get_value(key, None))
             })
             .await;
-        let Some(QueryResult::GetValue(Ok(got))) = outcome.result else {
+        let Some(QueryResult::GetValue {
+            result: Ok(got), ..
+        }) = outcome.result
+        else {
             panic!("{outcome:?}")
         };
         assert_eq!(got.value, record.value);
     }
 
     // Provide from kadence, find from libp2p-kad; provide from libp2p-kad, find from kadence.
-    let cid = vec![0x12, 0x20, 1, 2, 3, 9];
+    let cid = kadence::ProviderKey::sha2_256(&[1, 2, 3, 9]).into_bytes();
     let outcome = kadence[4]
         .run({
             let cid = cid.clone();
-            move |dht| dht.provide(cid).ok()
+            move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
+                    .ok()
+            }
         })
         .await;
     assert!(
-        matches!(outcome.result, Some(QueryResult::Provide(Ok(_)))),
+        matches!(
+            outcome.result,
+            Some(QueryResult::Provide { result: Ok(_), .. })
+        ),
         "{outcome:?}"
     );
     let key = RecordKey::new(&cid);
@@ -243,7 +258,7 @@ async fn every_operation_works_from_either_kind_of_node() {
         .collect();
     assert!(providers.contains(&kadence[4].id), "{results:?}");
 
-    let cid = vec![0x12, 0x20, 4, 5, 6, 9];
+    let cid = kadence::ProviderKey::sha2_256(&[4, 5, 6, 9]).into_bytes();
     let key = RecordKey::new(&cid);
     let results = kads[9].run(move |k| k.start_providing(key).unwrap()).await;
     assert!(matches!(
@@ -253,7 +268,9 @@ async fn every_operation_works_from_either_kind_of_node() {
     // libp2p-kad reports the provide before its ADD_PROVIDERs are written: give them a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outcome = kadence[6]
-        .run(move |dht| Some(dht.find_providers(cid, None)))
+        .run(move |dht| {
+            Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None))
+        })
         .await;
     assert!(
         providers_in(&outcome.progress).contains(&kads[9].id),

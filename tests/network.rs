@@ -34,7 +34,7 @@ async fn ask(stream: &mut Stream, request: &Request) -> Result<Option<Response>,
     }
     let frame = read_frame(stream, MAX)
         .await?
-        .ok_or_else(|| FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()))?;
+        .ok_or_else(|| FrameError::from(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)))?;
     Ok(Some(
         decode_response(&frame, request.message_type(), &Default::default()).unwrap(),
     ))

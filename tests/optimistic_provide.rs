@@ -52,8 +52,16 @@ async fn optimistic_provides_are_found_from_another_node_at_once() {
     let mut ids = Vec::new();
     for i in 0..provides {
         let key = cid(i);
-        let outcome = provider.run(move |dht| dht.provide(key).ok()).await;
-        let Some(QueryResult::Provide(Ok(stored))) = outcome.result else {
+        let outcome = provider
+            .run(move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(key).unwrap())
+                    .ok()
+            })
+            .await;
+        let Some(QueryResult::Provide {
+            result: Ok(stored), ..
+        }) = outcome.result
+        else {
             panic!("provide {i}: {:?}", outcome.result);
         };
         assert!(stored >= 15, "provide {i}: reported with {stored} stored");
@@ -63,10 +71,15 @@ async fn optimistic_provides_are_found_from_another_node_at_once() {
         assert_ne!(finder.id, provider.id);
         let key = cid(i);
         let found = finder
-            .run(move |dht| Some(dht.find_providers(key, None)))
+            .run(move |dht| {
+                Some(dht.find_providers(kadence::ProviderKey::try_from(key).unwrap(), None))
+            })
             .await;
         assert!(
-            matches!(found.result, Some(QueryResult::GetProviders(Ok(_)))),
+            matches!(
+                found.result,
+                Some(QueryResult::FindProviders { result: Ok(_), .. })
+            ),
             "{:?}",
             found.result
         );
@@ -83,7 +96,10 @@ async fn optimistic_provides_are_found_from_another_node_at_once() {
         let record = pk_record();
         let put = record.clone();
         let outcome = provider.run(move |dht| dht.put_value(put, None).ok()).await;
-        let Some(QueryResult::PutValue(Ok(stored))) = outcome.result else {
+        let Some(QueryResult::PutValue {
+            result: Ok(stored), ..
+        }) = outcome.result
+        else {
             panic!("put {i}: {:?}", outcome.result);
         };
         assert!(stored >= 15, "put {i}: reported with {stored} stored");
@@ -94,7 +110,9 @@ async fn optimistic_provides_are_found_from_another_node_at_once() {
             .run(move |dht| Some(dht.get_value(key, NonZeroUsize::new(1))))
             .await;
         match got.result {
-            Some(QueryResult::GetValue(Ok(found))) => assert_eq!(found.value, record.value),
+            Some(QueryResult::GetValue {
+                result: Ok(found), ..
+            }) => assert_eq!(found.value, record.value),
             other => panic!("put {i} not found from {}: {other:?}", finder.id),
         }
     }

@@ -24,26 +24,34 @@ fn fast_config() -> kadence::Config {
         .with_reprovide_interval(Duration::from_secs(2))
 }
 
-fn cid(i: u32) -> Vec<u8> {
+fn cid(i: u32) -> kadence::ProviderKey {
     let mut key = vec![0x12, 0x20];
     key.extend(Key::new(&i.to_be_bytes()).as_bytes());
-    key
+    kadence::ProviderKey::try_from(key).unwrap()
 }
 
-async fn providers_of(node: &TestNode, key: Vec<u8>) -> HashSet<PeerId> {
+async fn providers_of(node: &TestNode, key: kadence::ProviderKey) -> HashSet<PeerId> {
     let outcome = node
-        .run(move |dht| Some(dht.find_providers(key, None)))
+        .run(move |dht| {
+            Some(dht.find_providers(kadence::ProviderKey::try_from(key).unwrap(), None))
+        })
         .await;
     assert!(matches!(
         outcome.result,
-        Some(QueryResult::GetProviders(Ok(_)))
+        Some(QueryResult::FindProviders { result: Ok(_), .. })
     ));
     providers_in(&outcome.progress)
 }
 
 /// Waits until a find-providers query from `from` finds `provider` for `key` (`present`), or
 /// no longer finds it.
-async fn until_found(from: &TestNode, key: Vec<u8>, provider: PeerId, present: bool, what: &str) {
+async fn until_found(
+    from: &TestNode,
+    key: kadence::ProviderKey,
+    provider: PeerId,
+    present: bool,
+    what: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while providers_of(from, key.clone()).await.contains(&provider) != present {
         assert!(Instant::now() < deadline, "{what}");
@@ -142,7 +150,7 @@ async fn a_thousand_keys_are_provided_renewed_and_stopped() {
     }
     for node in &nodes {
         assert!(
-            !node.holds_providers_of(&cid(3)).await,
+            !node.holds_providers_of(cid(3).as_bytes()).await,
             "held by {}",
             node.id
         );
@@ -166,7 +174,7 @@ async fn every_key_of_one_region_is_announced_page_by_page() {
     wait_all_announced(&nodes[0], 1000).await;
     // The first and last keys of the keyspace: the first and last pages.
     let mut order: Vec<u32> = (0..1000).collect();
-    order.sort_by_key(|i| Key::new(&cid(*i)));
+    order.sort_by_key(|i| Key::new(cid(*i).as_bytes()));
     for i in [order[0], order[500], order[999]] {
         until_found(&nodes[4], cid(i), nodes[0].id, true, &format!("key {i}")).await;
     }

@@ -139,7 +139,7 @@ pub fn build(spec: Spec<'_>) -> Swarm<Peer> {
     swarm.listen_on(addr.clone()).expect("memory listen");
     swarm.add_external_address(addr);
     for (peer, addr) in spec.boot {
-        swarm.behaviour_mut().dht.add_address(peer, addr);
+        let _ = swarm.behaviour_mut().dht.add_address(peer, addr);
     }
     swarm
 }

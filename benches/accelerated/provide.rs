@@ -142,7 +142,7 @@ pub async fn sweep(tally: &Tally, node: &mut Node, keys: &[Vec<u8>]) -> Providin
             for key in page {
                 s.behaviour_mut()
                     .dht
-                    .start_providing(key)
+                    .start_providing(kadence::ProviderKey::try_from(key).unwrap())
                     .expect("start providing");
             }
         })
@@ -192,7 +192,11 @@ pub async fn oneshot(
             let key = keys[next].clone();
             next += 1;
             let id = node
-                .call(move |s| s.behaviour_mut().dht.provide(key))
+                .call(move |s| {
+                    s.behaviour_mut()
+                        .dht
+                        .provide(kadence::ProviderKey::try_from(key).unwrap())
+                })
                 .await
                 .expect("provide");
             pending.insert(id);
@@ -200,7 +204,9 @@ pub async fn oneshot(
         match node.event(PHASE_TIMEOUT).await {
             Some(Event::QueryFinished { id, result, stats }) if pending.remove(&id) => {
                 done += 1;
-                p.succeeded += u64::from(matches!(result, QueryResult::Provide(Ok(n)) if n > 0));
+                p.succeeded += u64::from(
+                    matches!(result, QueryResult::Provide { result: Ok(n), .. } if n > 0),
+                );
                 p.accelerated += u64::from(stats.accelerated);
                 p.latencies.push(stats.duration());
             }

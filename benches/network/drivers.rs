@@ -133,7 +133,7 @@ pub fn kadence_swarm(
     };
     let mut swarm = swarm(&spec, behaviour);
     for (peer, a) in spec.boot {
-        swarm.behaviour_mut().dht.add_address(peer, a);
+        let _ = swarm.behaviour_mut().dht.add_address(peer, a);
     }
     swarm
 }
@@ -277,10 +277,12 @@ pub fn spawn_kadence(swarm: Swarm<KadenceNode>, silent: Arc<AtomicBool>) -> Node
                     ..Finished::default()
                 };
                 match result {
-                    QueryResult::ClosestPeers(Ok(peers)) => {
+                    QueryResult::ClosestPeers {
+                        result: Ok(peers), ..
+                    } => {
                         finished.peers = peers.iter().map(|p| p.id).collect();
                     }
-                    QueryResult::Provide(Ok(n)) => finished.provided = n > 0,
+                    QueryResult::Provide { result: Ok(n), .. } => finished.provided = n > 0,
                     _ => {}
                 }
                 queries.finished(&id, finished);

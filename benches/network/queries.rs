@@ -116,10 +116,15 @@ impl Dht for kadence::Behaviour {
         self.get_closest_peers(key)
     }
     fn provide(&mut self, key: Vec<u8>) -> Option<Self::Id> {
-        kadence::Behaviour::provide(self, key).ok()
+        kadence::Behaviour::provide(self, kadence::ProviderKey::from_multihash_bytes(key).ok()?)
+            .ok()
     }
     fn find_providers(&mut self, key: Vec<u8>) -> Self::Id {
-        kadence::Behaviour::find_providers(self, key, None)
+        kadence::Behaviour::find_providers(
+            self,
+            kadence::ProviderKey::from_multihash_bytes(key).expect("a multihash"),
+            None,
+        )
     }
     fn table_peers(&mut self) -> Vec<PeerId> {
         self.routing_table()

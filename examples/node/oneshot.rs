@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kadence::{QueryError, QueryProgress, QueryResult, QueryStats, Record};
+use kadence::{QueryError, QueryFailure, QueryProgress, QueryResult, QueryStats, Record};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -72,7 +72,7 @@ pub async fn join(
     };
     for addr in bootstrap {
         let (peer, addr) = split_p2p(addr)?;
-        swarm.behaviour_mut().dht.add_address(peer, addr);
+        let _ = swarm.behaviour_mut().dht.add_address(peer, addr);
     }
     // With the accelerated client, the crawl starts now (the table knows the bootstrap
     // peers) and runs beside the bootstrap lookup.
@@ -167,7 +167,10 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Re
                 })
                 .await,
             )?;
-            let QueryResult::ClosestPeers(Ok(peers)) = o.result else {
+            let QueryResult::ClosestPeers {
+                result: Ok(peers), ..
+            } = o.result
+            else {
                 return Err(Fail::new(format!("lookup failed: {:?}", o.result)));
             };
             crate::crawl::record(&mut acceleration, &o.stats);
@@ -188,10 +191,18 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Re
         }
         OneShot::Provide(key) => {
             let o = finish(
-                node.run(TIMEOUT, move |s| s.behaviour_mut().dht.provide(key).ok())
-                    .await,
+                node.run(TIMEOUT, move |s| {
+                    s.behaviour_mut()
+                        .dht
+                        .provide(kadence::ProviderKey::try_from(key).unwrap())
+                        .ok()
+                })
+                .await,
             )?;
-            let QueryResult::Provide(Ok(peers)) = o.result else {
+            let QueryResult::Provide {
+                result: Ok(peers), ..
+            } = o.result
+            else {
                 return Err(Fail::new(format!("provide failed: {:?}", o.result)));
             };
             crate::crawl::record(&mut acceleration, &o.stats);
@@ -206,7 +217,11 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Re
         OneShot::FindProviders(key) => {
             let o = finish(
                 node.run(TIMEOUT, move |s| {
-                    Some(s.behaviour_mut().dht.find_providers(key, None))
+                    Some(
+                        s.behaviour_mut()
+                            .dht
+                            .find_providers(kadence::ProviderKey::try_from(key).unwrap(), None),
+                    )
                 })
                 .await,
             )?;
@@ -236,7 +251,10 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Re
                 })
                 .await,
             )?;
-            let QueryResult::FindPeer(Ok(found)) = o.result else {
+            let QueryResult::FindPeer {
+                result: Ok(found), ..
+            } = o.result
+            else {
                 return Err(Fail::new(format!("peer not found: {:?}", o.result)));
             };
             crate::crawl::record(&mut acceleration, &o.stats);
@@ -301,8 +319,17 @@ pub async fn get_record(node: &Handle, key: Vec<u8>) -> Result<(Option<Record>, 
         .await,
     )?;
     match o.result {
-        QueryResult::GetValue(Ok(record)) => Ok((Some(record), o.stats)),
-        QueryResult::GetValue(Err(QueryError::NotFound)) => Ok((None, o.stats)),
+        QueryResult::GetValue {
+            result: Ok(record), ..
+        } => Ok((Some(record), o.stats)),
+        QueryResult::GetValue {
+            result:
+                Err(QueryFailure {
+                    error: QueryError::NotFound,
+                    ..
+                }),
+            ..
+        } => Ok((None, o.stats)),
         other => Err(Fail::new(format!("get failed: {other:?}"))),
     }
 }
@@ -327,7 +354,9 @@ pub async fn put_record(node: &Handle, record: Record) -> Result<(usize, QuerySt
     }
     let o = finish(o)?;
     match o.result {
-        QueryResult::PutValue(Ok(peers)) => Ok((peers, o.stats)),
+        QueryResult::PutValue {
+            result: Ok(peers), ..
+        } => Ok((peers, o.stats)),
         other => Err(Fail::new(format!("put failed: {other:?}"))),
     }
 }
@@ -349,7 +378,11 @@ async fn provide_file(
     node.run(TIMEOUT, move |s| {
         *full_table.lock().unwrap() = s.behaviour().dht.is_accelerated();
         for key in keys {
-            if let Err(e) = s.behaviour_mut().dht.start_providing(key) {
+            if let Err(e) = s
+                .behaviour_mut()
+                .dht
+                .start_providing(kadence::ProviderKey::try_from(key).unwrap())
+            {
                 *error.lock().unwrap() = Some(e.to_string());
                 break;
             }

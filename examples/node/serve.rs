@@ -115,7 +115,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
     }
     for addr in &options.bootstrap {
         let (peer, addr) = split_p2p(addr)?;
-        swarm.behaviour_mut().dht.add_address(peer, addr);
+        let _ = swarm.behaviour_mut().dht.add_address(peer, addr);
     }
     println!("kadence node {local}");
     for addr in &addrs {

@@ -127,7 +127,12 @@ async fn provide_batch(node: &TestNode, keys: usize) -> Row {
             accelerated.store(dht.is_accelerated(), Ordering::Relaxed);
             for i in 0..keys {
                 let key = format!("kadence example batch key {i}").into_bytes();
-                if swarm.behaviour_mut().dht.start_providing(key).is_ok() {
+                if swarm
+                    .behaviour_mut()
+                    .dht
+                    .start_providing(kadence::ProviderKey::try_from(key).unwrap())
+                    .is_ok()
+                {
                     added.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -195,7 +200,7 @@ pub async fn testnet(
         // A tree: every node knows one node started before it.
         if i > 0 {
             let parent = &handles[(i - 1) / 2].handle;
-            swarm
+            let _ = swarm
                 .behaviour_mut()
                 .dht
                 .add_address(parent.id, parent.addr.clone());
@@ -229,7 +234,9 @@ pub async fn testnet(
             "closest peers",
             |dht| Some(dht.get_closest_peers(b"kadence example key".to_vec())),
             |o| match &o.result {
-                QueryResult::ClosestPeers(Ok(peers)) if !peers.is_empty() => {
+                QueryResult::ClosestPeers {
+                    result: Ok(peers), ..
+                } if !peers.is_empty() => {
                     Ok(format!("{} peers, {} hops", peers.len(), o.stats.hops))
                 }
                 other => Err(format!("{other:?}")),
@@ -245,10 +252,13 @@ pub async fn testnet(
             "provide",
             {
                 let cid = cid.clone();
-                move |dht| dht.provide(cid).ok()
+                move |dht| {
+                    dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
+                        .ok()
+                }
             },
             |o| match &o.result {
-                QueryResult::Provide(Ok(n)) => Ok(format!("announced to {n} peers")),
+                QueryResult::Provide { result: Ok(n), .. } => Ok(format!("announced to {n} peers")),
                 other => Err(format!("{other:?}")),
             },
         )
@@ -259,7 +269,7 @@ pub async fn testnet(
         measured(
             &handles[last],
             "find providers",
-            move |dht| Some(dht.find_providers(cid, None)),
+            move |dht| Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None)),
             move |o| {
                 let found = o.progress.iter().any(|p| {
                     matches!(p, QueryProgress::ProvidersFound(f) if f.iter().any(|r| r.id == provider))
@@ -285,7 +295,7 @@ pub async fn testnet(
                 move |dht| dht.put_value(record, None).ok()
             },
             |o| match &o.result {
-                QueryResult::PutValue(Ok(n)) => Ok(format!("stored at {n} peers")),
+                QueryResult::PutValue { result: Ok(n), .. } => Ok(format!("stored at {n} peers")),
                 other => Err(format!("{other:?}")),
             },
         )
@@ -299,7 +309,9 @@ pub async fn testnet(
             "get value",
             move |dht| Some(dht.get_value(record.key, NonZeroUsize::new(2))),
             move |o| match &o.result {
-                QueryResult::GetValue(Ok(r)) if r.value == expected => Ok("the record".into()),
+                QueryResult::GetValue { result: Ok(r), .. } if r.value == expected => {
+                    Ok("the record".into())
+                }
                 other => Err(format!("{other:?}")),
             },
         )
@@ -320,7 +332,7 @@ pub async fn testnet(
                 move |dht| dht.put_value(record, None).ok()
             },
             |o| match &o.result {
-                QueryResult::PutValue(Ok(n)) => Ok(format!("stored at {n} peers")),
+                QueryResult::PutValue { result: Ok(n), .. } => Ok(format!("stored at {n} peers")),
                 other => Err(format!("{other:?}")),
             },
         )
@@ -333,7 +345,7 @@ pub async fn testnet(
             "resolve name",
             move |dht| Some(dht.get_value(ipns::routing_key(&name), NonZeroUsize::new(2))),
             |o| match &o.result {
-                QueryResult::GetValue(Ok(r)) => match IpnsRecord::decode(&r.value) {
+                QueryResult::GetValue { result: Ok(r), .. } => match IpnsRecord::decode(&r.value) {
                     Ok(found) => Ok(format!(
                         "{} (sequence {})",
                         String::from_utf8_lossy(found.value()),
@@ -354,7 +366,9 @@ pub async fn testnet(
             "find peer",
             move |dht| Some(dht.find_peer(wanted)),
             |o| match &o.result {
-                QueryResult::FindPeer(Ok(p)) => Ok(format!("{} addresses", p.addrs.len())),
+                QueryResult::FindPeer { result: Ok(p), .. } => {
+                    Ok(format!("{} addresses", p.addrs.len()))
+                }
                 other => Err(format!("{other:?}")),
             },
         )

@@ -52,6 +52,11 @@ impl Behaviour {
         started
     }
 
+    /// Removes `peer` from the full table, if the accelerated client is on and holds it.
+    pub(super) fn remove_from_full_table(&mut self, peer: &PeerId) -> bool {
+        self.accelerated.as_mut().is_some_and(|a| a.remove(peer))
+    }
+
     /// Takes the crawled table a previous run saved (see [`Accelerated::restore`]).
     pub(super) fn restore_crawl_snapshot(accelerated: &mut Accelerated, store: &mut impl Store) {
         match store.load_crawl_snapshot() {

@@ -13,11 +13,12 @@ use crate::event::Event;
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Record, Response};
 use crate::network::{OutboundRequestId, RequestError};
+use crate::provider::ProviderKey;
 use crate::routing::accelerated::{Accelerated, Plan};
 use crate::routing::addresses::scope_of_connection;
 use crate::routing::lookup::LookupConfig;
-use crate::routing::query::{PoolAction, QueryKind};
-use crate::routing::{QueryId, QueryProgress, QueryResult};
+use crate::routing::query::{Operation, Outcome, PoolAction};
+use crate::routing::{QueryId, QueryProgress};
 use crate::routing_table::{Admission, RoutingTable};
 use crate::server::ValidationError;
 use crate::store::{ProviderRecord, ValueRecord};
@@ -86,7 +87,7 @@ impl Behaviour {
         )
     }
 
-    fn start_query(&mut self, key: Vec<u8>, kind: QueryKind, internal: bool) -> QueryId {
+    fn start_query(&mut self, key: Vec<u8>, kind: Operation, internal: bool) -> QueryId {
         let plan = self.plan_lookup(Key::new(&key), self.lookup_config());
         let timeout = if internal {
             self.config.refresh_query_timeout
@@ -108,6 +109,7 @@ impl Behaviour {
 
     /// Adds a peer known to serve the DHT (a bootstrap node) to the routing table. It is
     /// checked like any other peer and evicted if it does not answer.
+    #[must_use = "a peer can be refused (a full bucket, the diversity filter): check the Admission"]
     pub fn add_address(&mut self, peer: PeerId, addr: Multiaddr) -> Admission {
         let (outcome, change) = self
             .maintenance
@@ -120,14 +122,14 @@ impl Behaviour {
     /// FindClosestPeers: the k closest peers to `key` that answered, with their addresses
     /// ([`QueryResult::ClosestPeers`]).
     pub fn get_closest_peers(&mut self, key: impl Into<Vec<u8>>) -> QueryId {
-        self.start_query(key.into(), QueryKind::ClosestPeers, false)
+        self.start_query(key.into(), Operation::ClosestPeers, false)
     }
 
     /// FindPeer: the addresses of `peer` ([`QueryResult::FindPeer`]). Answered at once when the
     /// routing table or an open connection knows them; otherwise a lookup that stops as soon
     /// as a peer reports it with addresses.
     pub fn find_peer(&mut self, peer: PeerId) -> QueryId {
-        let id = self.start_query(peer.to_bytes(), QueryKind::FindPeer { target: peer }, false);
+        let id = self.start_query(peer.to_bytes(), Operation::FindPeer { target: peer }, false);
         let known = self
             .maintenance
             .table()
@@ -140,9 +142,9 @@ impl Behaviour {
             let found = PeerRecord {
                 id: peer,
                 addrs,
-                connection: ConnectionType::NotConnected,
+                connection: self.connection_type(&peer),
             };
-            self.queries.finish(id, QueryResult::FindPeer(Ok(found)));
+            self.queries.finish(id, Outcome::Peer(found));
         }
         id
     }
@@ -153,7 +155,7 @@ impl Behaviour {
     /// none, are sent the best one.
     pub fn get_value(&mut self, key: impl Into<Vec<u8>>, quorum: Option<NonZeroUsize>) -> QueryId {
         let key = key.into();
-        let kind = QueryKind::GetValue {
+        let kind = Operation::GetValue {
             quorum: quorum.map(NonZeroUsize::get),
             records: Vec::new(),
             without: Vec::new(),
@@ -177,10 +179,10 @@ impl Behaviour {
             let record = Record {
                 key: stored.key,
                 value: stored.value,
-                time_received: String::new(),
+                time_received: crate::server::rfc3339(stored.received),
             };
             if quorum.is_some_and(|q| q.get() == 1) {
-                self.queries.finish(id, QueryResult::GetValue(Ok(record)));
+                self.queries.finish(id, Outcome::Record(record));
             } else {
                 self.queries.add_local_record(id, record);
             }
@@ -220,7 +222,7 @@ impl Behaviour {
         if let Err(error) = self.server.store_mut().put(local) {
             tracing::warn!(%error, "storing our own record locally failed");
         }
-        let kind = QueryKind::PutValue {
+        let kind = Operation::PutValue {
             record: record.clone(),
             quorum: quorum.map_or(1, NonZeroUsize::get),
         };
@@ -229,16 +231,19 @@ impl Behaviour {
         Ok(id)
     }
 
-    /// FindProvs: the providers of `key`, streamed as [`QueryProgress::ProvidersFound`] as
-    /// they arrive, de-duplicated, the local store's first; the lookup stops once `limit` (at
-    /// most [`Config::with_max_providers_per_query`](crate::Config::with_max_providers_per_query))
+    /// FindProvs: the providers of `key` (a multihash: see [`ProviderKey`]), streamed as
+    /// [`QueryProgress::ProvidersFound`] as they arrive, de-duplicated, the local store's
+    /// first, and all of them in [`QueryResult::FindProviders`](crate::QueryResult::FindProviders);
+    /// the lookup stops once `limit` (at most
+    /// [`Config::with_max_providers_per_query`](crate::Config::with_max_providers_per_query))
     /// were found.
-    pub fn find_providers(&mut self, key: impl Into<Vec<u8>>, limit: Option<usize>) -> QueryId {
-        let key = key.into();
+    pub fn find_providers(&mut self, key: impl Into<ProviderKey>, limit: Option<usize>) -> QueryId {
+        let key = key.into().into_bytes();
         let max = self.config.max_providers_per_query;
-        let kind = QueryKind::GetProviders {
+        let kind = Operation::GetProviders {
             limit: Some(limit.map_or(max, |l| l.min(max))),
             seen: Default::default(),
+            found: Vec::new(),
         };
         let id = self.start_query(key.clone(), kind, false);
         let now = SystemTime::now();
@@ -255,33 +260,32 @@ impl Behaviour {
                 } else {
                     Vec::new()
                 },
-                connection: ConnectionType::NotConnected,
+                connection: self.connection_type(&p.provider),
             })
             .collect();
         if !local.is_empty() {
-            let enough = self.queries.add_seen_providers(id, &local);
-            let count = local.len();
+            let enough = self.queries.add_local_providers(id, &local);
             self.report(Event::QueryProgress {
                 id,
                 progress: QueryProgress::ProvidersFound(local),
             });
             if enough {
-                self.queries
-                    .finish(id, QueryResult::GetProviders(Ok(count)));
+                self.queries.finish(id, Outcome::Providers);
             }
         }
         id
     }
 
-    /// A one-shot announcement that this node provides `key`: a lookup, then ADD_PROVIDER to
+    /// A one-shot announcement that this node provides `key` (a multihash: see
+    /// [`ProviderKey`]): a lookup, then ADD_PROVIDER to
     /// the k closest peers ([`QueryResult::Provide`], reported once the frames were written,
     /// with how many were). With optimistic provide (the default) the ADD_PROVIDERs start
     /// during the lookup and the result may come once 15 of the 20 were written, the count
     /// being those so far; see
     /// [`Config::with_optimistic_provide`](crate::Config::with_optimistic_provide). Fails at
     /// once without an address to announce. (Keeping a key provided is the Provider's job.)
-    pub fn provide(&mut self, key: impl Into<Vec<u8>>) -> Result<QueryId, ProvideError> {
-        let key = key.into();
+    pub fn provide(&mut self, key: impl Into<ProviderKey>) -> Result<QueryId, ProvideError> {
+        let key = key.into().into_bytes();
         let max = self.config.limits.max_provider_key_len;
         if key.len() > max {
             return Err(ProvideError::KeyTooLong {
@@ -310,7 +314,7 @@ impl Behaviour {
         if let Err(error) = self.server.store_mut().add_provider(record) {
             tracing::warn!(%error, "storing our own provider record locally failed");
         }
-        let id = self.start_query(key, QueryKind::Provide { provider }, false);
+        let id = self.start_query(key, Operation::Provide { provider }, false);
         self.write_optimistically(id);
         Ok(id)
     }
@@ -323,11 +327,20 @@ impl Behaviour {
         }
         let id = self.start_query(
             self.local.to_bytes(),
-            QueryKind::Bootstrap { bucket: None },
+            Operation::Bootstrap { bucket: None },
             false,
         );
         self.refresh_buckets();
         Ok(id)
+    }
+
+    /// Whether this node has a connection to `peer` now: what a [`PeerRecord`] it reports says.
+    pub(super) fn connection_type(&self, peer: &PeerId) -> ConnectionType {
+        if self.outbound.is_connected(peer) {
+            ConnectionType::Connected
+        } else {
+            ConnectionType::NotConnected
+        }
     }
 
     /// Stops an operation; no result is reported for it.
@@ -347,7 +360,7 @@ impl Behaviour {
                 .table()
                 .refresh_targets(Instant::now(), interval, &mut rand::rng());
         for target in targets {
-            let kind = QueryKind::Bootstrap {
+            let kind = Operation::Bootstrap {
                 bucket: Some(target.bucket),
             };
             self.start_query(target.target.to_bytes(), kind, true);
@@ -360,7 +373,7 @@ impl Behaviour {
             return;
         }
         let key = self.local.to_bytes();
-        self.start_query(key, QueryKind::Bootstrap { bucket: None }, true);
+        self.start_query(key, Operation::Bootstrap { bucket: None }, true);
         self.refresh_buckets();
     }
 
@@ -412,7 +425,12 @@ impl Behaviour {
                         b.queries.on_sent(id, query, peer)
                     });
                 }
-                PoolAction::Progress(id, progress) => {
+                PoolAction::Progress(id, mut progress) => {
+                    if let QueryProgress::ProvidersFound(providers) = &mut progress {
+                        providers
+                            .iter_mut()
+                            .for_each(|p| p.connection = self.connection_type(&p.id));
+                    }
                     if !self.internal_queries.contains(&id) {
                         self.report(Event::QueryProgress { id, progress });
                     }
@@ -421,7 +439,12 @@ impl Behaviour {
                     .maintenance
                     .table_mut()
                     .on_refreshed(bucket, Instant::now()),
-                PoolAction::Finished(id, result, stats) => {
+                PoolAction::Finished(id, mut result, stats) => {
+                    // What the remote peers said of their connections is theirs: the result
+                    // says whether this node is connected to each.
+                    for peer in result.peers_mut() {
+                        peer.connection = self.connection_type(&peer.id);
+                    }
                     let sweep = self.on_query_finished(id, &result, stats.accelerated);
                     if !self.internal_queries.remove(&id) && !sweep {
                         self.report(Event::QueryFinished { id, result, stats });

@@ -12,9 +12,9 @@ use crate::event::Event;
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
-use crate::provider::{Provider, ProviderAction};
+use crate::provider::{Provider, ProviderAction, ProviderKey};
 use crate::routing::lookup::LookupFinish;
-use crate::routing::query::QueryKind;
+use crate::routing::query::Operation;
 use crate::routing::{QueryId, QueryResult};
 use crate::store::{ProvidedKey, StoreError};
 
@@ -50,8 +50,11 @@ impl Behaviour {
     /// together with the other keys added meanwhile (thousands of new keys cost a lookup per
     /// region, not per key), and then every reprovide interval. Progress comes as
     /// [`Event::RegionReprovided`]; [`Behaviour::provided_keys`] has each key's status.
-    pub fn start_providing(&mut self, key: impl Into<Vec<u8>>) -> Result<(), StartProvideError> {
-        let key = key.into();
+    pub fn start_providing(
+        &mut self,
+        key: impl Into<ProviderKey>,
+    ) -> Result<(), StartProvideError> {
+        let key = key.into().into_bytes();
         let max = self.config.limits.max_provider_key_len;
         if key.len() > max {
             return Err(ProvideError::KeyTooLong {
@@ -72,9 +75,9 @@ impl Behaviour {
 
     /// StopProvide: removes `key` from the list; it is not announced again, not even by a
     /// sweep under way that read it before (records already stored expire on their own).
-    pub fn stop_providing(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.server.store_mut().remove_provided(key)?;
-        self.provider.stop(key);
+    pub fn stop_providing(&mut self, key: &ProviderKey) -> Result<(), StoreError> {
+        self.server.store_mut().remove_provided(key.as_bytes())?;
+        self.provider.stop(key.as_bytes());
         Ok(())
     }
 
@@ -210,7 +213,7 @@ impl Behaviour {
                     let plan = self.plan_lookup(Key::new(&target), config);
                     let id = self.queries.start(
                         target,
-                        QueryKind::ClosestPeers,
+                        Operation::ClosestPeers,
                         plan.lookup,
                         self.config.query_timeout,
                         Instant::now(),
@@ -279,7 +282,9 @@ impl Behaviour {
             return false;
         }
         let peers = match result {
-            QueryResult::ClosestPeers(Ok(peers)) => peers.clone(),
+            QueryResult::ClosestPeers {
+                result: Ok(peers), ..
+            } => peers.clone(),
             _ => Vec::new(),
         };
         let actions = self.provider.region_peers(id, peers, accelerated);

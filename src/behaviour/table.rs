@@ -16,7 +16,7 @@ use crate::network::message::without_own_peer_id;
 use crate::routing_table::failure::dial_failure;
 use crate::routing_table::keep_alive::KeepAlive;
 use crate::routing_table::maintenance::TableChange;
-use crate::routing_table::{Failure, RoutingTable};
+use crate::routing_table::{Failure, RemovalReason, RoutingTable};
 use crate::store::Store;
 
 impl Behaviour {
@@ -79,11 +79,20 @@ impl Behaviour {
 
     pub(super) fn apply_table_change(&mut self, change: Option<TableChange>) {
         match change {
-            Some(TableChange::Added(peer)) => self.report(Event::RoutingUpdated { peer }),
-            Some(TableChange::Removed(eviction)) => {
-                tracing::debug!(peer = %eviction.removed, promoted = ?eviction.promoted, "peer evicted");
+            Some(TableChange::Added(peer)) => {
+                let addresses = self
+                    .maintenance
+                    .table()
+                    .addresses(&peer)
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default();
+                self.report(Event::RoutingUpdated { peer, addresses })
+            }
+            Some(TableChange::Removed(eviction, reason)) => {
+                tracing::debug!(peer = %eviction.removed, promoted = ?eviction.promoted, ?reason, "peer evicted");
                 self.report(Event::PeerRemoved {
                     peer: eviction.removed,
+                    reason,
                     replaced_by: eviction.promoted,
                 })
             }
@@ -91,6 +100,18 @@ impl Behaviour {
         }
         let keep = self.maintenance.update_kept();
         self.apply_keep_alive(keep);
+    }
+
+    /// Removes `peer` from the routing table (and the accelerated client's full table);
+    /// returns whether either held it. Its addresses are forgotten; it may come back when it
+    /// is next met serving the DHT.
+    pub fn remove_peer(&mut self, peer: &PeerId) -> bool {
+        let change = self.maintenance.remove(peer, RemovalReason::Removed);
+        let removed = change.is_some();
+        self.apply_table_change(change);
+        let from_full = self.remove_from_full_table(peer);
+        self.wake();
+        removed || from_full
     }
 
     pub(super) fn apply_keep_alive(&mut self, actions: impl IntoIterator<Item = KeepAlive>) {
@@ -127,7 +148,7 @@ impl Behaviour {
             .checked_sub(config.kbuckets.liveness_interval)
             .unwrap_or(now);
         for (peer, addrs) in peers {
-            table.on_server_peer(peer, &addrs, None, seen);
+            let _ = table.on_server_peer(peer, &addrs, None, seen);
         }
     }
 

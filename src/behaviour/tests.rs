@@ -438,7 +438,7 @@ fn one_failed_dial_is_one_failure_however_many_requests_waited() {
     let mut behaviour = Behaviour::new(PeerId::random(), config);
     let peer = PeerId::random();
     let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
-    behaviour.add_address(peer, addr.clone());
+    let _ = behaviour.add_address(peer, addr.clone());
     let dial_failed = |behaviour: &mut Behaviour, connection| {
         // A dial that timed out: no answer, not a refusal.
         let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);

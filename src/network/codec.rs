@@ -5,15 +5,17 @@
 //! actually sends, not what it announces.
 
 use std::io;
+use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Why a frame could not be read or written.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FrameError {
-    /// The stream failed, or ended in the middle of a frame.
+    /// The stream failed, or ended in the middle of a frame. (Shared, so that the error and
+    /// the events that carry it can be cloned.)
     #[error("stream I/O: {0}")]
-    Io(#[from] io::Error),
+    Io(#[source] Arc<io::Error>),
     /// The length prefix announces more than the configured maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
     TooLarge {
@@ -25,6 +27,12 @@ pub enum FrameError {
     /// The length prefix is not a valid unsigned varint (too long or not minimal).
     #[error("invalid length prefix")]
     InvalidPrefix,
+}
+
+impl From<io::Error> for FrameError {
+    fn from(error: io::Error) -> Self {
+        FrameError::Io(Arc::new(error))
+    }
 }
 
 /// Longest varint encoding of a `u64`.
@@ -45,7 +53,9 @@ where
             if used == 0 {
                 return Ok(None);
             }
-            return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+            return Err(FrameError::from(io::Error::from(
+                io::ErrorKind::UnexpectedEof,
+            )));
         }
         used += 1;
         if prefix[used - 1] & 0x80 == 0 {
@@ -65,7 +75,9 @@ where
     let mut body = Vec::with_capacity((len as usize).min(INITIAL_BODY_CAPACITY));
     (&mut *io).take(len).read_to_end(&mut body).await?;
     if body.len() as u64 != len {
-        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+        return Err(FrameError::from(io::Error::from(
+            io::ErrorKind::UnexpectedEof,
+        )));
     }
     Ok(Some(body))
 }

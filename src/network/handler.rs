@@ -278,7 +278,10 @@ impl Handler {
             StreamUpgradeError::Timeout => {}
             StreamUpgradeError::Io(e) => {
                 if let Some(request) = self.pending.pop_front() {
-                    self.fail(request, RequestError::from(super::codec::FrameError::Io(e)));
+                    self.fail(
+                        request,
+                        RequestError::from(super::codec::FrameError::from(e)),
+                    );
                 }
             }
             StreamUpgradeError::Apply(never) => match never {},

@@ -143,6 +143,16 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record to publish with [`Behaviour::put_value`](crate::Behaviour::put_value). Its
+    /// receive time stays empty: each server that stores it sets its own.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            time_received: String::new(),
+        }
+    }
+
     /// The `/pk/<peer id>` record of a public key, as the `/pk` validator accepts it: how a
     /// node publishes its key for peers whose id does not embed it (RSA, for instance).
     pub fn public_key(key: &libp2p::identity::PublicKey) -> Self {
@@ -175,11 +185,11 @@ impl Default for Limits {
 }
 
 /// Why a message from a remote peer was rejected.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MessageError {
-    /// The bytes are not a protobuf `Message`.
+    /// The bytes are not a protobuf `Message`. (Shared, so that the error can be cloned.)
     #[error("malformed protobuf: {0}")]
-    Protobuf(#[from] quick_protobuf::Error),
+    Protobuf(#[source] std::sync::Arc<quick_protobuf::Error>),
     /// The bytes are not structurally valid protobuf (a field runs past its message).
     #[error(transparent)]
     Wire(#[from] super::wire::WireError),
@@ -213,6 +223,12 @@ pub enum MessageError {
         /// The response's type.
         actual: MessageType,
     },
+}
+
+impl From<quick_protobuf::Error> for MessageError {
+    fn from(error: quick_protobuf::Error) -> Self {
+        MessageError::Protobuf(std::sync::Arc::new(error))
+    }
 }
 
 impl MessageType {

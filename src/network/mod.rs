@@ -82,7 +82,7 @@ impl From<MessageError> for RequestError {
 }
 
 /// Why an inbound stream was reset or closed before its remote ended it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InboundError {
     /// The connection already serves the maximum number of inbound streams.
     #[error("too many inbound streams on this connection")]

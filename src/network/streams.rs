@@ -227,7 +227,9 @@ pub(crate) async fn exchange(
         let frame = read_frame(&mut stream, max_message_size)
             .await?
             .ok_or_else(|| {
-                super::codec::FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())
+                super::codec::FrameError::from(std::io::Error::from(
+                    std::io::ErrorKind::UnexpectedEof,
+                ))
             })?;
         Ok(Some(decode_response(
             &frame,

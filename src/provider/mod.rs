@@ -11,7 +11,10 @@
 //!
 //! Sans-IO: the `Provider` state machine plans; the behaviour runs the lookups and sends the requests.
 
+mod key;
 pub mod sweep;
+
+pub use key::{InvalidProviderKey, ProviderKey};
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};

@@ -424,6 +424,11 @@ impl Accelerated {
         let _ = self.table.on_request_failed(peer, failure, now);
     }
 
+    /// Removes `peer` (the application asked); whether the table held it.
+    pub(crate) fn remove(&mut self, peer: &PeerId) -> bool {
+        crate::routing_table::RoutingTable::remove(&mut self.table, peer).is_some()
+    }
+
     /// Removes the peers not seen for the table's `stale_after`.
     pub(crate) fn expire(&mut self, now: Instant) {
         let gone = self.table.expire(now);

@@ -18,7 +18,7 @@ use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
 use crate::routing::lookup::{Lookup, LookupConfig};
-use crate::routing::query::{PoolAction, QueryKind, QueryPool};
+use crate::routing::query::{Operation, PoolAction, QueryPool};
 use crate::routing::QueryResult;
 use crate::server::Validators;
 
@@ -236,7 +236,7 @@ impl<'a> Node<'a> {
     }
 
     /// Runs the query `kind` for `key` until it is over; returns when it reported and ended.
-    fn run(&mut self, key: &[u8], kind: QueryKind, optimistic: bool) -> (Instant, Instant) {
+    fn run(&mut self, key: &[u8], kind: Operation, optimistic: bool) -> (Instant, Instant) {
         let validators = Validators::default();
         let keep = |_: &PeerId, a: Vec<Multiaddr>| a;
         let target = Key::new(key);
@@ -290,7 +290,7 @@ impl<'a> Node<'a> {
     /// A provide of `key`, with where its record ended up.
     fn provide(&mut self, key: &[u8], optimistic: bool) -> Outcome {
         let start = self.now;
-        let kind = QueryKind::Provide {
+        let kind = Operation::Provide {
             provider: record(self.net.ids[self.me]),
         };
         let (done, end) = self.run(key, kind, optimistic);
@@ -320,7 +320,7 @@ impl<'a> Node<'a> {
     fn warm_up(&mut self, lookups: usize, rng: &mut StdRng) {
         for _ in 0..lookups {
             let key = random_peer(rng).to_bytes();
-            self.run(&key, QueryKind::ClosestPeers, false);
+            self.run(&key, Operation::ClosestPeers, false);
         }
     }
 }
@@ -369,11 +369,14 @@ fn measure(n: usize, silent: f64, providers: usize, keys_each: usize, seed: u64)
             let o = optimistic.provide(&key, true);
             let p = today.provide(&key, false);
             assert!(
-                matches!(o.result, QueryResult::Provide(Ok(n)) if n >= 15),
+                matches!(o.result, QueryResult::Provide { result: Ok(n), .. } if n >= 15),
                 "{:?}",
                 o.result
             );
-            assert!(matches!(p.result, QueryResult::Provide(Ok(_))));
+            assert!(matches!(
+                p.result,
+                QueryResult::Provide { result: Ok(_), .. }
+            ));
             done.push(o.done);
             end.push(o.end);
             plain.push(p.done);

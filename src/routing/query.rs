@@ -17,15 +17,18 @@ use super::lookup::{Lookup, LookupStep};
 use super::netsize::{EstimateError, NetworkSizeEstimator};
 use super::optimistic::{Plan, Writes};
 use super::rtt::{later, Route, RttEstimator};
-use super::{QueryError, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary};
+use super::{
+    QueryError, QueryFailure, QueryId, QueryProgress, QueryResult, QueryStats, WritesSummary,
+};
 use crate::key::Key;
 use crate::network::message::{PeerRecord, Record, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
+use crate::provider::ProviderKey;
 use crate::server::Validators;
 
 /// What an operation does besides finding the closest peers.
 #[derive(Debug)]
-pub(crate) enum QueryKind {
+pub(crate) enum Operation {
     ClosestPeers,
     FindPeer {
         target: PeerId,
@@ -44,6 +47,8 @@ pub(crate) enum QueryKind {
     GetProviders {
         limit: Option<usize>,
         seen: FnvHashSet<PeerId>,
+        /// Every provider reported, in order: the result (bounded by `limit`).
+        found: Vec<PeerRecord>,
     },
     Provide {
         provider: PeerRecord,
@@ -79,7 +84,7 @@ pub(super) fn time_request(
 #[derive(Debug)]
 struct Query {
     key: Vec<u8>,
-    kind: QueryKind,
+    kind: Operation,
     lookup: Lookup,
     /// Peers the lookup asked while not connected to them: its dials.
     dials: usize,
@@ -92,7 +97,27 @@ struct Query {
     outbox: Vec<(PeerId, Vec<Multiaddr>, Request)>,
     /// Lookup requests asked for in this poll, until their ids are known (`on_sent`).
     unsent: Vec<(PeerId, Sent)>,
-    finished: Option<QueryResult>,
+    finished: Option<Outcome>,
+}
+
+/// How a query ended, before it becomes a [`QueryResult`] (see [`into_result`], which adds
+/// the key and, to a failure, what was found before it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// ClosestPeers: the closest peers that answered.
+    Peers(Vec<PeerRecord>),
+    /// FindPeer.
+    Peer(PeerRecord),
+    /// GetValue: the best record.
+    Record(Record),
+    /// PutValue, Provide: peers that stored it.
+    Stored(usize),
+    /// GetProviders: the providers the query gathered.
+    Providers,
+    /// Bootstrap: peers that answered.
+    Answered(usize),
+    /// The operation failed.
+    Failed(QueryError),
 }
 
 /// What the pool wants done.
@@ -144,7 +169,7 @@ impl QueryPool {
     pub(crate) fn start(
         &mut self,
         key: Vec<u8>,
-        kind: QueryKind,
+        kind: Operation,
         lookup: Lookup,
         timeout: Duration,
         now: Instant,
@@ -193,7 +218,7 @@ impl QueryPool {
         };
         if !matches!(
             query.kind,
-            QueryKind::PutValue { .. } | QueryKind::Provide { .. }
+            Operation::PutValue { .. } | Operation::Provide { .. }
         ) || query.fanout.is_some()
         {
             return false;
@@ -232,7 +257,7 @@ impl QueryPool {
     /// Reports a progress found locally before the query asks anyone (the local store).
     pub(crate) fn add_local_record(&mut self, id: QueryId, record: Record) {
         if let Some(Query {
-            kind: QueryKind::GetValue { records, .. },
+            kind: Operation::GetValue { records, .. },
             ..
         }) = self.queries.get_mut(&id)
         {
@@ -240,21 +265,26 @@ impl QueryPool {
         }
     }
 
-    /// Marks providers as already reported (the local store's), so they are not repeated.
-    pub(crate) fn add_seen_providers(&mut self, id: QueryId, providers: &[PeerRecord]) -> bool {
+    /// Adds the local store's providers, reported before the query asks anyone, so that they
+    /// are part of the result and not repeated. Returns whether they reach the limit.
+    pub(crate) fn add_local_providers(&mut self, id: QueryId, providers: &[PeerRecord]) -> bool {
         if let Some(Query {
-            kind: QueryKind::GetProviders { seen, limit },
+            kind: Operation::GetProviders { seen, limit, found },
             ..
         }) = self.queries.get_mut(&id)
         {
-            seen.extend(providers.iter().map(|p| p.id));
+            for provider in providers {
+                if seen.insert(provider.id) {
+                    found.push(provider.clone());
+                }
+            }
             return limit.is_some_and(|l| seen.len() >= l);
         }
         false
     }
 
     /// Ends a query now; its result is `result`.
-    pub(crate) fn finish(&mut self, id: QueryId, result: QueryResult) {
+    pub(crate) fn finish(&mut self, id: QueryId, result: Outcome) {
         if let Some(query) = self.queries.get_mut(&id) {
             query.finished.get_or_insert(result);
         }
@@ -420,7 +450,7 @@ impl QueryPool {
             // A refresh nobody answered (every dial failed, say at start-up) refreshed
             // nothing: the bucket stays due, for the next bootstrap or refresh.
             if let (
-                QueryKind::Bootstrap {
+                Operation::Bootstrap {
                     bucket: Some(bucket),
                 },
                 true,
@@ -429,7 +459,8 @@ impl QueryPool {
                 let bucket = *bucket;
                 actions.push(PoolAction::Refreshed(bucket));
             }
-            let result = query.finished.expect("finished");
+            let outcome = query.finished.take().expect("finished");
+            let result = into_result(&mut query, outcome);
             match query.fanout.as_ref().filter(|w| w.reported()) {
                 // The result went out already: what the writes achieved in the end.
                 Some(writes) => {
@@ -488,8 +519,8 @@ pub(super) fn sanitize(
 fn lookup_request(query: &Query) -> Request {
     let key = query.key.clone();
     match query.kind {
-        QueryKind::GetValue { .. } => Request::GetValue { key },
-        QueryKind::GetProviders { .. } => Request::GetProviders { key },
+        Operation::GetValue { .. } => Request::GetValue { key },
+        Operation::GetProviders { .. } => Request::GetProviders { key },
         _ => Request::FindNode { key },
     }
 }
@@ -505,12 +536,12 @@ fn handle_response(
 ) -> Vec<PeerRecord> {
     match response {
         Response::FindNode { closer_peers } => {
-            if let QueryKind::FindPeer { target } = query.kind {
+            if let Operation::FindPeer { target } = query.kind {
                 if let Some(found) = closer_peers
                     .iter()
                     .find(|p| p.id == target && !p.addrs.is_empty())
                 {
-                    query.finished = Some(QueryResult::FindPeer(Ok(found.clone())));
+                    query.finished = Some(Outcome::Peer(found.clone()));
                 }
             }
             closer_peers
@@ -519,7 +550,7 @@ fn handle_response(
             record,
             closer_peers,
         } => {
-            if let QueryKind::GetValue {
+            if let Operation::GetValue {
                 records,
                 without,
                 quorum,
@@ -551,7 +582,7 @@ fn handle_response(
             providers,
             closer_peers,
         } => {
-            if let QueryKind::GetProviders { limit, seen } = &mut query.kind {
+            if let Operation::GetProviders { limit, seen, found } = &mut query.kind {
                 // Bounded by the limit (the behaviour always sets one): a hostile answer with
                 // thousands of providers cannot grow the query.
                 let room = limit.map_or(usize::MAX, |l| l.saturating_sub(seen.len()));
@@ -561,10 +592,11 @@ fn handle_response(
                     .take(room)
                     .collect();
                 if !new.is_empty() {
+                    found.extend(new.iter().cloned());
                     actions.push(PoolAction::Progress(id, QueryProgress::ProvidersFound(new)));
                 }
                 if limit.is_some_and(|l| seen.len() >= l) {
-                    query.finished = Some(QueryResult::GetProviders(Ok(seen.len())));
+                    query.finished = Some(Outcome::Providers);
                 }
             }
             closer_peers
@@ -577,8 +609,8 @@ fn handle_response(
 /// without a record, or with an outdated one, are sent the best.
 fn correct_entries(query: &mut Query) {
     let (
-        Some(QueryResult::GetValue(Ok(best))),
-        QueryKind::GetValue {
+        Some(Outcome::Record(best)),
+        Operation::GetValue {
             records, without, ..
         },
     ) = (&query.finished, &query.kind)
@@ -610,17 +642,17 @@ fn best_record(
     key: &[u8],
     records: &[(Option<PeerId>, Record)],
     validators: &Validators,
-) -> QueryResult {
+) -> Outcome {
     let values: Vec<&[u8]> = records.iter().map(|(_, r)| r.value.as_slice()).collect();
     match validators.select(key, &values) {
-        Ok(best) => QueryResult::GetValue(Ok(records[best].1.clone())),
-        Err(_) => QueryResult::GetValue(Err(QueryError::NotFound)),
+        Ok(best) => Outcome::Record(records[best].1.clone()),
+        Err(_) => Outcome::Failed(QueryError::NotFound),
     }
 }
 
 /// The result at the deadline: what was achieved so far when there is something to report
 /// (stores done in fan-out, records received), else a timeout.
-fn timeout_result(query: &Query, validators: &Validators) -> QueryResult {
+fn timeout_result(query: &Query, validators: &Validators) -> Outcome {
     if let Some(writes) = query
         .fanout
         .as_ref()
@@ -628,20 +660,12 @@ fn timeout_result(query: &Query, validators: &Validators) -> QueryResult {
     {
         return fanout_result(query, writes.succeeded());
     }
-    if let QueryKind::GetValue { records, .. } = &query.kind {
+    if let Operation::GetValue { records, .. } = &query.kind {
         if !records.is_empty() {
             return best_record(&query.key, records, validators);
         }
     }
-    match &query.kind {
-        QueryKind::ClosestPeers => QueryResult::ClosestPeers(Err(QueryError::Timeout)),
-        QueryKind::FindPeer { .. } => QueryResult::FindPeer(Err(QueryError::Timeout)),
-        QueryKind::GetValue { .. } => QueryResult::GetValue(Err(QueryError::Timeout)),
-        QueryKind::PutValue { .. } => QueryResult::PutValue(Err(QueryError::Timeout)),
-        QueryKind::GetProviders { .. } => QueryResult::GetProviders(Err(QueryError::Timeout)),
-        QueryKind::Provide { .. } => QueryResult::Provide(Err(QueryError::Timeout)),
-        QueryKind::Bootstrap { .. } => QueryResult::Bootstrap(Err(QueryError::Timeout)),
-    }
+    Outcome::Failed(QueryError::Timeout)
 }
 
 /// One step of a query: ask the next peers, or move on to its end.
@@ -694,20 +718,20 @@ fn advance(
         closest: closest.iter().map(|p| p.id).collect(),
     });
     query.finished = match &mut query.kind {
-        QueryKind::ClosestPeers => Some(QueryResult::ClosestPeers(Ok(closest.clone()))),
-        QueryKind::FindPeer { .. } => Some(QueryResult::FindPeer(Err(QueryError::NotFound))),
-        QueryKind::Bootstrap { .. } => Some(QueryResult::Bootstrap(Ok(closest.len()))),
-        QueryKind::GetProviders { seen, .. } => Some(QueryResult::GetProviders(Ok(seen.len()))),
-        QueryKind::GetValue { records, .. } => {
+        Operation::ClosestPeers => Some(Outcome::Peers(closest.clone())),
+        Operation::FindPeer { .. } => Some(Outcome::Failed(QueryError::NotFound)),
+        Operation::Bootstrap { .. } => Some(Outcome::Answered(closest.len())),
+        Operation::GetProviders { .. } => Some(Outcome::Providers),
+        Operation::GetValue { records, .. } => {
             if records.is_empty() {
-                Some(QueryResult::GetValue(Err(QueryError::NotFound)))
+                Some(Outcome::Failed(QueryError::NotFound))
             } else {
                 let result = best_record(&query.key, records, validators);
                 Some(result)
             }
         }
         // The writes, below.
-        QueryKind::PutValue { .. } | QueryKind::Provide { .. } => None,
+        Operation::PutValue { .. } | Operation::Provide { .. } => None,
     };
     correct_entries(query);
     if query.finished.is_none() {
@@ -715,34 +739,119 @@ fn advance(
     }
 }
 
-/// The result of a fan-out that stored at `succeeded` peers (pending ones count as failed).
-fn fanout_result(query: &Query, succeeded: usize) -> QueryResult {
+/// The outcome of a fan-out that stored at `succeeded` peers (pending ones count as failed).
+fn fanout_result(query: &Query, succeeded: usize) -> Outcome {
     match &query.kind {
-        QueryKind::PutValue { quorum, .. } => {
-            if succeeded >= *quorum {
-                QueryResult::PutValue(Ok(succeeded))
-            } else {
-                QueryResult::PutValue(Err(QueryError::QuorumFailed {
-                    stored: succeeded,
-                    needed: *quorum,
-                }))
-            }
+        Operation::PutValue { quorum, .. } if succeeded < *quorum => {
+            Outcome::Failed(QueryError::QuorumFailed {
+                stored: succeeded,
+                needed: *quorum,
+            })
         }
-        _ => {
-            if succeeded > 0 {
-                QueryResult::Provide(Ok(succeeded))
-            } else {
-                QueryResult::Provide(Err(QueryError::NoPeers))
-            }
-        }
+        Operation::PutValue { .. } => Outcome::Stored(succeeded),
+        _ if succeeded > 0 => Outcome::Stored(succeeded),
+        _ => Outcome::Failed(QueryError::NoPeers),
     }
 }
 
-fn fanout_result_empty(query: &Query) -> QueryResult {
-    match &query.kind {
-        QueryKind::PutValue { .. } => QueryResult::PutValue(Err(QueryError::NoPeers)),
-        _ => QueryResult::Provide(Err(QueryError::NoPeers)),
+fn fanout_result_empty() -> Outcome {
+    Outcome::Failed(QueryError::NoPeers)
+}
+
+/// The result of `query` that ended with `outcome`: its key, and what it found before a
+/// failure. A lookup that found nothing because not one server answered says so
+/// ([`QueryError::NoServers`]) rather than reporting an empty success.
+fn into_result(query: &mut Query, outcome: Outcome) -> QueryResult {
+    let outcome = explain_empty(query, outcome);
+    let key = query.key.clone();
+    let closest = query.lookup.result();
+    let stored = query.fanout.as_ref().map_or(0, |w| w.succeeded());
+    match &mut query.kind {
+        Operation::ClosestPeers => QueryResult::ClosestPeers {
+            key,
+            result: match outcome {
+                Outcome::Peers(peers) => Ok(peers),
+                other => Err(failure(other, closest)),
+            },
+        },
+        Operation::FindPeer { target } => QueryResult::FindPeer {
+            peer: *target,
+            result: match outcome {
+                Outcome::Peer(peer) => Ok(peer),
+                other => Err(failure(other, closest)),
+            },
+        },
+        Operation::GetValue { .. } => QueryResult::GetValue {
+            key,
+            result: match outcome {
+                Outcome::Record(record) => Ok(record),
+                other => Err(failure(other, closest)),
+            },
+        },
+        Operation::PutValue { .. } => QueryResult::PutValue {
+            key,
+            result: match outcome {
+                Outcome::Stored(n) => Ok(n),
+                other => Err(failure(other, stored)),
+            },
+        },
+        Operation::Provide { .. } => QueryResult::Provide {
+            key: ProviderKey::from_stored(key),
+            result: match outcome {
+                Outcome::Stored(n) => Ok(n),
+                other => Err(failure(other, stored)),
+            },
+        },
+        Operation::GetProviders { found, .. } => {
+            let found = std::mem::take(found);
+            QueryResult::FindProviders {
+                key: ProviderKey::from_stored(key),
+                result: match outcome {
+                    Outcome::Providers => Ok(found),
+                    other => Err(failure(other, found)),
+                },
+            }
+        }
+        Operation::Bootstrap { .. } => QueryResult::Bootstrap(match outcome {
+            Outcome::Answered(n) => Ok(n),
+            other => Err(failure(other, closest.len())),
+        }),
     }
+}
+
+/// An empty or not-found outcome of a query that not one server answered becomes
+/// [`QueryError::NoServers`]: the likely cause (no node serves the DHT) is worth more to the
+/// caller than an empty success.
+fn explain_empty(query: &Query, outcome: Outcome) -> Outcome {
+    if query.stats.successes > 0 {
+        return outcome;
+    }
+    let empty = match &outcome {
+        Outcome::Peers(peers) => peers.is_empty(),
+        Outcome::Answered(n) => *n == 0,
+        Outcome::Failed(error) => matches!(error, QueryError::NotFound | QueryError::NoPeers),
+        Outcome::Providers => {
+            matches!(&query.kind, Operation::GetProviders { found, .. } if found.is_empty())
+        }
+        Outcome::Peer(_) | Outcome::Record(_) | Outcome::Stored(_) => false,
+    };
+    if empty {
+        Outcome::Failed(QueryError::NoServers {
+            asked: query.stats.requests,
+        })
+    } else {
+        outcome
+    }
+}
+
+/// The failure of an outcome that is not its operation's success.
+fn failure<P>(outcome: Outcome, found: P) -> QueryFailure<P> {
+    let error = match outcome {
+        Outcome::Failed(error) => error,
+        // An outcome of another operation's kind cannot be built; were it, it is no answer.
+        _ => QueryError::NotFound,
+    };
+    QueryFailure { error, found }
 }
 
 #[path = "query_writes.rs"]

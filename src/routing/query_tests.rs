@@ -32,7 +32,7 @@ fn pk() -> Record {
 fn start(
     pool: &mut QueryPool,
     key: &[u8],
-    kind: QueryKind,
+    kind: Operation,
     peers: &[PeerId],
     now: Instant,
 ) -> QueryId {
@@ -76,7 +76,7 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
     let now = Instant::now();
     let peers = [PeerId::random(), PeerId::random()];
     let record = pk();
-    let kind = QueryKind::PutValue {
+    let kind = Operation::PutValue {
         record: record.clone(),
         quorum: 1,
     };
@@ -111,7 +111,10 @@ fn fan_out_goes_out_in_the_poll_that_ends_the_lookup() {
             _ => None,
         })
         .collect();
-    assert_eq!(finished, vec![QueryResult::PutValue(Ok(1))]);
+    assert!(matches!(
+        &finished[..],
+        [QueryResult::PutValue { result: Ok(1), .. }]
+    ));
     // The request left pending is an orphan: its outcome is swallowed, not reported.
     assert!(pool.owns(&puts[1].0));
     assert!(pool
@@ -133,7 +136,7 @@ fn requests_of_a_query_ended_by_its_quorum_stay_owned() {
     let now = Instant::now();
     let peers = [PeerId::random(), PeerId::random(), PeerId::random()];
     let record = pk();
-    let kind = QueryKind::GetValue {
+    let kind = Operation::GetValue {
         quorum: Some(1),
         records: vec![],
         without: vec![],
@@ -153,7 +156,7 @@ fn requests_of_a_query_ended_by_its_quorum_stay_owned() {
         .any(|a| matches!(a, PoolAction::Progress(..))));
     let actions = pool.poll(now, &validators, &all_connected);
     assert!(actions.iter().any(
-        |a| matches!(a, PoolAction::Finished(q, QueryResult::GetValue(Ok(_)), _) if *q == query)
+        |a| matches!(a, PoolAction::Finished(q, QueryResult::GetValue { result: Ok(_), .. }, _) if *q == query)
     ));
     // The other two were still in flight: owned, swallowed.
     for (id, _, _) in &asked[1..] {
@@ -174,9 +177,10 @@ fn a_hostile_provider_flood_is_bounded_by_the_limit() {
     let mut pool = QueryPool::default();
     let now = Instant::now();
     let peer = PeerId::random();
-    let kind = QueryKind::GetProviders {
+    let kind = Operation::GetProviders {
         limit: Some(10),
         seen: Default::default(),
+        found: Vec::new(),
     };
     start(&mut pool, b"key", kind, &[peer], now);
     let mut next = 0;
@@ -199,7 +203,7 @@ fn a_hostile_provider_flood_is_bounded_by_the_limit() {
     let actions = pool.poll(now, &validators, &all_connected);
     assert!(actions.iter().any(|a| matches!(
         a,
-        PoolAction::Finished(_, QueryResult::GetProviders(Ok(10)), _)
+        PoolAction::Finished(_, QueryResult::FindProviders { result: Ok(p), .. }, _) if p.len() == 10
     )));
 }
 
@@ -210,7 +214,7 @@ fn get_value_corrects_the_closest_peers_without_the_record() {
     let now = Instant::now();
     let peers = [PeerId::random(), PeerId::random()];
     let record = pk();
-    let kind = QueryKind::GetValue {
+    let kind = Operation::GetValue {
         quorum: None,
         records: vec![],
         without: vec![],
@@ -246,9 +250,10 @@ fn get_value_corrects_the_closest_peers_without_the_record() {
         vec![asked[1].1],
         "only the peer without the record"
     );
-    assert!(actions
-        .iter()
-        .any(|a| matches!(a, PoolAction::Finished(_, QueryResult::GetValue(Ok(_)), _))));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        PoolAction::Finished(_, QueryResult::GetValue { result: Ok(_), .. }, _)
+    )));
 }
 
 #[test]
@@ -269,7 +274,7 @@ fn a_lookup_dials_at_most_its_budget_of_new_peers() {
     );
     pool.start(
         b"budget".to_vec(),
-        QueryKind::ClosestPeers,
+        Operation::ClosestPeers,
         lookup,
         Duration::from_secs(60),
         now,
@@ -295,7 +300,7 @@ fn a_lookup_dials_at_most_its_budget_of_new_peers() {
     assert!(!actions.iter().any(|a| matches!(a, PoolAction::Send { .. })));
     assert!(actions
         .iter()
-        .any(|a| matches!(a, PoolAction::Finished(_, QueryResult::ClosestPeers(Ok(p)), _) if p.len() == 1)));
+        .any(|a| matches!(a, PoolAction::Finished(_, QueryResult::ClosestPeers { result: Ok(p), .. }, _) if p.len() == 1)));
 }
 
 #[test]
@@ -305,7 +310,7 @@ fn every_address_an_answer_gives_passes_the_filter() {
     let now = Instant::now();
     let seed = PeerId::random();
     let target = PeerId::random();
-    let kind = QueryKind::FindPeer { target };
+    let kind = Operation::FindPeer { target };
     start(&mut pool, &target.to_bytes(), kind, &[seed], now);
     let mut next = 0;
     let actions = pool.poll(now, &validators, &all_connected);
@@ -324,7 +329,13 @@ fn every_address_an_answer_gives_passes_the_filter() {
     pool.on_result(asked[0].0, answer, now, &validators, &first_two);
     let actions = pool.poll(now, &validators, &all_connected);
     let found = actions.iter().find_map(|a| match a {
-        PoolAction::Finished(_, QueryResult::FindPeer(Ok(found)), _) => Some(found),
+        PoolAction::Finished(
+            _,
+            QueryResult::FindPeer {
+                result: Ok(found), ..
+            },
+            _,
+        ) => Some(found),
         _ => None,
     });
     assert_eq!(found.map(|f| f.addrs.len()), Some(2));
@@ -345,7 +356,7 @@ fn lookup_requests_get_deadlines_from_the_round_trips_observed() {
     let mut pool = QueryPool::default();
     let t0 = Instant::now();
     let peers: Vec<PeerId> = (0..30).map(|_| PeerId::random()).collect();
-    start(&mut pool, b"rtt", QueryKind::ClosestPeers, &peers, t0);
+    start(&mut pool, b"rtt", Operation::ClosestPeers, &peers, t0);
     let mut next = 0;
     let actions = pool.poll(t0, &validators, &all_connected);
     let asked = sent(&mut pool, actions, &mut next);
@@ -385,7 +396,7 @@ fn dials_are_timed_apart() {
     let mut pool = QueryPool::default();
     let t0 = Instant::now();
     let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
-    start(&mut pool, b"dial", QueryKind::ClosestPeers, &peers, t0);
+    start(&mut pool, b"dial", Operation::ClosestPeers, &peers, t0);
     let nobody = |_: &PeerId| false;
     let mut next = 0;
     let actions = pool.poll(t0, &validators, &nobody);
@@ -412,7 +423,7 @@ fn late_answers_of_ended_queries_are_samples_and_nothing_stays() {
     let mut pool = QueryPool::default();
     let t0 = Instant::now();
     let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
-    let query = start(&mut pool, b"late", QueryKind::ClosestPeers, &peers, t0);
+    let query = start(&mut pool, b"late", Operation::ClosestPeers, &peers, t0);
     let mut next = 0;
     let actions = pool.poll(t0, &validators, &all_connected);
     let asked = sent(&mut pool, actions, &mut next);
@@ -453,7 +464,7 @@ fn a_lookup_that_ended_leaves_no_deadline_in_the_past() {
         peers.iter().map(|p| record(*p)),
         config,
     );
-    let kind = QueryKind::PutValue {
+    let kind = Operation::PutValue {
         record: value.clone(),
         quorum: 1,
     };
@@ -493,7 +504,7 @@ fn a_refresh_nobody_answered_leaves_its_bucket_due() {
     let peers = [PeerId::random(), PeerId::random()];
     let refreshed = |answer: bool| {
         let mut pool = QueryPool::default();
-        let kind = QueryKind::Bootstrap { bucket: Some(3) };
+        let kind = Operation::Bootstrap { bucket: Some(3) };
         start(&mut pool, b"refresh target", kind, &peers, now);
         let mut next = 0;
         let actions = pool.poll(now, &validators, &all_connected);
@@ -533,7 +544,7 @@ fn timeouts_of_duration_max_saturate() {
         peers.iter().map(|p| record(*p)),
         config,
     );
-    let kind = QueryKind::ClosestPeers;
+    let kind = Operation::ClosestPeers;
     pool.start(b"max".to_vec(), kind, lookup, Duration::MAX, t0);
     let mut next = 0;
     let actions = pool.poll(t0, &validators, &all_connected);

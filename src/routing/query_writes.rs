@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use libp2p::PeerId;
 
-use super::{fanout_result, fanout_result_empty, PoolAction, Query, QueryKind};
+use super::{fanout_result, fanout_result_empty, into_result, Operation, PoolAction, Query};
 use crate::network::message::{PeerRecord, Request, Response};
 use crate::network::RequestError;
 use crate::routing::optimistic::Writes;
@@ -27,18 +27,18 @@ pub(super) fn on_write_outcome(
     // result may hold peers still being asked. A failure could be either; it counts as the
     // write's (a write's success then arriving is not counted: an undercount, never more).
     let is_write = match (&query.kind, result) {
-        (QueryKind::PutValue { .. }, Ok(Some(Response::PutValue { .. }))) => true,
-        (QueryKind::Provide { .. }, Ok(None)) => true,
+        (Operation::PutValue { .. }, Ok(Some(Response::PutValue { .. }))) => true,
+        (Operation::Provide { .. }, Ok(None)) => true,
         (_, Ok(Some(_))) => false,
         _ => true,
     };
     if is_write && writes.awaits(peer) {
         let stored = match (&query.kind, result) {
             // go's client checks that the echo carries our value.
-            (QueryKind::PutValue { record, .. }, Ok(Some(Response::PutValue { record: echo }))) => {
+            (Operation::PutValue { record, .. }, Ok(Some(Response::PutValue { record: echo }))) => {
                 echo.value == record.value
             }
-            (QueryKind::PutValue { .. }, _) => false,
+            (Operation::PutValue { .. }, _) => false,
             (_, r) => r.is_ok(),
         };
         writes.on_outcome(peer, stored);
@@ -52,7 +52,7 @@ pub(super) fn write_closest(query: &mut Query, closest: &[PeerRecord]) {
     let writes = query.fanout.get_or_insert_with(Writes::default);
     let unwritten = writes.on_walk_end(closest);
     if writes.none_written() {
-        query.finished = Some(fanout_result_empty(query));
+        query.finished = Some(fanout_result_empty());
     } else if let Some(request) = write_request(query) {
         for peer in unwritten {
             query.outbox.push((peer.id, peer.addrs, request.clone()));
@@ -63,10 +63,10 @@ pub(super) fn write_closest(query: &mut Query, closest: &[PeerRecord]) {
 /// The request that writes a PutValue's record or a Provide's provider record.
 fn write_request(query: &Query) -> Option<Request> {
     match &query.kind {
-        QueryKind::PutValue { record, .. } => Some(Request::PutValue {
+        Operation::PutValue { record, .. } => Some(Request::PutValue {
             record: record.clone(),
         }),
-        QueryKind::Provide { provider } => Some(Request::AddProvider {
+        Operation::Provide { provider } => Some(Request::AddProvider {
             key: query.key.clone(),
             providers: vec![provider.clone()],
         }),
@@ -111,7 +111,7 @@ pub(super) fn report_early(
     actions: &mut Vec<PoolAction>,
 ) {
     let quorum = match query.kind {
-        QueryKind::PutValue { quorum, .. } => quorum,
+        Operation::PutValue { quorum, .. } => quorum,
         _ => 1,
     };
     let Some(writes) = query.fanout.as_mut() else {
@@ -124,9 +124,6 @@ pub(super) fn report_early(
     let succeeded = writes.succeeded();
     let mut stats = query.stats;
     stats.finish(now, query.lookup.hops());
-    actions.push(PoolAction::Finished(
-        id,
-        fanout_result(query, succeeded),
-        stats,
-    ));
+    let outcome = fanout_result(query, succeeded);
+    actions.push(PoolAction::Finished(id, into_result(query, outcome), stats));
 }

@@ -20,7 +20,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::address_book::{AddressBook, Closed};
 use super::keep_alive::{KeepAlive, KeptConnections};
-use super::{Admission, Eviction, Failure, RoutingTable};
+use super::{Admission, Eviction, Failure, RemovalReason, RoutingTable};
 use crate::network::message::Request;
 use crate::network::{OutboundRequestId, RequestError};
 
@@ -43,8 +43,8 @@ struct ConnectedPeer {
 pub(crate) enum TableChange {
     /// The peer entered the table.
     Added(PeerId),
-    /// The peer left the table, maybe replaced by a candidate.
-    Removed(Eviction),
+    /// The peer left the table, maybe replaced by a candidate, and why.
+    Removed(Eviction, RemovalReason),
 }
 
 /// Why the DHT dials a peer, as the debug log tells (`kadence::dial`): what a lookup's dials
@@ -132,7 +132,7 @@ impl Maintenance {
         }
         self.table
             .on_request_failed(peer, Failure::NoAnswer, now)
-            .map(TableChange::Removed)
+            .map(|e| TableChange::Removed(e, RemovalReason::Unresponsive))
     }
 
     /// The routing table changed: which connections to keep open now.
@@ -277,7 +277,7 @@ impl Maintenance {
         }
         self.table
             .on_request_failed(peer, Failure::Unreachable, now)
-            .map(TableChange::Removed)
+            .map(|e| TableChange::Removed(e, RemovalReason::Unreachable))
     }
 
     /// A listen address of the peer was reported (identify, or another behaviour). The peer is
@@ -310,8 +310,15 @@ impl Maintenance {
         if supported {
             self.admit(peer, now, false)
         } else {
-            self.table.remove(&peer).map(TableChange::Removed)
+            self.remove(&peer, RemovalReason::NotServing)
         }
+    }
+
+    /// Removes `peer` from the table, for `reason`.
+    pub(crate) fn remove(&mut self, peer: &PeerId, reason: RemovalReason) -> Option<TableChange> {
+        self.table
+            .remove(peer)
+            .map(|e| TableChange::Removed(e, reason))
     }
 
     /// An outbound request finished. Returns whether it was a liveness check (internal: not
@@ -328,9 +335,7 @@ impl Maintenance {
             Ok(_) => self.admit(peer, now, true),
             // Not the peer's fault: a check that could not even be queued is simply retried.
             Err(RequestError::QueueFull) => None,
-            Err(RequestError::UnsupportedProtocol) => {
-                self.table.remove(&peer).map(TableChange::Removed)
-            }
+            Err(RequestError::UnsupportedProtocol) => self.remove(&peer, RemovalReason::NotServing),
             // One dial or one connection fails every request it carried at once: that is one
             // failure of the peer, counted by `on_dial_failed` or `on_unreachable`, not one per
             // request.

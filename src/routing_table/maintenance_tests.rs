@@ -37,7 +37,7 @@ fn only_servers_with_addresses_enter() {
     // Switching to client mode removes it.
     assert!(matches!(
         m.on_protocol_support(server, false, now),
-        Some(TableChange::Removed(_))
+        Some(TableChange::Removed(..))
     ));
 }
 
@@ -101,7 +101,7 @@ fn known_addresses_never_admit_a_client() {
     m.on_connected(peer, conn(), addr(40002), None);
     assert!(matches!(
         m.on_protocol_support(peer, false, now),
-        Some(TableChange::Removed(_))
+        Some(TableChange::Removed(..))
     ));
     assert!(!m.table().contains(&peer));
 }
@@ -143,7 +143,7 @@ fn answering_a_request_admits_and_failures_evict() {
     }
     let at = now + Duration::from_secs(60);
     let (_, change) = m.on_request_finished(OutboundRequestId(9), peer, &err, at);
-    assert!(matches!(change, Some(TableChange::Removed(_))));
+    assert!(matches!(change, Some(TableChange::Removed(..))));
 }
 
 /// A server `m` admitted, connected on `connection`.
@@ -190,7 +190,7 @@ fn timeouts_while_overloaded_are_not_counted() {
     );
     // ...the third does.
     let (_, change) = m.on_request_finished(OutboundRequestId(12), peer, &err, at);
-    assert!(matches!(change, Some(TableChange::Removed(_))));
+    assert!(matches!(change, Some(TableChange::Removed(..))));
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn only_our_own_refused_dials_evict() {
     assert_eq!(m.on_dial_failed(&peer, &[], None, true, now), None);
     assert!(m.table().contains(&peer));
     let change = m.on_dial_failed(&peer, &[addr(1)], refused, true, now);
-    assert!(matches!(change, Some(TableChange::Removed(e)) if e.removed == peer));
+    assert!(matches!(change, Some(TableChange::Removed(e, _)) if e.removed == peer));
 }
 
 #[test]

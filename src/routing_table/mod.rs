@@ -187,6 +187,31 @@ pub struct Eviction {
     pub promoted: Option<PeerId>,
 }
 
+/// Why a peer left the routing table ([`Event::PeerRemoved`](crate::Event::PeerRemoved)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemovalReason {
+    /// It failed requests or a liveness check too often.
+    Unresponsive,
+    /// A dial of ours was refused outright (nothing listens at its addresses).
+    Unreachable,
+    /// It stopped serving the protocol (identify says so, or it refused a stream).
+    NotServing,
+    /// The application removed it ([`Behaviour::remove_peer`](crate::Behaviour::remove_peer)).
+    Removed,
+}
+
+impl RemovalReason {
+    /// A short name for logs and metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RemovalReason::Unresponsive => "unresponsive",
+            RemovalReason::Unreachable => "unreachable",
+            RemovalReason::NotServing => "not_serving",
+            RemovalReason::Removed => "removed",
+        }
+    }
+}
+
 /// A refresh lookup to run: a FIND_NODE for `target` explores `bucket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTarget {

@@ -178,7 +178,7 @@ impl Peer {
         bootstrap: Option<(PeerId, Multiaddr)>,
     ) -> Peer {
         if let Some((peer, peer_addr)) = bootstrap {
-            swarm.behaviour_mut().dht.add_address(peer, peer_addr);
+            let _ = swarm.behaviour_mut().dht.add_address(peer, peer_addr);
         }
         let (commands, rx) = mpsc::unbounded_channel();
         let (noted_tx, noted) = mpsc::unbounded_channel();
@@ -317,7 +317,9 @@ impl Peer {
             .run_accelerated(move |dht| Some(dht.find_peer(wanted)))
             .await;
         match done.result {
-            QueryResult::FindPeer(Ok(peer)) if peer.id == wanted => peer.addrs,
+            QueryResult::FindPeer {
+                result: Ok(peer), ..
+            } if peer.id == wanted => peer.addrs,
             _ => panic!("{done:?}"),
         }
     }
@@ -328,7 +330,9 @@ impl Peer {
             .run_accelerated(move |dht| dht.put_value(record, None).ok())
             .await;
         match done.result {
-            QueryResult::PutValue(Ok(stored)) => stored,
+            QueryResult::PutValue {
+                result: Ok(stored), ..
+            } => stored,
             _ => panic!("{done:?}"),
         }
     }
@@ -343,16 +347,26 @@ impl Peer {
             .run_accelerated(move |dht| Some(dht.get_value(key, quorum)))
             .await;
         match done.result {
-            QueryResult::GetValue(Ok(record)) => record.value,
+            QueryResult::GetValue {
+                result: Ok(record), ..
+            } => record.value,
             _ => panic!("{done:?}"),
         }
     }
 
     /// Provides `key` from the full table; to how many peers the record was written.
     pub async fn accelerated_provide(&self, key: Vec<u8>) -> usize {
-        let done = self.run_accelerated(move |dht| dht.provide(key).ok()).await;
+        let done = self
+            .run_accelerated(move |dht| {
+                dht.provide(kadence::ProviderKey::try_from(key).unwrap())
+                    .ok()
+            })
+            .await;
         match done.result {
-            QueryResult::Provide(Ok(written)) => written,
+            QueryResult::Provide {
+                result: Ok(written),
+                ..
+            } => written,
             _ => panic!("{done:?}"),
         }
     }
@@ -360,7 +374,9 @@ impl Peer {
     /// Looks for `key`'s providers from the full table and asserts that `provider` is found.
     pub async fn accelerated_find_provider(&self, key: Vec<u8>, provider: PeerId) {
         let done = self
-            .run_accelerated(move |dht| Some(dht.find_providers(key, None)))
+            .run_accelerated(move |dht| {
+                Some(dht.find_providers(kadence::ProviderKey::try_from(key).unwrap(), None))
+            })
             .await;
         assert!(providers_in(&done.progress).contains(&provider), "{done:?}");
     }

@@ -118,7 +118,7 @@ impl TestNode {
         bootstrap: Option<(PeerId, Multiaddr)>,
     ) -> TestNode {
         if let Some((peer, peer_addr)) = bootstrap {
-            swarm.behaviour_mut().dht.add_address(peer, peer_addr);
+            let _ = swarm.behaviour_mut().dht.add_address(peer, peer_addr);
         }
         let id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::unbounded_channel();

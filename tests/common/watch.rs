@@ -74,7 +74,7 @@ impl Seen {
                 } => {
                     self.support.insert(peer, supported);
                 }
-                kadence::Event::RoutingUpdated { peer } => {
+                kadence::Event::RoutingUpdated { peer, .. } => {
                     self.admitted.insert(peer);
                 }
                 kadence::Event::PeerRemoved { peer, .. } => {
