@@ -531,3 +531,42 @@ fn a_crawl_runs_through_the_behaviour_and_stays_internal() {
     );
     assert!(behaviour.is_accelerated(), "the k-bucket table's one peer");
 }
+
+#[test]
+fn remove_peer_takes_a_peer_out_and_says_why() {
+    let config = crate::Config::new(StreamProtocol::new("/fuzz/kad/1.0.0"));
+    let mut behaviour = Behaviour::new(PeerId::random(), config);
+    let peer = PeerId::random();
+    let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    assert_eq!(
+        behaviour.add_address(peer, addr.clone()),
+        crate::routing_table::Admission::Inserted
+    );
+    let mut cx = Context::from_waker(noop_waker_ref());
+    let mut events = Vec::new();
+    while let Poll::Ready(action) = behaviour.poll(&mut cx) {
+        if let ToSwarm::GenerateEvent(event) = action {
+            events.push(event);
+        }
+    }
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::RoutingUpdated { peer: p, addresses } if *p == peer && addresses == &[addr.clone()]
+        )),
+        "{events:?}"
+    );
+    assert!(behaviour.remove_peer(&peer));
+    assert!(!behaviour.remove_peer(&peer), "gone already");
+    assert!(behaviour.routing_table().addresses(&peer).is_none());
+    let mut removed = Vec::new();
+    while let Poll::Ready(action) = behaviour.poll(&mut cx) {
+        if let ToSwarm::GenerateEvent(Event::PeerRemoved { peer, reason, .. }) = action {
+            removed.push((peer, reason));
+        }
+    }
+    assert_eq!(
+        removed,
+        vec![(peer, crate::routing_table::RemovalReason::Removed)]
+    );
+}

@@ -564,3 +564,130 @@ fn timeouts_of_duration_max_saturate() {
         .iter()
         .any(|a| matches!(a, PoolAction::Finished(..))));
 }
+
+fn finished(actions: &[PoolAction]) -> Vec<&QueryResult> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            PoolAction::Finished(_, result, _) => Some(result),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lookup_that_times_out_returns_the_peers_it_reached() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let peers: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+    start(&mut pool, b"key", Operation::ClosestPeers, &peers, now);
+    let mut next = 0;
+    let actions = pool.poll(now, &validators, &all_connected);
+    let asked = sent(&mut pool, actions, &mut next);
+    assert_eq!(asked.len(), 3);
+    // One answers; the others stay silent past the operation's deadline.
+    pool.on_result(asked[0].0, find_node_answer(), now, &validators, &keep_all);
+    let actions = pool.poll(now + Duration::from_secs(61), &validators, &all_connected);
+    let results = finished(&actions);
+    let [QueryResult::ClosestPeers {
+        key,
+        result: Err(QueryFailure { error, found }),
+    }] = &results[..]
+    else {
+        panic!("{results:?}")
+    };
+    assert_eq!(key, b"key");
+    assert_eq!(*error, QueryError::Timeout);
+    assert_eq!(
+        found.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![asked[0].1],
+        "the peer that answered is kept"
+    );
+}
+
+#[test]
+fn providers_found_before_a_timeout_are_kept_and_a_full_result_has_them_all() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    let peers: Vec<PeerId> = (0..2).map(|_| PeerId::random()).collect();
+    let kind = Operation::GetProviders {
+        limit: Some(100),
+        seen: Default::default(),
+        found: Vec::new(),
+    };
+    let id = start(&mut pool, b"mh", kind, &peers, now);
+    let local = record(PeerId::random());
+    assert!(!pool.add_local_providers(id, std::slice::from_ref(&local)));
+    let mut next = 0;
+    let actions = pool.poll(now, &validators, &all_connected);
+    let asked = sent(&mut pool, actions, &mut next);
+    let remote = record(PeerId::random());
+    let answer = Ok(Some(Response::GetProviders {
+        providers: vec![remote.clone(), local.clone()],
+        closer_peers: vec![],
+    }));
+    pool.on_result(asked[0].0, answer, now, &validators, &keep_all);
+    let actions = pool.poll(now + Duration::from_secs(61), &validators, &all_connected);
+    let results = finished(&actions);
+    let [QueryResult::FindProviders {
+        key,
+        result: Err(QueryFailure { error, found }),
+    }] = &results[..]
+    else {
+        panic!("{results:?}")
+    };
+    assert_eq!(key.as_bytes(), b"mh");
+    assert_eq!(*error, QueryError::Timeout);
+    assert_eq!(found, &vec![local, remote], "local first, no duplicate");
+}
+
+#[test]
+fn a_lookup_no_server_answered_says_so() {
+    let validators = Validators::default();
+    let mut pool = QueryPool::default();
+    let now = Instant::now();
+    // An empty routing table: nobody to ask.
+    start(&mut pool, b"key", Operation::ClosestPeers, &[], now);
+    let actions = pool.poll(now, &validators, &all_connected);
+    assert!(matches!(
+        &finished(&actions)[..],
+        [QueryResult::ClosestPeers {
+            result: Err(QueryFailure {
+                error: QueryError::NoServers { asked: 0 },
+                ..
+            }),
+            ..
+        }]
+    ));
+    // Every peer asked refuses (a client in automatic mode does not answer).
+    let peers: Vec<PeerId> = (0..2).map(|_| PeerId::random()).collect();
+    start(
+        &mut pool,
+        b"key",
+        Operation::Bootstrap { bucket: None },
+        &peers,
+        now,
+    );
+    let mut next = 0;
+    let actions = pool.poll(now, &validators, &all_connected);
+    for (id, _, _) in sent(&mut pool, actions, &mut next) {
+        let refused = Err(RequestError::UnsupportedProtocol);
+        pool.on_result(id, refused, now, &validators, &keep_all);
+    }
+    let actions = pool.poll(now, &validators, &all_connected);
+    let results = finished(&actions);
+    assert!(
+        matches!(
+            &results[..],
+            [QueryResult::Bootstrap(Err(QueryFailure {
+                error: QueryError::NoServers { asked: 2 },
+                found: 0,
+            }))]
+        ),
+        "{results:?}"
+    );
+    let message = results[0].error().unwrap().to_string();
+    assert!(message.contains("add_external_address"), "{message}");
+}

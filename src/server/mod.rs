@@ -1,5 +1,5 @@
-//! Server: answers inbound requests from the routing table and the stores, as PROTOCOL.md's
-//! table says the deployed peers do. These are plain functions of (request, remote peer,
+//! Server: answers inbound requests from the routing table and the stores, as the deployed
+//! peers (go-libp2p-kad-dht, js-libp2p, `libp2p-kad`) do. These are plain functions of (request, remote peer,
 //! routing table, stores, time); the behaviour only carries the answer back.
 //!
 //! Reads (PING, FIND_NODE, GET_VALUE, GET_PROVIDERS) are answered at once. Writes (PUT_VALUE,
