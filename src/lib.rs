@@ -53,6 +53,8 @@ mod config;
 mod event;
 pub mod ipns;
 pub mod key;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod mode;
 pub mod network;
 mod proto;
