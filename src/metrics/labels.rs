@@ -58,6 +58,12 @@ pub(crate) struct BucketLabels {
     pub(crate) bucket: u16,
 }
 
+/// Why something happened, for the families with one label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) reason: &'static str,
+}
+
 /// How something ended, for the families with one label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OutcomeLabels {
@@ -136,11 +142,14 @@ pub(crate) fn inbound_error(error: &InboundError) -> &'static str {
     }
 }
 
-/// The outcome of a dial the DHT made: `ok`, or what its failure proves about the peer.
-pub(crate) fn dial_outcome(result: Result<(), Failure>) -> &'static str {
+/// The outcome of a dial the DHT made: `ok`, what its failure proves about the peer, or
+/// `not_dialled` when it failed before reaching out (no address this node can dial, or denied
+/// or aborted on this side).
+pub(crate) fn dial_outcome(result: Result<(), Option<Failure>>) -> &'static str {
     match result {
         Ok(()) => "ok",
-        Err(Failure::Unreachable) => "unreachable",
-        Err(Failure::NoAnswer) => "no_answer",
+        Err(Some(Failure::Unreachable)) => "unreachable",
+        Err(Some(Failure::NoAnswer)) => "no_answer",
+        Err(None) => "not_dialled",
     }
 }

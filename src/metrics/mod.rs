@@ -6,11 +6,7 @@
 //! events happen; the gauges (table sizes, store sizes, connections) are refreshed from the
 //! behaviour's state at most once a second, so a scrape may lag that much behind.
 
-// Until the behaviour records through them (the glue comes next), only the tests call the
-// recording methods.
-#[allow(dead_code)]
 mod labels;
-#[allow(dead_code)]
 mod record;
 
 use std::sync::atomic::AtomicU64;
@@ -22,8 +18,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 use labels::{
-    BucketLabels, ErrorLabels, KindLabels, OutcomeLabels, QueryLabels, RejectionLabels,
-    RequestLabels, TypeLabels,
+    BucketLabels, ErrorLabels, KindLabels, OutcomeLabels, QueryLabels, ReasonLabels,
+    RejectionLabels, RequestLabels, TypeLabels,
 };
 
 /// How a histogram family makes the histogram of a new label set.
@@ -67,7 +63,7 @@ type NewHistogram = fn() -> Histogram;
 /// | name | type | labels | meaning |
 /// |---|---|---|---|
 /// | `kadence_outbound_requests_total` | counter | `type`, `outcome` | Requests this node sent, once finished: `ok` (answered; for `add_provider`, which has no answer, written), `timeout`, `unsupported_protocol`, `queue_full`, `connection_closed`, `dial_failed`, `stream_error`, `invalid_response`. |
-/// | `kadence_outbound_request_duration_seconds` | histogram | `type` | Round trip of the answered requests; buckets from 1 ms to 33 s. |
+/// | `kadence_outbound_request_duration_seconds` | histogram | `type` | Time from a request's start (its dial included, when it needed one) to its answer, for the requests that succeeded; buckets from 1 ms to 33 s. |
 /// | `kadence_inbound_requests_total` | counter | `type`, `outcome` | Requests of other peers the server handled: `answered` (a read), `stored` (a write), `rejected`, `awaiting_decision` (a write waiting for the application). |
 /// | `kadence_inbound_rejections_total` | counter | `type`, `reason` | Why requests were rejected: `invalid_record`, `outdated_record`, `foreign_provider`, `no_provider_address`, `refused_by_application`, or the store's refusal: `value_too_large`, `store_full`, `too_many_providers`, `store_busy`, `store_failed`. |
 /// | `kadence_inbound_failures_total` | counter | `error` | Inbound streams reset or closed early: `too_many_streams`, `stream_error`, `invalid_request`, `response_timeout`, `refused`, `write_timeout`, `unread_responses`. |
@@ -79,7 +75,7 @@ type NewHistogram = fn() -> Histogram;
 /// | `kadence_routing_table_peers` | gauge | | Peers in the routing table. |
 /// | `kadence_routing_table_bucket_peers` | gauge | `bucket` | Peers per k-bucket; `bucket` is the common-prefix length with the local key. A bucket appears once it has held a peer. |
 /// | `kadence_routing_table_peers_added_total` | counter | | Peers that entered the routing table. |
-/// | `kadence_routing_table_peers_removed_total` | counter | | Peers that left it (failed, stopped serving, or removed by the application). |
+/// | `kadence_routing_table_peers_removed_total` | counter | `reason` | Peers that left it: `unresponsive` (failed too often), `unreachable` (a dial refused outright), `not_serving` (stopped serving the protocol), `removed` (by the application). |
 /// | `kadence_full_table_peers` | gauge | | Peers in the accelerated client's full table (0 without it). |
 /// | `kadence_crawls_total` | counter | `outcome` | Crawls of the accelerated client finished: `serving` (the full table serves lookups after it) or `not_serving` (it found too few peers). |
 /// | `kadence_crawl_last_peers` | gauge | | Peers in the full table after the last crawl. |
@@ -100,7 +96,7 @@ type NewHistogram = fn() -> Histogram;
 /// | name | type | labels | meaning |
 /// |---|---|---|---|
 /// | `kadence_provided_keys` | gauge | | Keys this node provides. |
-/// | `kadence_reprovide_regions` | gauge | | Keyspace regions the sweep cuts its interval into. |
+/// | `kadence_reprovide_regions` | gauge | | Keyspace regions the sweep cuts its interval into, as of the last region reprovided. |
 /// | `kadence_reprovided_regions_total` | counter | | Regions the sweep reprovided. |
 /// | `kadence_reprovided_keys_total` | counter | | Keys announced by those sweeps. |
 /// | `kadence_reprovide_announcements_total` | counter | `outcome` | ADD_PROVIDER messages of the sweep: `ok` (written) or `failed`. |
@@ -110,7 +106,7 @@ type NewHistogram = fn() -> Histogram;
 ///
 /// | name | type | labels | meaning |
 /// |---|---|---|---|
-/// | `kadence_dials_total` | counter | `outcome` | Dials the DHT made itself: `ok`, `unreachable` (refused, no route, or another peer answered), `no_answer` (timed out or failed otherwise). |
+/// | `kadence_dials_total` | counter | `outcome` | Dials the DHT made itself: `ok`, `unreachable` (refused, no route, or another peer answered), `no_answer` (timed out or failed otherwise), `not_dialled` (no address this node can dial, or denied or aborted on this side). |
 /// | `kadence_connections` | gauge | | Connections open with the DHT's handler. |
 /// | `kadence_server_mode` | gauge | | 1 while the node serves the DHT (server mode), 0 in client mode. |
 ///
@@ -133,7 +129,7 @@ pub struct Metrics {
     table_peers: Gauge,
     bucket_peers: Family<BucketLabels, Gauge>,
     peers_added: Counter,
-    peers_removed: Counter,
+    peers_removed: Family<ReasonLabels, Counter>,
     full_table_peers: Gauge,
     crawls: Family<OutcomeLabels, Counter>,
     crawl_last_peers: Gauge,
@@ -199,7 +195,7 @@ impl Metrics {
             outbound_duration: add(
                 r,
                 "outbound_request_duration",
-                "Round trip of the answered outbound requests, by message type",
+                "Time from an outbound request's start to its answer, by message type",
                 Some(Unit::Seconds),
                 Family::new_with_constructor(round_trip_histogram as NewHistogram),
             ),
@@ -249,9 +245,9 @@ impl Metrics {
             peers_removed: add(
                 r,
                 "routing_table_peers_removed",
-                "Peers that left the routing table",
+                "Peers that left the routing table, by reason",
                 None,
-                Counter::default(),
+                Family::default(),
             ),
             full_table_peers: add(
                 r,

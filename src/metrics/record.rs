@@ -5,21 +5,23 @@
 use std::time::Duration;
 
 use super::labels::{
-    self, BucketLabels, ErrorLabels, KindLabels, OutcomeLabels, QueryLabels, RejectionLabels,
-    RequestLabels, TypeLabels,
+    self, BucketLabels, ErrorLabels, KindLabels, OutcomeLabels, QueryLabels, ReasonLabels,
+    RejectionLabels, RequestLabels, TypeLabels,
 };
 use super::Metrics;
 use crate::mode::Mode;
 use crate::network::message::{MessageType, Response};
 use crate::network::{InboundError, RequestError};
 use crate::provider::SweepReport;
-use crate::routing_table::Failure;
+use crate::routing_table::{Failure, RemovalReason};
 use crate::server::InboundOutcome;
 
 /// K-buckets of a 256-bit keyspace: common-prefix lengths 0 to 255 (256 is the local key).
 const BUCKETS: u16 = 256;
 
 /// What the store holds, as plain numbers, so that any store can report whatever it counts.
+// The `Store` trait has no accessor for these yet: until it has, only the tests fill them.
+#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct StoreSizes {
     /// Value records.
@@ -32,15 +34,6 @@ pub(crate) struct StoreSizes {
     pub(crate) provider_records: u64,
     /// Their size as the store counts it against its bound.
     pub(crate) provider_bytes: u64,
-}
-
-/// The reprovide sweep's state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SweepState {
-    /// Keys this node provides.
-    pub(crate) provided_keys: u64,
-    /// Regions the keyspace is cut into (2^depth).
-    pub(crate) regions: u64,
 }
 
 /// A count as a gauge value. Prometheus gauges here are `i64`; no count of this crate comes
@@ -72,9 +65,9 @@ impl Metrics {
             .observe(f64::from(requests));
     }
 
-    /// An outbound request finished. `rtt` is the time from its sending to its answer; it is
-    /// recorded only for a request that succeeded, as a failure's time says how long the wait
-    /// was, not how far the peer is.
+    /// An outbound request finished. `rtt` is the time from its start (its dial included, when
+    /// it needed one) to its answer; it is recorded only for a request that succeeded, as a
+    /// failure's time says how long the wait was, not how far the peer is.
     pub(crate) fn record_outbound(
         &self,
         request: MessageType,
@@ -127,8 +120,12 @@ impl Metrics {
     }
 
     /// A peer left the routing table.
-    pub(crate) fn record_peer_removed(&self) {
-        self.peers_removed.inc();
+    pub(crate) fn record_peer_removed(&self, reason: &RemovalReason) {
+        self.peers_removed
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// The routing table holds `peers`, `buckets[i]` of them in bucket `i` (common-prefix
@@ -170,6 +167,7 @@ impl Metrics {
     }
 
     /// The store's sizes.
+    #[allow(dead_code)] // Until the `Store` trait reports its sizes (see `StoreSizes`).
     pub(crate) fn set_store(&self, sizes: StoreSizes) {
         self.store_records.set(gauge(sizes.records));
         self.store_record_bytes.set(gauge(sizes.record_bytes));
@@ -179,16 +177,18 @@ impl Metrics {
         self.store_provider_bytes.set(gauge(sizes.provider_bytes));
     }
 
-    /// The reprovide sweep's state.
-    pub(crate) fn set_sweep(&self, state: SweepState) {
-        self.provided_keys.set(gauge(state.provided_keys));
-        self.reprovide_regions.set(gauge(state.regions));
+    /// This node provides `keys` keys.
+    pub(crate) fn set_provided_keys(&self, keys: u64) {
+        self.provided_keys.set(gauge(keys));
     }
 
     /// The sweep reprovided a region. Its lateness becomes the sweep's: a region on time after
-    /// late ones brings the gauge back down.
+    /// late ones brings the gauge back down. Its depth tells how many regions the sweep cuts
+    /// the keyspace into (the depth follows the routing table, so it changes seldom).
     pub(crate) fn record_region_reprovided(&self, report: &SweepReport) {
         self.reprovided_regions.inc();
+        let regions = 1u64.checked_shl(u32::from(report.region.depth));
+        self.reprovide_regions.set(regions.map_or(i64::MAX, gauge));
         self.reprovided_keys.inc_by(report.keys as u64);
         self.reprovide_announcements
             .get_or_create(&OutcomeLabels { outcome: "ok" })
@@ -204,8 +204,10 @@ impl Metrics {
         self.reprovide_behind.set(by.as_secs_f64());
     }
 
-    /// A dial the DHT made itself connected, or failed with what its failure proves.
-    pub(crate) fn record_dial(&self, result: Result<(), Failure>) {
+    /// A dial the DHT made itself connected, or failed: with what its failure proves about the
+    /// peer, or `None` when it proves nothing (no address this node can dial, or the dial was
+    /// denied or aborted on this side).
+    pub(crate) fn record_dial(&self, result: Result<(), Option<Failure>>) {
         self.dials
             .get_or_create(&OutcomeLabels {
                 outcome: labels::dial_outcome(result),

@@ -4,7 +4,7 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 
-use super::record::{StoreSizes, SweepState};
+use super::record::StoreSizes;
 use super::Metrics;
 use crate::mode::Mode;
 use crate::network::codec::FrameError;
@@ -12,7 +12,7 @@ use crate::network::message::{MessageType, Response};
 use crate::network::{InboundError, RequestError};
 use crate::provider::sweep::Region;
 use crate::provider::SweepReport;
-use crate::routing_table::Failure;
+use crate::routing_table::{Failure, RemovalReason};
 use crate::server::{InboundOutcome, InboundRejection};
 use crate::store::StoreError;
 
@@ -70,6 +70,7 @@ fn every_family_is_exposed_under_the_prefix() {
     metrics.record_crawl(Duration::from_secs(1), 1, true);
     metrics.record_region_reprovided(&report(1, 1, 0, Duration::ZERO));
     metrics.record_dial(Ok(()));
+    metrics.record_peer_removed(&RemovalReason::Removed);
     metrics.record_outbound(
         MessageType::Ping,
         &Ok(Some(Response::Ping)),
@@ -294,7 +295,9 @@ fn routing_table_gauges_and_buckets() {
     let (registry, metrics) = setup();
     metrics.record_peer_added();
     metrics.record_peer_added();
-    metrics.record_peer_removed();
+    metrics.record_peer_removed(&RemovalReason::Unresponsive);
+    metrics.record_peer_removed(&RemovalReason::NotServing);
+    metrics.record_peer_removed(&RemovalReason::NotServing);
     let mut buckets = vec![0; 256];
     buckets[0] = 20;
     buckets[1] = 20;
@@ -306,10 +309,14 @@ fn routing_table_gauges_and_buckets() {
         sample(&text1, "kadence_routing_table_peers_added_total"),
         2.0
     );
-    assert_eq!(
-        sample(&text1, "kadence_routing_table_peers_removed_total"),
-        1.0
-    );
+    let removed = |reason: &str| {
+        sample(
+            &text1,
+            &format!("kadence_routing_table_peers_removed_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(removed("unresponsive"), 1.0);
+    assert_eq!(removed("not_serving"), 2.0);
     let bucket = |text: &str, b: u16| {
         value(
             text,
@@ -356,7 +363,7 @@ fn crawls_set_the_full_table() {
 }
 
 #[test]
-fn store_and_sweep_gauges_follow_their_setters() {
+fn store_and_provided_keys_gauges_follow_their_setters() {
     let (registry, metrics) = setup();
     metrics.set_store(StoreSizes {
         records: 3,
@@ -365,10 +372,7 @@ fn store_and_sweep_gauges_follow_their_setters() {
         provider_records: 5,
         provider_bytes: 1500,
     });
-    metrics.set_sweep(SweepState {
-        provided_keys: 11,
-        regions: 16,
-    });
+    metrics.set_provided_keys(11);
     let text1 = text(&registry);
     assert_eq!(sample(&text1, "kadence_store_records"), 3.0);
     assert_eq!(sample(&text1, "kadence_store_record_bytes"), 4096.0);
@@ -376,7 +380,6 @@ fn store_and_sweep_gauges_follow_their_setters() {
     assert_eq!(sample(&text1, "kadence_store_provider_records"), 5.0);
     assert_eq!(sample(&text1, "kadence_store_provider_bytes"), 1500.0);
     assert_eq!(sample(&text1, "kadence_provided_keys"), 11.0);
-    assert_eq!(sample(&text1, "kadence_reprovide_regions"), 16.0);
 
     // Gauges go down as well as up; a size past i64 saturates instead of wrapping negative.
     metrics.set_store(StoreSizes {
@@ -400,6 +403,8 @@ fn sweep_reports_count_regions_keys_and_announcements() {
     metrics.record_region_reprovided(&report(4, 80, 0, Duration::from_millis(500)));
     let text = text(&registry);
     assert_eq!(sample(&text, "kadence_reprovided_regions_total"), 2.0);
+    // Regions of depth 2: the keyspace is cut in four.
+    assert_eq!(sample(&text, "kadence_reprovide_regions"), 4.0);
     assert_eq!(sample(&text, "kadence_reprovided_keys_total"), 14.0);
     let announced = |outcome: &str| {
         sample(
@@ -418,8 +423,9 @@ fn dials_connections_and_mode() {
     let (registry, metrics) = setup();
     metrics.record_dial(Ok(()));
     metrics.record_dial(Ok(()));
-    metrics.record_dial(Err(Failure::Unreachable));
-    metrics.record_dial(Err(Failure::NoAnswer));
+    metrics.record_dial(Err(Some(Failure::Unreachable)));
+    metrics.record_dial(Err(Some(Failure::NoAnswer)));
+    metrics.record_dial(Err(None));
     metrics.set_connections(7);
     metrics.set_mode(Mode::Server);
     let text1 = text(&registry);
@@ -430,6 +436,10 @@ fn dials_connections_and_mode() {
     );
     assert_eq!(
         sample(&text1, "kadence_dials_total{outcome=\"no_answer\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text1, "kadence_dials_total{outcome=\"not_dialled\"}"),
         1.0
     );
     assert_eq!(sample(&text1, "kadence_connections"), 7.0);
