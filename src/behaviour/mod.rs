@@ -97,6 +97,8 @@ pub struct Behaviour {
     actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     /// Woken when an API call queues an action outside of `poll`.
     waker: Option<Waker>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<metrics::MetricsState>,
 }
 
 impl Behaviour {
@@ -177,6 +179,8 @@ impl Behaviour {
             crawl_due: true,
             actions: VecDeque::new(),
             waker: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
             config,
         }
     }
@@ -267,8 +271,12 @@ impl Behaviour {
         request: Request,
         register: impl FnOnce(&mut Self, OutboundRequestId),
     ) -> OutboundRequestId {
+        #[cfg(feature = "metrics")]
+        let message_type = request.message_type();
         let (id, actions) = self.outbound.send(peer, addrs, request);
         self.owners.insert(id, owner);
+        #[cfg(feature = "metrics")]
+        self.metrics_sent(id, message_type);
         register(self, id);
         self.apply_all(actions);
         id
@@ -384,6 +392,8 @@ impl Behaviour {
         id: OutboundRequestId,
         result: Result<Option<Response>, RequestError>,
     ) {
+        #[cfg(feature = "metrics")]
+        self.metrics_finished(id, &result);
         if let Err(error) = &result {
             tracing::debug!(%peer, %error, "request failed");
         }
@@ -531,6 +541,8 @@ impl Drop for Behaviour {
 
 mod accelerated;
 mod dht;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod provide;
 mod swarm;
 mod table;

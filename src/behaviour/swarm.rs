@@ -64,6 +64,8 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
+                #[cfg(feature = "metrics")]
+                self.metrics_connected(e.connection_id);
                 self.own_dials.remove(&e.connection_id);
                 let actions = self
                     .outbound
@@ -124,6 +126,8 @@ impl NetworkBehaviour for Behaviour {
                 error,
                 connection_id,
             }) => {
+                #[cfg(feature = "metrics")]
+                self.metrics_dial_failed(error, connection_id);
                 self.on_dial_failure(peer_id, error, connection_id);
             }
             FromSwarm::NewExternalAddrOfPeer(e) => {
@@ -256,6 +260,9 @@ impl NetworkBehaviour for Behaviour {
             self.apply_all(expired);
         }
         self.poll_store(cx);
+        // Sees the event about to go out, before the pop hands it over.
+        #[cfg(feature = "metrics")]
+        self.observe_metrics();
         match self.actions.pop_front() {
             Some(action) => Poll::Ready(action),
             None => {
