@@ -94,5 +94,5 @@ pub use server::{
 };
 pub use store::{
     CrawlSnapshot, MemoryStore, MemoryStoreConfig, NetGroup, PersistentStore,
-    PersistentStoreConfig, ProviderStore, RecordStore, Source, Store,
+    PersistentStoreConfig, ProviderStore, RecordStore, Source, Store, StoreSizes,
 };

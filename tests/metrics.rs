@@ -199,6 +199,10 @@ async fn metrics_move_as_a_small_network_works() {
     at_least(n2, r2, &inbound("put_value", "stored"), 1.0).await;
     at_least(n2, r2, &inbound("add_provider", "stored"), 1.0).await;
     at_least(n1, r1, &inbound("find_node", "answered"), 1.0).await;
+    // ...and holds them: the store's gauges.
+    at_least(n2, r2, "kadence_store_records", 1.0).await;
+    at_least(n2, r2, "kadence_store_record_bytes", 1.0).await;
+    at_least(n2, r2, "kadence_store_provider_keys", 1.0).await;
 
     // Gauges: every node knows the other two and is connected; node 1 provides one key, and
     // the sweep reprovided its region.

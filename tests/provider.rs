@@ -32,9 +32,7 @@ fn cid(i: u32) -> kadence::ProviderKey {
 
 async fn providers_of(node: &TestNode, key: kadence::ProviderKey) -> HashSet<PeerId> {
     let outcome = node
-        .run(move |dht| {
-            Some(dht.find_providers(kadence::ProviderKey::try_from(key).unwrap(), None))
-        })
+        .run(move |dht| Some(dht.find_providers(key, None)))
         .await;
     assert!(matches!(
         outcome.result,

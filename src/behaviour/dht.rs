@@ -120,12 +120,12 @@ impl Behaviour {
     }
 
     /// FindClosestPeers: the k closest peers to `key` that answered, with their addresses
-    /// ([`QueryResult::ClosestPeers`]).
+    /// ([`QueryResult::ClosestPeers`](crate::QueryResult::ClosestPeers)).
     pub fn get_closest_peers(&mut self, key: impl Into<Vec<u8>>) -> QueryId {
         self.start_query(key.into(), Operation::ClosestPeers, false)
     }
 
-    /// FindPeer: the addresses of `peer` ([`QueryResult::FindPeer`]). Answered at once when the
+    /// FindPeer: the addresses of `peer` ([`QueryResult::FindPeer`](crate::QueryResult::FindPeer)). Answered at once when the
     /// routing table or an open connection knows them; otherwise a lookup that stops as soon
     /// as a peer reports it with addresses.
     pub fn find_peer(&mut self, peer: PeerId) -> QueryId {
@@ -149,7 +149,7 @@ impl Behaviour {
         id
     }
 
-    /// GetValue: the best valid record under `key` ([`QueryResult::GetValue`]). Every record
+    /// GetValue: the best valid record under `key` ([`QueryResult::GetValue`](crate::QueryResult::GetValue)). Every record
     /// received is validated; with a quorum the lookup stops after that many valid records
     /// (the local store's counts). The closest peers that returned an outdated record, or
     /// none, are sent the best one.
@@ -190,7 +190,7 @@ impl Behaviour {
         id
     }
 
-    /// PutValue: stores `record` here and at the k closest peers ([`QueryResult::PutValue`]
+    /// PutValue: stores `record` here and at the k closest peers ([`QueryResult::PutValue`](crate::QueryResult::PutValue)
     /// says how many stored it, checked by their echo). The record must pass its namespace's
     /// validator and be at least as good as the one stored here. Without a quorum, one peer
     /// storing it is success. With optimistic provide (the default) the result may come once
@@ -278,7 +278,7 @@ impl Behaviour {
 
     /// A one-shot announcement that this node provides `key` (a multihash: see
     /// [`ProviderKey`]): a lookup, then ADD_PROVIDER to
-    /// the k closest peers ([`QueryResult::Provide`], reported once the frames were written,
+    /// the k closest peers ([`QueryResult::Provide`](crate::QueryResult::Provide), reported once the frames were written,
     /// with how many were). With optimistic provide (the default) the ADD_PROVIDERs start
     /// during the lookup and the result may come once 15 of the 20 were written, the count
     /// being those so far; see

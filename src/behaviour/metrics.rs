@@ -149,12 +149,14 @@ impl Behaviour {
         let connections = self.outbound.connections().count();
         let mode = self.mode.current();
         let provided = self.server.store_mut().provided_len();
+        let sizes = self.server.store_mut().sizes();
         let Some(state) = &self.metrics else { return };
         let metrics = &state.metrics;
         metrics.set_routing_table(peers.len(), &buckets);
         metrics.set_full_table(full_table);
         metrics.set_connections(connections);
         metrics.set_mode(mode);
+        metrics.set_store(sizes);
         match provided {
             Ok(keys) => metrics.set_provided_keys(keys),
             Err(error) => tracing::debug!(%error, "provided keys not counted for the metrics"),

@@ -552,7 +552,7 @@ fn remove_peer_takes_a_peer_out_and_says_why() {
     assert!(
         events.iter().any(|e| matches!(
             e,
-            Event::RoutingUpdated { peer: p, addresses } if *p == peer && addresses == &[addr.clone()]
+            Event::RoutingUpdated { peer: p, addresses } if *p == peer && addresses == std::slice::from_ref(&addr)
         )),
         "{events:?}"
     );

@@ -15,26 +15,10 @@ use crate::network::{InboundError, RequestError};
 use crate::provider::SweepReport;
 use crate::routing_table::{Failure, RemovalReason};
 use crate::server::InboundOutcome;
+use crate::store::StoreSizes;
 
 /// K-buckets of a 256-bit keyspace: common-prefix lengths 0 to 255 (256 is the local key).
 const BUCKETS: u16 = 256;
-
-/// What the store holds, as plain numbers, so that any store can report whatever it counts.
-// The `Store` trait has no accessor for these yet: until it has, only the tests fill them.
-#[allow(dead_code)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct StoreSizes {
-    /// Value records.
-    pub(crate) records: u64,
-    /// Their size as the store counts it against its bound.
-    pub(crate) record_bytes: u64,
-    /// Keys with provider records.
-    pub(crate) provider_keys: u64,
-    /// Provider records (one per key and provider).
-    pub(crate) provider_records: u64,
-    /// Their size as the store counts it against its bound.
-    pub(crate) provider_bytes: u64,
-}
 
 /// A count as a gauge value. Prometheus gauges here are `i64`; no count of this crate comes
 /// near its end, but a saturated value is still better than a negative one.
@@ -167,14 +151,19 @@ impl Metrics {
     }
 
     /// The store's sizes.
-    #[allow(dead_code)] // Until the `Store` trait reports its sizes (see `StoreSizes`).
+    /// What the store holds; a figure the store does not keep leaves its gauge as it was.
     pub(crate) fn set_store(&self, sizes: StoreSizes) {
         self.store_records.set(gauge(sizes.records));
-        self.store_record_bytes.set(gauge(sizes.record_bytes));
         self.store_provider_keys.set(gauge(sizes.provider_keys));
-        self.store_provider_records
-            .set(gauge(sizes.provider_records));
-        self.store_provider_bytes.set(gauge(sizes.provider_bytes));
+        if let Some(bytes) = sizes.record_bytes {
+            self.store_record_bytes.set(gauge(bytes));
+        }
+        if let Some(records) = sizes.provider_records {
+            self.store_provider_records.set(gauge(records));
+        }
+        if let Some(bytes) = sizes.provider_bytes {
+            self.store_provider_bytes.set(gauge(bytes));
+        }
     }
 
     /// This node provides `keys` keys.

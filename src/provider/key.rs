@@ -18,7 +18,10 @@ const CIDV1: u64 = 0x01;
 /// The multihash code of SHA2-256 and its digest length: a CIDv0 is exactly such a multihash.
 const SHA2_256: u64 = 0x12;
 
-/// The key of a provider record: a multihash (see the [module docs](self)).
+/// The key of a provider record: a multihash. The Amino DHT keys provider records by the
+/// multihash of the content, not by its CID: Kubo announces `cid.hash()`, so that every CID of
+/// the same content meets the same providers, and the bytes of a CID are a key no other
+/// implementation asks for. The wire carries [`ProviderKey::as_bytes`].
 ///
 /// ```
 /// use kadence::ProviderKey;

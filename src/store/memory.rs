@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use super::quota::{Account, GroupKey, Ledger, Source};
 use super::{from_unix_secs, unix_secs, GcProgress, ProviderRecord, ProviderStore, RecordStore};
-use super::{ProvidedKey, Store, StoreError, ValueRecord};
+use super::{ProvidedKey, Store, StoreError, StoreSizes, ValueRecord};
 use crate::key::Key;
 
 /// What a full [`MemoryStore`] does with one more record.
@@ -636,6 +636,16 @@ impl ProviderStore for MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn sizes(&self) -> StoreSizes {
+        StoreSizes {
+            records: self.records_len() as u64,
+            record_bytes: Some(self.record_bytes()),
+            provider_keys: self.provider_keys_len() as u64,
+            provider_records: None,
+            provider_bytes: Some(self.provider_bytes()),
+        }
+    }
+
     fn add_provided(&mut self, key: &[u8], now: SystemTime) -> Result<(), StoreError> {
         self.provided
             .entry(Key::new(key))

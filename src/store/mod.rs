@@ -236,11 +236,32 @@ pub trait ProviderStore: Send + 'static {
     fn provider_keys(&mut self, from: &Key, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
+/// What a store holds ([`Store::sizes`]); a figure the store does not keep is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSizes {
+    /// Value records (expired ones included until collected).
+    pub records: u64,
+    /// Their size as the store counts it against its bound.
+    pub record_bytes: Option<u64>,
+    /// Keys with provider records.
+    pub provider_keys: u64,
+    /// Provider records: one per key and provider.
+    pub provider_records: Option<u64>,
+    /// Their size as the store counts it against its bound.
+    pub provider_bytes: Option<u64>,
+}
+
 /// Work the behaviour schedules on a store.
 pub trait Store: RecordStore + ProviderStore {
     /// Makes buffered writes durable. In-memory stores have nothing to do.
     fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// What the store holds now, for metrics and status lines: counts it keeps, never a scan
+    /// (it is read from `poll`). The default knows nothing.
+    fn sizes(&self) -> StoreSizes {
+        StoreSizes::default()
     }
 
     /// Removes expired entries, examining about `budget` of them per call (an implementation

@@ -69,7 +69,9 @@ mod writer;
 use super::persistent_codec::{self as codec, Charge, ValueFields, SCHEMA_VERSION};
 use super::ValueRecord;
 use super::{from_unix_secs, unix_secs, Background, GcProgress, ProviderRecord, ProviderStore};
-use super::{CrawlSnapshot, ProvidedKey, ProvidedPage, RecordStore, Source, Store, StoreError};
+use super::{
+    CrawlSnapshot, ProvidedKey, ProvidedPage, RecordStore, Source, Store, StoreError, StoreSizes,
+};
 use crate::key::Key;
 use io::{CrawlState, Snapshot, Writer};
 use overlay::Overlay;
@@ -609,6 +611,15 @@ impl ProviderStore for PersistentStore {
 }
 
 impl Store for PersistentStore {
+    /// The counts kept for the store's bounds; bytes are on disk, not counted.
+    fn sizes(&self) -> StoreSizes {
+        StoreSizes {
+            records: self.lens.values,
+            provider_keys: self.lens.provider_keys,
+            ..StoreSizes::default()
+        }
+    }
+
     /// Hands every accepted write to the writer and waits until all are durable. This waits for
     /// the disk: the behaviour never calls it from `poll` (it uses [`Store::start_flush`]).
     fn flush(&mut self) -> Result<(), StoreError> {
