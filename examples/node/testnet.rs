@@ -126,13 +126,10 @@ async fn provide_batch(node: &TestNode, keys: usize) -> Row {
             let dht = &swarm.behaviour().dht;
             accelerated.store(dht.is_accelerated(), Ordering::Relaxed);
             for i in 0..keys {
-                let key = format!("kadence example batch key {i}").into_bytes();
-                if swarm
-                    .behaviour_mut()
-                    .dht
-                    .start_providing(kadence::ProviderKey::try_from(key).unwrap())
-                    .is_ok()
-                {
+                let key = kadence::ProviderKey::sha2_256(
+                    format!("kadence example batch key {i}").as_bytes(),
+                );
+                if swarm.behaviour_mut().dht.start_providing(key).is_ok() {
                     added.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -244,7 +241,7 @@ pub async fn testnet(
         )
         .await,
     );
-    let cid = vec![0x12, 0x20, 0xde, 0xad, 0xbe, 0xef];
+    let cid = kadence::ProviderKey::sha2_256(&[0xde, 0xad, 0xbe, 0xef]);
     keep(
         &mut rows,
         measured(
@@ -252,10 +249,7 @@ pub async fn testnet(
             "provide",
             {
                 let cid = cid.clone();
-                move |dht| {
-                    dht.provide(kadence::ProviderKey::try_from(cid).unwrap())
-                        .ok()
-                }
+                move |dht| dht.provide(cid).ok()
             },
             |o| match &o.result {
                 QueryResult::Provide { result: Ok(n), .. } => Ok(format!("announced to {n} peers")),
@@ -269,7 +263,7 @@ pub async fn testnet(
         measured(
             &handles[last],
             "find providers",
-            move |dht| Some(dht.find_providers(kadence::ProviderKey::try_from(cid).unwrap(), None)),
+            move |dht| Some(dht.find_providers(cid, None)),
             move |o| {
                 let found = o.progress.iter().any(|p| {
                     matches!(p, QueryProgress::ProvidersFound(f) if f.iter().any(|r| r.id == provider))
