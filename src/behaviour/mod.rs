@@ -97,6 +97,8 @@ pub struct Behaviour {
     actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     /// Woken when an API call queues an action outside of `poll`.
     waker: Option<Waker>,
+    /// The commands of the behaviour's [`Handle`](crate::Handle)s and their waiting results.
+    handle_driver: crate::handle::driver::Driver,
 }
 
 impl Behaviour {
@@ -177,6 +179,7 @@ impl Behaviour {
             crawl_due: true,
             actions: VecDeque::new(),
             waker: None,
+            handle_driver: crate::handle::driver::Driver::new(config.handle_queue),
             config,
         }
     }
@@ -531,6 +534,7 @@ impl Drop for Behaviour {
 
 mod accelerated;
 mod dht;
+mod handle;
 mod provide;
 mod swarm;
 mod table;

@@ -237,6 +237,7 @@ impl NetworkBehaviour for Behaviour {
                 self.refresh();
             }
         }
+        self.poll_handle(cx);
         let _ = self.query_timer.poll_unpin(cx);
         self.drive_queries(cx);
         self.poll_sweep(cx);
@@ -257,7 +258,12 @@ impl NetworkBehaviour for Behaviour {
         }
         self.poll_store(cx);
         match self.actions.pop_front() {
-            Some(action) => Poll::Ready(action),
+            Some(action) => {
+                if let ToSwarm::GenerateEvent(event) = &action {
+                    self.handle_observe(event);
+                }
+                Poll::Ready(action)
+            }
             None => {
                 self.waker = Some(cx.waker().clone());
                 Poll::Pending
