@@ -42,7 +42,11 @@ pub use error::HandleError;
 ///   more fails at once with [`HandleError::QueueFull`].
 /// - **Cancelled on drop**: dropping the future (or the stream) before it finished cancels
 ///   its query ([`Behaviour::cancel_query`](crate::Behaviour::cancel_query)); one dropped
-///   before the behaviour took its command never starts.
+///   before the behaviour took its command never starts. Operations without a query
+///   (`add_address`, `remove_peer`, `start_providing`, `stop_providing`, `provided_keys`)
+///   run once queued, awaited or not. A query of the handle's cancelled through
+///   [`Behaviour::cancel_query`](crate::Behaviour::cancel_query) reports no result, so its
+///   future waits until dropped.
 /// - **Closed**: once the behaviour is dropped, every operation fails with
 ///   [`HandleError::Closed`], including those under way.
 ///
