@@ -76,6 +76,8 @@ pub struct Config {
     pub(crate) max_kept_connections: usize,
     // The accelerated client (issue 16).
     pub(crate) accelerated: Option<AcceleratedConfig>,
+    // Commands the async handle may queue (issue 17).
+    pub(crate) handle_queue: usize,
 }
 
 impl Config {
@@ -124,6 +126,7 @@ impl Config {
             optimistic_provide: true,
             max_kept_connections: 64,
             accelerated: None,
+            handle_queue: 64,
         }
     }
 

@@ -51,6 +51,7 @@ struct ReadmeDoctests;
 mod behaviour;
 mod config;
 mod event;
+pub mod handle;
 pub mod ipns;
 pub mod key;
 #[cfg(feature = "metrics")]
@@ -69,6 +70,7 @@ pub use behaviour::{
 };
 pub use config::{Config, AMINO_PROTOCOL};
 pub use event::Event;
+pub use handle::{Handle, HandleError, HandleFuture, ProvidersStream};
 pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};

@@ -99,6 +99,8 @@ pub struct Behaviour {
     waker: Option<Waker>,
     #[cfg(feature = "metrics")]
     metrics: Option<metrics::MetricsState>,
+    /// The commands of the behaviour's [`Handle`](crate::Handle)s and their waiting results.
+    handle_driver: crate::handle::driver::Driver,
 }
 
 impl Behaviour {
@@ -181,6 +183,7 @@ impl Behaviour {
             waker: None,
             #[cfg(feature = "metrics")]
             metrics: None,
+            handle_driver: crate::handle::driver::Driver::new(config.handle_queue),
             config,
         }
     }
@@ -543,6 +546,7 @@ mod accelerated;
 mod dht;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod handle;
 mod provide;
 mod swarm;
 mod table;

@@ -241,6 +241,7 @@ impl NetworkBehaviour for Behaviour {
                 self.refresh();
             }
         }
+        self.poll_handle(cx);
         let _ = self.query_timer.poll_unpin(cx);
         self.drive_queries(cx);
         self.poll_sweep(cx);
@@ -264,7 +265,12 @@ impl NetworkBehaviour for Behaviour {
         #[cfg(feature = "metrics")]
         self.observe_metrics();
         match self.actions.pop_front() {
-            Some(action) => Poll::Ready(action),
+            Some(action) => {
+                if let ToSwarm::GenerateEvent(event) = &action {
+                    self.handle_observe(event);
+                }
+                Poll::Ready(action)
+            }
             None => {
                 self.waker = Some(cx.waker().clone());
                 Poll::Pending

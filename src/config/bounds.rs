@@ -89,3 +89,21 @@ impl Config {
         self.reprovide.keys_per_page
     }
 }
+
+/// The async [`Handle`](crate::Handle)'s queue (issue 17).
+impl Config {
+    /// Most commands the behaviour's [`Handle`](crate::Handle)s may have queued and not yet
+    /// taken by the behaviour, counted over a handle and all its clones (not per clone); one
+    /// more fails at once with [`HandleError::QueueFull`](crate::HandleError::QueueFull). The
+    /// behaviour takes up to 16 per poll. Default 64 (Amino has no counterpart), as
+    /// [`Config::with_max_pending_requests`]; at least 1.
+    pub fn with_handle_queue(mut self, commands: usize) -> Self {
+        self.handle_queue = commands.max(1);
+        self
+    }
+
+    /// See [`Config::with_handle_queue`].
+    pub fn handle_queue(&self) -> usize {
+        self.handle_queue
+    }
+}
