@@ -17,6 +17,10 @@
 //!
 //! ## Quick start
 //!
+//! Compose the behaviour into your swarm, then ask the DHT from any task through its async
+//! [`Handle`] (or call the same operations on the behaviour and match
+//! [`Event::QueryFinished`]: both report the same results).
+//!
 //! ```
 //! use libp2p::swarm::NetworkBehaviour;
 //! use libp2p::{identify, identity::Keypair};
@@ -37,8 +41,37 @@
 //!     // The public IPFS DHT. For a private network: kadence::Config::new(your protocol).
 //!     dht: kadence::Behaviour::new(key.public().to_peer_id(), kadence::Config::amino()),
 //! };
-//! assert_eq!(node.dht.mode(), kadence::Mode::Client); // server once an address is confirmed
+//! // In automatic mode a node serves the DHT once the swarm confirms an external address; on a
+//! // local network, add one (`Swarm::add_external_address`) or pick `Mode::Server`.
+//! assert_eq!(node.dht.mode(), kadence::Mode::Client);
+//!
+//! // Cloneable and Send: hand it to any task. The swarm (built around `node`) must be polled.
+//! let dht = node.dht.handle();
+//!
+//! async fn find(dht: kadence::Handle) -> Result<(), Box<dyn std::error::Error>> {
+//!     use futures::StreamExt;
+//!     dht.bootstrap().await?;
+//!     let content = kadence::ProviderKey::sha2_256(b"some content"); // its multihash
+//!     dht.provide(content.clone()).await?;
+//!     let mut providers = dht.find_providers(content, None);
+//!     while let Some(provider) = providers.next().await {
+//!         println!("provided by {}", provider?.id);
+//!     }
+//!     Ok(())
+//! }
+//! # drop(find(dht));
 //! ```
+//!
+//! The README has a complete local network, and `examples/local_network.rs` one that does
+//! every operation and scrapes the [metrics](crate#features).
+//!
+//! ## Features
+//!
+//! - `metrics`: Prometheus metrics (`prometheus-client`, registered into your `Registry` as
+//!   `libp2p-metrics` does) with `Behaviour::register_metrics`; the families are listed on
+//!   `metrics::Metrics`.
+//! - `cid`: CIDs and CID strings to [`ProviderKey`]s.
+//! - `cli`: the `kadence` node binary (`cargo install kadence --features cli`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

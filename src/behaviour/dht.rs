@@ -346,6 +346,7 @@ impl Behaviour {
     /// Stops an operation; no result is reported for it.
     pub fn cancel_query(&mut self, id: QueryId) -> bool {
         self.internal_queries.remove(&id);
+        self.handle_driver.cancelled(id);
         self.queries.cancel(id)
     }
 

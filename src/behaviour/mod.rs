@@ -544,9 +544,9 @@ impl Drop for Behaviour {
 
 mod accelerated;
 mod dht;
+mod handle;
 #[cfg(feature = "metrics")]
 mod metrics;
-mod handle;
 mod provide;
 mod swarm;
 mod table;

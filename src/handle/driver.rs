@@ -51,7 +51,7 @@ pub(crate) enum ProvidersMsg {
     /// Providers found, de-duplicated.
     Found(Vec<PeerRecord>),
     /// The query ended: the stream ends, with the failure as its last item if it failed.
-    Finished(Result<(), QueryFailure<Vec<PeerRecord>>>),
+    Finished(Result<(), HandleError<Vec<PeerRecord>>>),
 }
 
 /// An operation, as a [`Handle`] queues it for the behaviour.
@@ -262,6 +262,25 @@ impl Driver {
         }
     }
 
+    /// The application cancelled query `id` itself (`Behaviour::cancel_query`): its caller
+    /// hears so at once rather than waiting for a result that will never come.
+    pub(crate) fn cancelled(&mut self, id: QueryId) {
+        let Some(waiter) = self.waiters.remove(&id) else {
+            return;
+        };
+        match waiter {
+            Waiter::ClosestPeers(reply) => drop(reply.send(Err(HandleError::Cancelled))),
+            Waiter::FindPeer(reply) => drop(reply.send(Err(HandleError::Cancelled))),
+            Waiter::GetValue(reply) => drop(reply.send(Err(HandleError::Cancelled))),
+            Waiter::Written(reply) | Waiter::Bootstrap(reply) => {
+                drop(reply.send(Err(HandleError::Cancelled)))
+            }
+            Waiter::Providers(sink) => {
+                let _ = sink.unbounded_send(ProvidersMsg::Finished(Err(HandleError::Cancelled)));
+            }
+        }
+    }
+
     /// Operations waiting for their query.
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
@@ -292,7 +311,7 @@ fn deliver(waiter: Waiter, result: &QueryResult) {
             let _ = reply.send(result.clone().map_err(failed));
         }
         (Waiter::Providers(sink), QueryResult::FindProviders { result, .. }) => {
-            let end = result.as_ref().map(|_| ()).map_err(Clone::clone);
+            let end = result.as_ref().map(|_| ()).map_err(|f| failed(f.clone()));
             let _ = sink.unbounded_send(ProvidersMsg::Finished(end));
         }
         (_, result) => {

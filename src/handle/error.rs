@@ -18,6 +18,10 @@ pub enum HandleError<P = ()> {
     /// The [`Behaviour`](crate::Behaviour) is gone (its swarm was dropped) before it answered.
     #[error("the DHT behaviour is gone")]
     Closed,
+    /// The application cancelled the query through
+    /// [`Behaviour::cancel_query`](crate::Behaviour::cancel_query).
+    #[error("the query was cancelled")]
+    Cancelled,
     /// [`Behaviour::provide`](crate::Behaviour::provide) refused at once.
     #[error(transparent)]
     Provide(#[from] ProvideError),
@@ -59,6 +63,7 @@ impl<P> HandleError<P> {
         match self {
             HandleError::QueueFull => HandleError::QueueFull,
             HandleError::Closed => HandleError::Closed,
+            HandleError::Cancelled => HandleError::Cancelled,
             HandleError::Provide(e) => HandleError::Provide(e),
             HandleError::PutValue(e) => HandleError::PutValue(e),
             HandleError::StartProvide(e) => HandleError::StartProvide(e),

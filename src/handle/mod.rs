@@ -45,8 +45,8 @@ pub use error::HandleError;
 ///   before the behaviour took its command never starts. Operations without a query
 ///   (`add_address`, `remove_peer`, `start_providing`, `stop_providing`, `provided_keys`)
 ///   run once queued, awaited or not. A query of the handle's cancelled through
-///   [`Behaviour::cancel_query`](crate::Behaviour::cancel_query) reports no result, so its
-///   future waits until dropped.
+///   [`Behaviour::cancel_query`](crate::Behaviour::cancel_query) ends its future (or stream)
+///   with [`HandleError::Cancelled`].
 /// - **Closed**: once the behaviour is dropped, every operation fails with
 ///   [`HandleError::Closed`], including those under way.
 ///
@@ -396,7 +396,7 @@ impl Stream for ProvidersStream {
             match next {
                 Some(Some(ProvidersMsg::Found(found))) => this.ready.extend(found),
                 Some(Some(ProvidersMsg::Finished(end))) => {
-                    this.state = StreamState::Ending(end.err().map(HandleError::Query));
+                    this.state = StreamState::Ending(end.err());
                 }
                 // Ended without a word: the behaviour is gone.
                 Some(None) => this.state = StreamState::Ending(Some(HandleError::Closed)),

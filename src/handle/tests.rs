@@ -298,3 +298,24 @@ fn the_handle_is_send_sync_and_static() {
     check_send::<super::HandleFuture<Vec<PeerRecord>, Vec<PeerRecord>>>();
     check_send::<super::ProvidersStream>();
 }
+
+#[test]
+fn a_query_the_application_cancels_ends_its_future_and_its_stream() {
+    let mut driver = Driver::new(8);
+    let handle = driver.handle();
+    let mut lookup = handle.get_closest_peers(b"key".to_vec());
+    start(&mut driver, QueryId(1));
+    let mut providers = handle.find_providers(ProviderKey::sha2_256(b"content"), None);
+    start(&mut driver, QueryId(2));
+    driver.cancelled(QueryId(1));
+    driver.cancelled(QueryId(2));
+    assert_eq!(
+        lookup.now_or_never().expect("ended at once"),
+        Err(HandleError::Cancelled)
+    );
+    assert_eq!(
+        providers.next().now_or_never().expect("ended at once"),
+        Some(Err(HandleError::Cancelled))
+    );
+    assert_eq!(providers.next().now_or_never(), Some(None));
+}
