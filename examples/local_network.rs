@@ -83,17 +83,18 @@ async fn start(registry: Option<&mut Registry>) -> Result<Running, Box<dyn Error
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    // Node 1's metrics are scraped at the end.
     let mut registry = Registry::default();
-    let mut nodes = vec![start(Some(&mut registry)).await?];
-    for _ in 1..NODES {
+    let mut nodes = vec![start(None).await?, start(Some(&mut registry)).await?];
+    for _ in 2..NODES {
         nodes.push(start(None).await?);
     }
-    // Every node knows the first; a bootstrap fills its routing table from there.
+    // Every other node knows the first; a bootstrap fills its routing table from there. The
+    // first has nobody to start from (its bootstrap() fails with NoKnownPeers): it learns of
+    // the others as they connect.
     let (first, first_addr) = (nodes[0].id, nodes[0].addr.clone());
     for node in &nodes[1..] {
         node.dht.add_address(first, first_addr.clone()).await?;
-    }
-    for node in &nodes {
         let answered = node.dht.bootstrap().await?;
         println!("{}: bootstrapped, {answered} peers answered", node.id);
     }
@@ -145,7 +146,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("provided keys: {}", listed.len());
     nodes[2].dht.stop_providing(kept).await?;
 
-    // Node 0's metrics, as Prometheus would scrape them (a few families shown).
+    // Node 1's metrics, as Prometheus would scrape them (a few families shown). Counters move
+    // as things happen; gauges (table and store sizes) are read at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     for line in text.lines().filter(|l| {

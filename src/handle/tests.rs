@@ -303,7 +303,7 @@ fn the_handle_is_send_sync_and_static() {
 fn a_query_the_application_cancels_ends_its_future_and_its_stream() {
     let mut driver = Driver::new(8);
     let handle = driver.handle();
-    let mut lookup = handle.get_closest_peers(b"key".to_vec());
+    let lookup = handle.get_closest_peers(b"key".to_vec());
     start(&mut driver, QueryId(1));
     let mut providers = handle.find_providers(ProviderKey::sha2_256(b"content"), None);
     start(&mut driver, QueryId(2));
