@@ -1,26 +1,18 @@
-//! The example node as a user runs it: `serve` processes on loopback, and the one-shot
+//! The `kadence` binary as a user runs it: `serve` processes on loopback, and the one-shot
 //! commands finding each other's provider records, values and IPNS names; bad input gives one
 //! line.
+#![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 
-/// The example binary that `cargo test` builds beside the test binaries.
-fn node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let binary = dir.join("examples").join("node");
-    assert!(
-        binary.exists(),
-        "cargo test builds the examples: {}",
-        binary.display()
-    );
-    binary
+/// The binary, which cargo builds for integration tests when the `cli` feature is on.
+fn node_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_kadence")
 }
 
 struct Server {
@@ -158,7 +150,9 @@ fn five_servers_and_the_one_shot_commands() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: bad multiaddr"));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.starts_with("error: invalid value"), "{stderr}");
+    assert!(stderr.contains("bad multiaddr"), "{stderr}");
     // An address this machine does not have (TEST-NET-1).
     let busy = Command::new(node_binary())
         .args(["serve", "--listen", "/ip4/192.0.2.1/tcp/0", "--data-dir"])
@@ -330,7 +324,10 @@ fn publish_and_resolve_an_ipns_name() {
             "path",
         ),
         (vec!["get", "/ipns/example.com"], "peer"),
-        (vec!["get", "/pk/x", "--ttl", "1h"], "options of publish"),
+        (
+            vec!["get", "/pk/x", "--ttl", "1h"],
+            "unexpected argument '--ttl'",
+        ),
     ] {
         let out = one_shot(addr(0), &args);
         assert_refused(&out, &args, says);
@@ -452,11 +449,11 @@ fn accelerated_flags_refuse_bad_values() {
     for (args, says) in [
         (
             vec!["--accelerated", "--crawl-timeout", "soon", "closest", "x"],
-            "--crawl-timeout: durations",
+            "durations are numbers with units",
         ),
         (
             vec!["--accelerated", "closest", "x", "--crawl-timeout"],
-            "needs a value",
+            "a value is required for '--crawl-timeout",
         ),
         (
             vec!["--crawl-timeout", "60", "closest", "x"],
@@ -474,6 +471,84 @@ fn accelerated_flags_refuse_bad_values() {
         // Refused while parsing: no network is contacted.
         let out = Command::new(node_binary()).args(&args).output().unwrap();
         assert_refused(&out, &args, says);
+    }
+}
+
+#[test]
+fn help_for_the_binary_and_every_command() {
+    let commands = [
+        "testnet",
+        "serve",
+        "closest",
+        "provide",
+        "find-providers",
+        "find-peer",
+        "get",
+        "put",
+        "publish",
+        "resolve",
+    ];
+    let top = Command::new(node_binary()).arg("--help").output().unwrap();
+    assert!(top.status.success(), "{top:?}");
+    assert!(top.stderr.is_empty(), "{top:?}");
+    let text = String::from_utf8_lossy(&top.stdout);
+    for command in commands {
+        assert!(text.contains(&format!("  {command} ")), "{command}: {text}");
+    }
+    for flag in ["--bootstrap", "--json", "--accelerated", "--crawl-timeout"] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
+    for command in commands {
+        let out = Command::new(node_binary())
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("Usage: kadence {command}")),
+            "{command}: {text}"
+        );
+    }
+    let serve = Command::new(node_binary())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for flag in ["--listen", "--data-dir"] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
+    let provide = Command::new(node_binary())
+        .args(["help", "provide"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&provide.stdout).contains("--file"));
+}
+
+#[test]
+fn bad_command_lines_are_one_line_and_exit_2() {
+    for (args, says) in [
+        (vec![], "a command is needed"),
+        (vec!["frob"], "unrecognized subcommand 'frob'"),
+        (
+            vec!["provide"],
+            "required arguments were not provided: <CID>",
+        ),
+        (vec!["testnet", "--nodes", "3"], "at least 6"),
+        (
+            vec!["testnet", "--bootstrap", "/ip4/127.0.0.1/tcp/1"],
+            "testnet",
+        ),
+        (
+            vec!["publish", "/ipfs/x", "--key-file", "a", "--data-dir", "b"],
+            "cannot be used with",
+        ),
+        (vec!["find-peer", "not-a-peer"], "not a peer id"),
+    ] {
+        let out = Command::new(node_binary()).args(&args).output().unwrap();
+        assert_refused(&out, &args, says);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
     }
 }
 

@@ -10,8 +10,9 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::Multiaddr;
+use serde_json::json;
 
-use crate::crawl::{finished_line, progress_line, CrawlStatus};
+use crate::crawl::{finished_json, finished_line, progress_json, progress_line, CrawlStatus};
 use crate::driver::{build_swarm_with, listen, NodeEvent};
 use crate::{split_p2p, Fail};
 
@@ -21,6 +22,18 @@ pub struct ServeOptions {
     pub bootstrap: Vec<Multiaddr>,
     /// Run the accelerated client.
     pub accelerated: bool,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
+/// Prints a line of what the node does: `text`, or with `json` the object with its `event`.
+fn say(json: bool, event: &str, mut object: serde_json::Value, text: impl FnOnce() -> String) {
+    if json {
+        object["event"] = json!(event);
+        println!("{object}");
+    } else {
+        println!("{}", text());
+    }
 }
 
 /// A crawl's progress lines in `serve`: a crawl of the public network lasts minutes, and a
@@ -117,15 +130,26 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
         let (peer, addr) = split_p2p(addr)?;
         let _ = swarm.behaviour_mut().dht.add_address(peer, addr);
     }
-    println!("kadence node {local}");
-    for addr in &addrs {
-        println!("listening on {addr}/p2p/{local}");
-    }
-    println!("data in {}", dir.display());
+    let json = options.json;
+    let listening: Vec<String> = addrs.iter().map(|a| format!("{a}/p2p/{local}")).collect();
+    say(
+        json,
+        "started",
+        json!({"peer_id": local.to_string(), "listening": listening, "data_dir": dir}),
+        || {
+            let mut text = format!("kadence node {local}");
+            for addr in &listening {
+                text.push_str(&format!("\nlistening on {addr}"));
+            }
+            text + &format!("\ndata in {}", dir.display())
+        },
+    );
     // The store gave back the table a previous run crawled (when it was recent enough).
     let restored = swarm.behaviour().dht.full_table().map_or(0, |t| t.len());
     if restored > 0 {
-        println!("full routing table restored: {restored} peers");
+        say(json, "table_restored", json!({"peers": restored}), || {
+            format!("full routing table restored: {restored} peers")
+        });
     }
     let mut reported_accelerated = false;
     let mut crawl = CrawlStatus::default();
@@ -135,7 +159,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
         if options.accelerated && !reported_accelerated && swarm.behaviour().dht.is_accelerated() {
             reported_accelerated = true;
             let peers = swarm.behaviour().dht.full_table().map_or(0, |t| t.len());
-            println!("accelerated: lookups start from the full routing table ({peers} peers)");
+            say(json, "accelerated", json!({"peers": peers}), || {
+                format!("accelerated: lookups start from the full routing table ({peers} peers)")
+            });
         }
         let event = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -145,16 +171,22 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
             SwarmEvent::Behaviour(NodeEvent::Dht(event)) if crawl.update(&event) => match event {
                 Event::CrawlStarted { seeds } => {
-                    println!("crawl started from {seeds} peers");
+                    say(json, "crawl_started", json!({"seeds": seeds}), || {
+                        format!("crawl started from {seeds} peers")
+                    });
                     next_progress = Instant::now() + PROGRESS_EVERY;
                 }
                 Event::CrawlProgress(progress) if Instant::now() >= next_progress => {
-                    println!("{}", progress_line(&progress));
+                    say(json, "crawl_progress", progress_json(&progress), || {
+                        progress_line(&progress)
+                    });
                     next_progress = Instant::now() + PROGRESS_EVERY;
                 }
                 Event::CrawlFinished { .. } => {
                     if let Some(finished) = &crawl.last {
-                        println!("{}", finished_line(finished));
+                        say(json, "crawl_finished", finished_json(finished), || {
+                            finished_line(finished)
+                        });
                     }
                 }
                 _ => {}
@@ -164,6 +196,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
     }
     // Dropping the swarm saves the routing table and flushes the store.
     drop(swarm);
-    println!("stopped; store flushed");
+    say(json, "stopped", json!({"store_flushed": true}), || {
+        "stopped; store flushed".into()
+    });
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kadence::ipns::{self, IpnsRecord};
-use kadence::{QueryId, QueryProgress, QueryResult, Record};
+use kadence::{ProviderKey, QueryId, QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
 use libp2p::StreamProtocol;
 
@@ -126,9 +126,8 @@ async fn provide_batch(node: &TestNode, keys: usize) -> Row {
             let dht = &swarm.behaviour().dht;
             accelerated.store(dht.is_accelerated(), Ordering::Relaxed);
             for i in 0..keys {
-                let key = kadence::ProviderKey::sha2_256(
-                    format!("kadence example batch key {i}").as_bytes(),
-                );
+                let key =
+                    ProviderKey::sha2_256(format!("kadence testnet batch key {i}").as_bytes());
                 if swarm.behaviour_mut().dht.start_providing(key).is_ok() {
                     added.fetch_add(1, Ordering::Relaxed);
                 }
@@ -179,10 +178,12 @@ fn keep(rows: &mut Vec<Row>, row: Row) {
 }
 
 /// Runs the testnet with `nodes` nodes; `Ok(true)` when every operation succeeded. The last
-/// node runs the accelerated client, or every node does with `all_accelerated`.
+/// node runs the accelerated client, or every node does with `all_accelerated`. Prints a
+/// table, or with `json` one object.
 pub async fn testnet(
     nodes: usize,
     all_accelerated: bool,
+    json: bool,
 ) -> Result<bool, Box<dyn std::error::Error>> {
     let mut handles: Vec<TestNode> = Vec::new();
     for i in 0..nodes {
@@ -212,7 +213,9 @@ pub async fn testnet(
     } else {
         format!("node {} accelerated", nodes - 1)
     };
-    println!("started {nodes} nodes on 127.0.0.1 ({accelerated}); bootstrapping");
+    if !json {
+        println!("started {nodes} nodes on 127.0.0.1 ({accelerated}); bootstrapping");
+    }
     for _round in 0..2 {
         for node in &handles {
             node.handle
@@ -241,7 +244,7 @@ pub async fn testnet(
         )
         .await,
     );
-    let cid = kadence::ProviderKey::sha2_256(&[0xde, 0xad, 0xbe, 0xef]);
+    let cid = ProviderKey::sha2_256(b"kadence testnet content");
     keep(
         &mut rows,
         measured(
@@ -371,12 +374,21 @@ pub async fn testnet(
 
     keep(&mut rows, provide_batch(&handles[5 % nodes], 200).await);
 
+    let all_ok = rows.iter().all(|r| r.ok);
+    if json {
+        print_json(&rows, nodes, all_accelerated, all_ok);
+    } else {
+        print_table(&rows, all_ok);
+    }
+    Ok(all_ok)
+}
+
+fn print_table(rows: &[Row], all_ok: bool) {
     println!(
         "\n{:<16} {:<6} {:>10} {:>9} {:<6} result",
         "operation", "ok", "latency", "requests", "accel"
     );
-    let mut all_ok = true;
-    for row in &rows {
+    for row in rows {
         println!(
             "{:<16} {:<6} {:>10.2?} {:>9} {:<6} {}",
             row.operation,
@@ -390,7 +402,33 @@ pub async fn testnet(
             },
             row.result
         );
-        all_ok &= row.ok;
     }
-    Ok(all_ok)
+    if all_ok {
+        println!("\nall operations succeeded");
+    }
+}
+
+/// The table as one JSON object: `ok`, and a row per operation (`accelerated` is null for
+/// rows that are no lookup).
+fn print_json(rows: &[Row], nodes: usize, all_accelerated: bool, all_ok: bool) {
+    let operations: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "operation": row.operation,
+                "ok": row.ok,
+                "ms": row.latency.as_secs_f64() * 1000.0,
+                "requests": row.requests,
+                "accelerated": row.accelerated,
+                "result": row.result,
+            })
+        })
+        .collect();
+    let object = serde_json::json!({
+        "ok": all_ok,
+        "nodes": nodes,
+        "all_accelerated": all_accelerated,
+        "operations": operations,
+    });
+    println!("{object}");
 }

@@ -78,6 +78,28 @@ pub fn progress_line(progress: &CrawlProgress) -> String {
     )
 }
 
+/// A crawl's progress as JSON.
+pub fn progress_json(progress: &CrawlProgress) -> serde_json::Value {
+    json!({
+        "found": progress.found,
+        "contacted": progress.contacted(),
+        "reachable": progress.reachable,
+        "requests": progress.requests,
+    })
+}
+
+/// A finished crawl as JSON.
+pub fn finished_json(finished: &Finished) -> serde_json::Value {
+    json!({
+        "ms": finished.stats.duration.as_millis() as u64,
+        "peers": finished.peers,
+        "new": finished.merge.inserted,
+        "removed": finished.merge.removed,
+        "requests": finished.stats.requests,
+        "failed": finished.stats.failed,
+    })
+}
+
 /// The line that ends a crawl.
 pub fn finished_line(finished: &Finished) -> String {
     format!(

@@ -2,10 +2,13 @@
 //! operation, print its result, exit.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kadence::{QueryError, QueryFailure, QueryProgress, QueryResult, QueryStats, Record};
+use kadence::{
+    ProviderKey, QueryError, QueryFailure, QueryProgress, QueryResult, QueryStats, Record,
+};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -19,9 +22,9 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 pub enum OneShot {
     Closest(Vec<u8>),
-    Provide(Vec<u8>),
-    ProvideFile(Vec<Vec<u8>>),
-    FindProviders(Vec<u8>),
+    Provide(ProviderKey),
+    ProvideFile(Vec<ProviderKey>),
+    FindProviders(ProviderKey),
     FindPeer(PeerId),
     Get(Vec<u8>),
     Put(Vec<u8>, Vec<u8>),
@@ -191,13 +194,8 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Re
         }
         OneShot::Provide(key) => {
             let o = finish(
-                node.run(TIMEOUT, move |s| {
-                    s.behaviour_mut()
-                        .dht
-                        .provide(kadence::ProviderKey::try_from(key).unwrap())
-                        .ok()
-                })
-                .await,
+                node.run(TIMEOUT, move |s| s.behaviour_mut().dht.provide(key).ok())
+                    .await,
             )?;
             let QueryResult::Provide {
                 result: Ok(peers), ..
@@ -217,11 +215,7 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Re
         OneShot::FindProviders(key) => {
             let o = finish(
                 node.run(TIMEOUT, move |s| {
-                    Some(
-                        s.behaviour_mut()
-                            .dht
-                            .find_providers(kadence::ProviderKey::try_from(key).unwrap(), None),
-                    )
+                    Some(s.behaviour_mut().dht.find_providers(key, None))
                 })
                 .await,
             )?;
@@ -364,7 +358,7 @@ pub async fn put_record(node: &Handle, record: Record) -> Result<(usize, QuerySt
 /// Announces many keys with the sweep, showing progress.
 async fn provide_file(
     node: &Handle,
-    keys: Vec<Vec<u8>>,
+    keys: Vec<ProviderKey>,
     json: bool,
     mut acceleration: Option<Acceleration>,
 ) -> Result<(), Fail> {
@@ -378,11 +372,7 @@ async fn provide_file(
     node.run(TIMEOUT, move |s| {
         *full_table.lock().unwrap() = s.behaviour().dht.is_accelerated();
         for key in keys {
-            if let Err(e) = s
-                .behaviour_mut()
-                .dht
-                .start_providing(kadence::ProviderKey::try_from(key).unwrap())
-            {
+            if let Err(e) = s.behaviour_mut().dht.start_providing(key) {
                 *error.lock().unwrap() = Some(e.to_string());
                 break;
             }
@@ -430,12 +420,15 @@ async fn provide_file(
 }
 
 /// Reads a file of keys, one CID or multihash per line.
-pub fn keys_file(path: &str) -> Result<Vec<Vec<u8>>, Fail> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Fail::new(format!("cannot read {path}: {e}")))?;
+pub fn keys_file(path: &Path) -> Result<Vec<ProviderKey>, Fail> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Fail::new(format!("cannot read {}: {e}", path.display())))?;
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| keys::provider_key(l).map_err(Fail::new))
+        .map(|l| {
+            let bytes = keys::provider_key(l).map_err(Fail::new)?;
+            ProviderKey::from_multihash_bytes(bytes).map_err(|e| Fail::new(e.to_string()))
+        })
         .collect()
 }
