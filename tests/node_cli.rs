@@ -121,6 +121,37 @@ fn five_servers_and_the_one_shot_commands() {
     let json: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
     assert!(!json["providers"].as_array().unwrap().is_empty(), "{json}");
 
+    // Many keys from a file, announced by the sweep: JSON on stdout, no bar on stderr.
+    let keys = dirs[0].path().join("keys.txt");
+    std::fs::write(
+        &keys,
+        "# two CIDs and a multihash\n\
+         QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG\n\
+         bafkreifqjjl5idwkcoeat4jzu5vrebcdgpbxia4rzg7rz2oy4inhsiil7u\n\
+         1220c3c4733ec8affd06cf9e9ff50ffc6bcd2ec85a6170004bb709669c31de94391a\n",
+    )
+    .unwrap();
+    let announced = json_of(&addrs[2], &["provide", "--file", keys.to_str().unwrap()]);
+    assert_eq!(announced["announced"], 3, "{announced}");
+    let found = json_of(
+        &addrs[0],
+        &[
+            "find-providers",
+            "bafkreifqjjl5idwkcoeat4jzu5vrebcdgpbxia4rzg7rz2oy4inhsiil7u",
+        ],
+    );
+    assert!(
+        !found["providers"].as_array().unwrap().is_empty(),
+        "{found}"
+    );
+    let closest = json_of(&addrs[0], &["closest", "some text"]);
+    assert!(
+        !closest["peers"].as_array().unwrap().is_empty(),
+        "{closest}"
+    );
+    let peer = json_of(&addrs[0], &["find-peer", first.id()]);
+    assert_eq!(peer["id"], first.id(), "{peer}");
+
     // Put a /pk record through one server, get it through another.
     let key = Keypair::generate_ed25519();
     let value = key.public().encode_protobuf();
@@ -129,9 +160,15 @@ fn five_servers_and_the_one_shot_commands() {
     let record_key = format!("/pk/{}", key.public().to_peer_id());
     let put = one_shot(&addrs[0], &["put", &record_key, file.to_str().unwrap()]);
     assert!(put.status.success(), "{put:?}");
+    assert!(put.stderr.is_empty(), "{put:?}");
     let got = one_shot(&addrs[2], &["get", &record_key]);
     assert!(got.status.success(), "{got:?}");
     assert_eq!(got.stdout, value);
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    let got = json_of(&addrs[1], &["get", &record_key]);
+    assert_eq!(got["value_hex"], hex, "{got}");
+    let put = json_of(&addrs[3], &["put", &record_key, file.to_str().unwrap()]);
+    assert!(put["stored"].as_u64().unwrap() >= 1, "{put}");
 
     // Bad input: one line on stderr, a non-zero exit, no panic.
     for args in [

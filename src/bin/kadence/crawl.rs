@@ -1,7 +1,6 @@
 //! The accelerated client's crawl as the example node shows it: the status the node's events
 //! tell, progress lines, the wait before a one-shot command, and what the command reports.
 
-use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,6 +8,7 @@ use kadence::{CrawlMerge, CrawlProgress, CrawlStats, Event, QueryStats};
 use serde_json::json;
 
 use crate::driver::Handle;
+use crate::progress;
 use crate::units::format_duration;
 
 /// The default bound on the crawl a one-shot `--accelerated` command waits for: the public
@@ -123,25 +123,28 @@ pub struct CrawlWait {
     pub waited: Duration,
 }
 
-/// Waits until `node`'s first crawl finished, or `bound` passed, showing its progress on
-/// stderr (a redrawn status line on a terminal, a line per step otherwise): stdout keeps
-/// the command's output, which may be JSON.
-pub async fn wait_for_crawl(node: &Handle, bound: Duration) -> CrawlWait {
+/// The bar of a crawl a one-shot command waits for: peers contacted of those found so far
+/// (the total grows as the crawl learns of more).
+pub const CRAWL_BAR: &str =
+    "{bar:30} {pos}/{len} peers crawled ({elapsed}, at most {msg}, --crawl-timeout)";
+
+/// Waits until `node`'s first crawl finished, or `bound` passed, showing its progress as a bar
+/// on stderr (stdout keeps the command's output, which may be JSON); a line says when it
+/// starts and how it ended.
+pub async fn wait_for_crawl(node: &Handle, bound: Duration, json: bool) -> CrawlWait {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + bound;
-    let terminal = std::io::stderr().is_terminal();
     let mut status = node.crawl.clone();
     eprintln!(
         "crawling the network before the command (at most {}, --crawl-timeout)",
         format_duration(bound)
     );
-    let mut drawn = false;
+    let bar = progress::bar(0, json, CRAWL_BAR);
+    bar.set_message(format_duration(bound));
     loop {
         let now = status.borrow_and_update().clone();
         if let Some(finished) = now.last {
-            if drawn {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             eprintln!("{}", finished_line(&finished));
             return CrawlWait {
                 finished: Some(finished),
@@ -149,14 +152,8 @@ pub async fn wait_for_crawl(node: &Handle, bound: Duration) -> CrawlWait {
             };
         }
         if let Some(progress) = now.running {
-            let line = progress_line(&progress);
-            if terminal {
-                eprint!("\r{line:<78}");
-                let _ = std::io::stderr().flush();
-                drawn = true;
-            } else {
-                eprintln!("{line}");
-            }
+            bar.set_length(progress.found as u64);
+            bar.set_position(progress.contacted() as u64);
         }
         // A closed channel (the node's task ended) is a crawl that will not finish either.
         if !matches!(
@@ -166,9 +163,7 @@ pub async fn wait_for_crawl(node: &Handle, bound: Duration) -> CrawlWait {
             break;
         }
     }
-    if drawn {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     let progress = status.borrow().running.unwrap_or_default();
     eprintln!(
         "crawl not finished after {} ({} peers found, {} contacted): running the command \

@@ -97,7 +97,7 @@ pub fn print_record(
 
 /// `resolve <name>`: the best record of the name on the DHT.
 pub async fn resolve(name: PeerId, bootstrap: Vec<Multiaddr>, out: Output) -> Result<(), Fail> {
-    let (node, mut acceleration) = join(&bootstrap, None, out.crawl).await?;
+    let (node, mut acceleration) = join(&bootstrap, None, out).await?;
     let key = ipns::routing_key(&name);
     let (record, stats) = get_record(&node, key.clone()).await?;
     note(&mut acceleration, &stats);
@@ -114,7 +114,7 @@ pub async fn publish(
 ) -> Result<(), Fail> {
     // The swarm has its own, throwaway identity: the name's key may be a running `serve`
     // node's, and two connections under one peer id would confuse the peers.
-    let (node, mut acceleration) = join(&bootstrap, None, out.crawl).await?;
+    let (node, mut acceleration) = join(&bootstrap, None, out).await?;
     let name = options.key.public().to_peer_id();
     let key = ipns::routing_key(&name);
     let (current, stats) = get_record(&node, key).await?;

@@ -20,6 +20,7 @@ mod driver;
 mod ipns;
 mod keys;
 mod oneshot;
+mod progress;
 mod serve;
 mod testnet;
 mod units;

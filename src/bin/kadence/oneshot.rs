@@ -1,7 +1,7 @@
 //! One-shot commands: start an ephemeral node, join through the bootstrap peers, run one
 //! operation, print its result, exit.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::crawl::{wait_for_crawl, Acceleration};
 use crate::driver::{build_swarm, listen, Handle, Outcome};
-use crate::{keys, split_p2p, Fail};
+use crate::{keys, progress, split_p2p, Fail};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -51,8 +51,9 @@ fn peers_json(peers: &[kadence::PeerRecord]) -> serde_json::Value {
 pub async fn join(
     bootstrap: &[Multiaddr],
     listen_on: Option<Multiaddr>,
-    crawl: Option<Duration>,
+    out: Output,
 ) -> Result<(Handle, Option<Acceleration>), Fail> {
+    let crawl = out.crawl;
     if bootstrap.is_empty() {
         return Err(Fail::new("no bootstrap peer"));
     }
@@ -89,7 +90,9 @@ pub async fn join(
         return Err(Fail::new("could not reach any bootstrap peer"));
     }
     let acceleration = match crawl {
-        Some(bound) => Some(Acceleration::new(wait_for_crawl(&node, bound).await)),
+        Some(bound) => Some(Acceleration::new(
+            wait_for_crawl(&node, bound, out.json).await,
+        )),
         None => None,
     };
     Ok((node, acceleration))
@@ -160,7 +163,7 @@ pub async fn run(command: OneShot, bootstrap: Vec<Multiaddr>, out: Output) -> Re
         let ip = if local { "127.0.0.1" } else { "0.0.0.0" };
         format!("/ip4/{ip}/tcp/0").parse().expect("valid")
     });
-    let (node, mut acceleration) = join(&bootstrap, listen_on, out.crawl).await?;
+    let (node, mut acceleration) = join(&bootstrap, listen_on, out).await?;
     let start = Instant::now();
     match command {
         OneShot::Closest(key) => {
@@ -355,6 +358,9 @@ pub async fn put_record(node: &Handle, record: Record) -> Result<(usize, QuerySt
     }
 }
 
+/// `provide --file`'s bar: keys the sweep has announced, of the file's.
+pub const PROVIDE_BAR: &str = "{bar:30} {pos}/{len} keys announced ({elapsed})";
+
 /// Announces many keys with the sweep, showing progress.
 async fn provide_file(
     node: &Handle,
@@ -384,31 +390,22 @@ async fn provide_file(
         return Err(Fail::new(e));
     }
     let deadline = Instant::now() + Duration::from_secs(600);
+    let bar = progress::bar(total as u64, json, PROVIDE_BAR);
     loop {
         let (done, _) = node.provide_progress(TIMEOUT).await;
-        if !json {
-            let width = 30;
-            let filled = width * done / total.max(1);
-            print!(
-                "\r[{}{}] {done}/{total}",
-                "#".repeat(filled),
-                " ".repeat(width - filled)
-            );
-            let _ = std::io::stdout().flush();
-        }
+        bar.set_position(done as u64);
         if done == total {
             break;
         }
         if Instant::now() > deadline {
+            bar.abandon();
             return Err(Fail::new(format!("only {done} of {total} keys announced")));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    bar.finish_and_clear();
     if let Some(a) = acceleration.as_mut() {
         a.note(*accelerated.lock().unwrap());
-    }
-    if !json {
-        println!();
     }
     print_result(
         json,

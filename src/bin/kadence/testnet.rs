@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use indicatif::ProgressBar;
 use kadence::ipns::{self, IpnsRecord};
 use kadence::{ProviderKey, QueryId, QueryProgress, QueryResult, Record};
 use libp2p::identity::Keypair;
@@ -12,6 +13,7 @@ use libp2p::StreamProtocol;
 
 use crate::crawl::crawl_again;
 use crate::driver::{build_swarm, listen, Handle, Outcome};
+use crate::progress;
 
 /// A private protocol name: the testnet never joins the public DHT.
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/kadence-example/kad/1.0.0");
@@ -157,24 +159,17 @@ async fn provide_batch(node: &TestNode, keys: usize) -> Row {
     }
 }
 
-/// The operations the testnet runs (the crawl included), for the progress line.
+/// The operations the testnet runs (the crawl included), for the progress bar.
 const OPERATIONS: usize = 10;
 
-/// Keeps a row and redraws the progress line on stderr (stdout keeps the table).
-fn keep(rows: &mut Vec<Row>, row: Row) {
-    let width = OPERATIONS * 4;
+/// The testnet's bar: operations done, and the last one.
+pub const OPERATIONS_BAR: &str = "{bar:40} {pos}/{len} operations done ({elapsed}) {msg}";
+
+/// Keeps a row and moves the bar on.
+fn keep(rows: &mut Vec<Row>, bar: &ProgressBar, row: Row) {
+    bar.set_message(row.operation);
     rows.push(row);
-    let filled = width * rows.len() / OPERATIONS;
-    eprint!(
-        "\r[{}{}] {}/{OPERATIONS} {:<16}",
-        "#".repeat(filled),
-        " ".repeat(width - filled),
-        rows.len(),
-        rows.last().map_or("", |r| r.operation),
-    );
-    if rows.len() == OPERATIONS {
-        eprintln!();
-    }
+    bar.set_position(rows.len() as u64);
 }
 
 /// Runs the testnet with `nodes` nodes; `Ok(true)` when every operation succeeded. The last
@@ -226,9 +221,11 @@ pub async fn testnet(
 
     let last = nodes - 1;
     let mut rows = Vec::new();
-    keep(&mut rows, crawl_all(&handles).await);
+    let bar = progress::bar(OPERATIONS as u64, json, OPERATIONS_BAR);
+    keep(&mut rows, &bar, crawl_all(&handles).await);
     keep(
         &mut rows,
+        &bar,
         measured(
             &handles[1],
             "closest peers",
@@ -247,6 +244,7 @@ pub async fn testnet(
     let cid = ProviderKey::sha2_256(b"kadence testnet content");
     keep(
         &mut rows,
+        &bar,
         measured(
             &handles[2],
             "provide",
@@ -262,7 +260,7 @@ pub async fn testnet(
         .await,
     );
     let provider = handles[2].handle.id;
-    keep(&mut rows,
+    keep(&mut rows, &bar,
         measured(
             &handles[last],
             "find providers",
@@ -284,6 +282,7 @@ pub async fn testnet(
     let record = Record::public_key(&handles[3].handle.key.public());
     keep(
         &mut rows,
+        &bar,
         measured(
             &handles[3],
             "put value",
@@ -301,6 +300,7 @@ pub async fn testnet(
     let expected = record.value.clone();
     keep(
         &mut rows,
+        &bar,
         measured(
             &handles[last - 1],
             "get value",
@@ -321,6 +321,7 @@ pub async fn testnet(
         .sign(&handles[6 % nodes].handle.key)?;
     keep(
         &mut rows,
+        &bar,
         measured(
             &handles[6 % nodes],
             "publish name",
@@ -337,6 +338,7 @@ pub async fn testnet(
     );
     keep(
         &mut rows,
+        &bar,
         measured(
             &handles[last - 3],
             "resolve name",
@@ -358,6 +360,7 @@ pub async fn testnet(
     let wanted = handles[last - 2].handle.id;
     keep(
         &mut rows,
+        &bar,
         measured(
             &handles[4 % nodes],
             "find peer",
@@ -372,8 +375,13 @@ pub async fn testnet(
         .await,
     );
 
-    keep(&mut rows, provide_batch(&handles[5 % nodes], 200).await);
+    keep(
+        &mut rows,
+        &bar,
+        provide_batch(&handles[5 % nodes], 200).await,
+    );
 
+    bar.finish_and_clear();
     let all_ok = rows.iter().all(|r| r.ok);
     if json {
         print_json(&rows, nodes, all_accelerated, all_ok);
