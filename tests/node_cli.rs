@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 
+#[path = "node_cli/support.rs"]
+mod support;
+
+use support::{http_get, JsonServer};
+
 /// The binary, which cargo builds for integration tests when the `cli` feature is on.
 fn node_binary() -> &'static str {
     env!("CARGO_BIN_EXE_kadence")
@@ -417,6 +422,27 @@ fn testnet_with_every_node_accelerated() {
     }
 }
 
+#[test]
+fn testnet_prints_one_json_object() {
+    let out = Command::new(node_binary())
+        .args(["--json", "testnet", "--nodes", "6"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON object: {e}: {out:?}"));
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["nodes"], 6, "{json}");
+    let operations = json["operations"].as_array().unwrap();
+    assert_eq!(operations.len(), 10, "{json}");
+    for operation in operations {
+        assert_eq!(operation["ok"], true, "{operation}");
+        assert!(operation["ms"].is_f64(), "{operation}");
+    }
+    // No bar: stderr is no terminal.
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
 /// Waits for `server` to say it is accelerated: its crawl finished.
 fn until_accelerated(server: &Server) {
     server.line_starting("crawl finished in ", Duration::from_secs(60));
@@ -635,4 +661,91 @@ fn a_restarted_accelerated_server_restores_its_crawled_table() {
     // Accelerated at once, before any crawl of this run.
     let next = restarted.line_starting("", Duration::from_secs(10));
     assert!(next.starts_with("accelerated: "), "{next}");
+}
+
+#[test]
+fn serve_reports_status_serves_metrics_and_stops_on_sigterm() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let more = ["--status-interval", "1", "--metrics", "127.0.0.1:0"];
+    let mut first = JsonServer::start(dirs[0].path(), &more);
+    let started = first.event("started", Duration::from_secs(30));
+    let addr = started["listening"][0].as_str().unwrap().to_string();
+    assert!(
+        addr.ends_with(started["peer_id"].as_str().unwrap()),
+        "{started}"
+    );
+    let url = first.event("metrics", Duration::from_secs(30))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{url}"))
+        .to_string();
+
+    // A second node, in text, joins through the first: both status lines count the other.
+    let second = serve_with(dirs[1].path(), Some(&addr), &["--status-interval", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = first.event("status", Duration::from_secs(30));
+        for field in [
+            "records",
+            "provider_keys",
+            "provided_keys",
+            "regions_reprovided",
+        ] {
+            assert!(status[field].is_u64(), "{field}: {status}");
+        }
+        if status["peers"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw the second node: {status}"
+        );
+    }
+    let line = second.line_starting("status: ", Duration::from_secs(30));
+    assert!(line.contains(" peers, "), "{line}");
+    assert!(line.contains(" provided keys ("), "{line}");
+
+    // Prometheus text, with the DHT's families, at /metrics and nowhere else.
+    let response = http_get(&host, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("openmetrics-text"), "{response}");
+    assert!(
+        response.contains("# TYPE kadence_routing_table_peers gauge"),
+        "{response}"
+    );
+    assert!(response.trim_end().ends_with("# EOF"), "{response}");
+    assert!(http_get(&host, "/other").starts_with("HTTP/1.1 404"));
+
+    // SIGTERM stops it as Ctrl-C does: the store flushed, exit status 0, and it says so.
+    let pid = first.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped = first.event("stopped", Duration::from_secs(60));
+    assert_eq!(stopped["signal"], "SIGTERM", "{stopped}");
+    assert_eq!(stopped["store_flushed"], true, "{stopped}");
+    let status = first.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // A metrics address already taken is one line and a non-zero exit.
+    let taken = Command::new(node_binary())
+        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0", "--metrics"])
+        .arg(second_metrics_addr(&second))
+        .arg("--data-dir")
+        .arg(dirs[0].path().join("other"))
+        .output()
+        .unwrap();
+    assert_refused(&taken, &["serve", "--metrics"], "cannot serve metrics on");
+}
+
+/// An address in use on this machine: the second server's own TCP listener.
+fn second_metrics_addr(server: &Server) -> String {
+    let port = server.addr.split('/').nth(4).unwrap();
+    format!("127.0.0.1:{port}")
 }

@@ -2,6 +2,7 @@
 //! that turn what people type into keys, peers and durations (so bad input is refused before
 //! any network is touched).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -147,6 +148,14 @@ pub struct ServeArgs {
     /// $XDG_DATA_HOME/kadence, else ~/.local/share/kadence.
     #[arg(long, value_name = "PATH")]
     pub data_dir: Option<PathBuf>,
+
+    /// How often to print the status line (seconds, or a duration like 5m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = interval)]
+    pub status_interval: Duration,
+
+    /// Serve Prometheus metrics over HTTP at http://<ADDR>/metrics, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `publish`'s options.
@@ -187,6 +196,14 @@ fn seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<u64>() {
         Ok(n) => Ok(Duration::from_secs(n)),
         Err(_) => units::parse_duration(text),
+    }
+}
+
+/// A period: as [`seconds`], but never zero (a status line every 0 s would be a busy loop).
+fn interval(text: &str) -> Result<Duration, String> {
+    match seconds(text)? {
+        d if d.is_zero() => Err("the interval must be longer than 0s".into()),
+        d => Ok(d),
     }
 }
 
@@ -258,6 +275,12 @@ mod tests {
 
     #[test]
     fn durations_are_checked_while_parsing() {
+        assert!(Cli::try_parse_from(["kadence", "serve", "--status-interval", "0"]).is_err());
+        let serve = Cli::try_parse_from(["kadence", "serve", "--status-interval", "1m"]).unwrap();
+        match serve.command {
+            Command::Serve(args) => assert_eq!(args.status_interval, Duration::from_secs(60)),
+            other => panic!("{other:?}"),
+        }
         let lifetime = ["kadence", "publish", "/ipfs/x", "--lifetime", "0s"];
         assert!(Cli::try_parse_from(lifetime).is_err());
     }

@@ -19,9 +19,11 @@ mod crawl;
 mod driver;
 mod ipns;
 mod keys;
+mod metrics_http;
 mod oneshot;
 mod progress;
 mod serve;
+mod status;
 mod testnet;
 mod units;
 
@@ -117,6 +119,8 @@ async fn dispatch(cli: Cli) -> Result<bool, Fail> {
                 bootstrap: given,
                 accelerated: cli.accelerated,
                 json,
+                status_interval: args.status_interval,
+                metrics: args.metrics,
             };
             serve::serve(options).await?;
             return Ok(true);

@@ -1,5 +1,6 @@
 //! `serve`: a long-lived node with the persistent store.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,11 +10,14 @@ use kadence::{Event, KBucketTable, RoutingTable};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, Swarm};
+use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::crawl::{finished_json, finished_line, progress_json, progress_line, CrawlStatus};
-use crate::driver::{build_swarm_with, listen, NodeEvent};
+use crate::driver::{build_swarm_with, listen, Node, NodeEvent};
+use crate::metrics_http;
+use crate::status::{Shutdown, Status, Tracker};
 use crate::{split_p2p, Fail};
 
 pub struct ServeOptions {
@@ -24,6 +28,10 @@ pub struct ServeOptions {
     pub accelerated: bool,
     /// One JSON object per line instead of text.
     pub json: bool,
+    /// How often to print the status line.
+    pub status_interval: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Prints a line of what the node does: `text`, or with `json` the object with its `event`.
@@ -111,6 +119,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
         kadence::Behaviour::with_parts(local, config, table, store)
     })
     .map_err(|e| Fail::new(e.to_string()))?;
+    // Listened for before anything else can take time, so that no signal goes unseen.
+    let mut shutdown =
+        Shutdown::new().map_err(|e| Fail::new(format!("cannot listen for signals: {e}")))?;
+    let mut registry = Registry::default();
+    swarm.behaviour_mut().dht.register_metrics(&mut registry);
+    let metrics = match options.metrics {
+        Some(addr) => Some(metrics_http::serve(addr, registry).await?),
+        None => None,
+    };
     let mut addrs = Vec::new();
     for addr in &options.listen {
         refuse_taken_port(addr)?;
@@ -144,6 +161,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
             text + &format!("\ndata in {}", dir.display())
         },
     );
+    if let Some(addr) = metrics {
+        say(
+            json,
+            "metrics",
+            json!({"url": format!("http://{addr}/metrics")}),
+            || format!("metrics on http://{addr}/metrics"),
+        );
+    }
     // The store gave back the table a previous run crawled (when it was recent enough).
     let restored = swarm.behaviour().dht.full_table().map_or(0, |t| t.len());
     if restored > 0 {
@@ -154,8 +179,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
     let mut reported_accelerated = false;
     let mut crawl = CrawlStatus::default();
     let mut next_progress = Instant::now();
+    let mut tracker = Tracker::default();
+    let mut status_timer = tokio::time::interval_at(
+        tokio::time::Instant::now() + options.status_interval,
+        options.status_interval,
+    );
+    // A slow machine skips a line rather than printing a burst of them.
+    status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let _ = swarm.behaviour_mut().dht.bootstrap();
-    loop {
+    let signal = loop {
         if options.accelerated && !reported_accelerated && swarm.behaviour().dht.is_accelerated() {
             reported_accelerated = true;
             let peers = swarm.behaviour().dht.full_table().map_or(0, |t| t.len());
@@ -164,9 +196,17 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
             });
         }
         let event = tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            signal = shutdown.signalled() => break signal,
+            _ = status_timer.tick() => {
+                let status = status(&mut swarm, &tracker, &crawl, options.accelerated);
+                say(json, "status", status.json(), || status.line());
+                continue;
+            }
             event = swarm.select_next_some() => event,
         };
+        if let SwarmEvent::Behaviour(NodeEvent::Dht(event)) = &event {
+            tracker.update(event);
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
             SwarmEvent::Behaviour(NodeEvent::Dht(event)) if crawl.update(&event) => match event {
@@ -193,11 +233,45 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
             },
             _ => {}
         }
-    }
-    // Dropping the swarm saves the routing table and flushes the store.
+    };
+    // Dropping the swarm saves the routing table and flushes the store (its writer thread
+    // is joined), so the line below is true when it prints.
     drop(swarm);
-    say(json, "stopped", json!({"store_flushed": true}), || {
-        "stopped; store flushed".into()
-    });
+    say(
+        json,
+        "stopped",
+        json!({"signal": signal, "store_flushed": true}),
+        || format!("{signal}: stopped; store flushed"),
+    );
     Ok(())
+}
+
+/// What the node holds and does now.
+fn status(
+    swarm: &mut Swarm<Node>,
+    tracker: &Tracker,
+    crawl: &CrawlStatus,
+    accelerated: bool,
+) -> Status {
+    let dht = &mut swarm.behaviour_mut().dht;
+    let sizes = dht.store_mut().sizes();
+    let provided = dht
+        .provided_len()
+        .inspect_err(|error| tracing::warn!(%error, "cannot count the provided keys"))
+        .ok();
+    Status {
+        peers: dht.routing_table().len(),
+        records: sizes.records,
+        provider_keys: sizes.provider_keys,
+        provided,
+        regions: tracker.regions,
+        behind: tracker.behind,
+        accelerated: accelerated.then(|| {
+            (
+                dht.is_accelerated(),
+                dht.full_table().map_or(0, |t| t.len()),
+            )
+        }),
+        crawl: crawl.clone(),
+    }
 }
