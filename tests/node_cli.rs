@@ -632,7 +632,15 @@ fn interrupt(mut server: Server) {
     let pid = server.child.id().to_string();
     let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(sent.success());
-    let status = server.child.wait().unwrap();
+    // A guard, not a timing claim: a node that ignored the signal would hang the suite.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "SIGINT did not stop the server");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(status.success(), "{status:?}");
 }
 
