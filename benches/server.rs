@@ -1,7 +1,8 @@
 //! Server throughput: one DHT server (kadence, then libp2p-kad) flooded with FIND_NODE and
 //! GET_PROVIDERS by C concurrent clients for a fixed time.
 //!
-//! `cargo bench --bench server -- [--clients C] [--window W] [--seconds S]`
+//! `cargo bench --bench server [--features metrics] -- [--clients C] [--window W] [--seconds S]`
+//! (with `metrics`, a third server: kadence recording its Prometheus metrics)
 //!
 //! The server runs alone on its own thread (a current-thread tokio runtime: its connection
 //! tasks run there too), so its CPU time is measured exactly from
@@ -44,6 +45,9 @@ const MAX_FRAME: usize = 4 * 1024 * 1024;
 #[derive(Clone, Copy, PartialEq)]
 enum Impl {
     Kadence,
+    /// kadence recording Prometheus metrics (the `metrics` feature): what they cost.
+    #[cfg(feature = "metrics")]
+    KadenceMetrics,
     Libp2pKad,
 }
 
@@ -51,6 +55,8 @@ impl Impl {
     fn name(self) -> &'static str {
         match self {
             Impl::Kadence => "kadence",
+            #[cfg(feature = "metrics")]
+            Impl::KadenceMetrics => "kadence + metrics",
             Impl::Libp2pKad => "libp2p-kad",
         }
     }
@@ -450,6 +456,20 @@ async fn bench_impl(
                 |s: &mut Swarm<kadence::Behaviour>| s.behaviour().routing_table().len(),
             )
         }
+        #[cfg(feature = "metrics")]
+        Impl::KadenceMetrics => {
+            let f = fixture.clone();
+            spawn_server(
+                move |local| {
+                    let mut behaviour = f.kadence(local);
+                    // The registry is only written to: nothing scrapes it during the run.
+                    let mut registry = prometheus_client::registry::Registry::default();
+                    behaviour.register_metrics(&mut registry);
+                    behaviour
+                },
+                |s: &mut Swarm<kadence::Behaviour>| s.behaviour().routing_table().len(),
+            )
+        }
         Impl::Libp2pKad => {
             let f = fixture.clone();
             spawn_server(
@@ -576,7 +596,13 @@ fn main() {
         .expect("client runtime");
     let results = runtime.block_on(async {
         let mut results = Vec::new();
-        for imp in [Impl::Kadence, Impl::Libp2pKad] {
+        let imps = [
+            Impl::Kadence,
+            #[cfg(feature = "metrics")]
+            Impl::KadenceMetrics,
+            Impl::Libp2pKad,
+        ];
+        for imp in imps {
             results.extend(
                 bench_impl(imp, &fixture, clients, window, Duration::from_secs(seconds)).await,
             );
@@ -586,7 +612,12 @@ fn main() {
 
     println!("# DHT server throughput");
     println!();
-    println!("command: `cargo bench --bench server -- --clients {clients} --window {window} --seconds {seconds}`");
+    let features = if cfg!(feature = "metrics") {
+        " --features metrics"
+    } else {
+        ""
+    };
+    println!("command: `cargo bench --bench server{features} -- --clients {clients} --window {window} --seconds {seconds}`");
     println!(
         "clients: {clients} streams over {} connections (TCP loopback + noise + yamux), \
          {window} requests in flight on each, {seconds} s per implementation and request type (after {} ms warm-up)",

@@ -148,3 +148,18 @@ pub enum Event {
         serving: bool,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    /// What an application hands between tasks: a compile-time check, so that a field that is
+    /// not `Clone` or not `Send` cannot slip into the public types.
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+
+    #[test]
+    fn events_results_and_handles_can_be_cloned_and_sent() {
+        shareable::<super::Event>();
+        shareable::<crate::QueryResult>();
+        shareable::<crate::Handle>();
+        shareable::<crate::HandleError<Vec<crate::PeerRecord>>>();
+    }
+}
