@@ -73,82 +73,41 @@ async fn metrics_move_as_a_small_network_works() {
     }
 
     // Closest peers, from node 0.
-    let outcome = nodes[0]
-        .run(|dht| Some(dht.get_closest_peers(b"some key".to_vec())))
+    nodes[0]
+        .succeed(|dht| Some(dht.get_closest_peers(b"some key".to_vec())))
         .await;
-    assert!(
-        matches!(
-            outcome.result,
-            Some(QueryResult::ClosestPeers { result: Ok(_), .. })
-        ),
-        "{outcome:?}"
-    );
 
     // A value put by node 1, read by node 2.
     let record = pk_record();
-    let outcome = nodes[1]
-        .run({
-            let record = record.clone();
-            move |dht| dht.put_value(record, None).ok()
-        })
+    let key = record.key.clone();
+    nodes[1]
+        .succeed(move |dht| dht.put_value(record, None).ok())
         .await;
-    assert!(
-        matches!(
-            outcome.result,
-            Some(QueryResult::PutValue { result: Ok(_), .. })
-        ),
-        "{outcome:?}"
-    );
-    let outcome = nodes[2]
-        .run({
-            let key = record.key.clone();
-            // Node 2 holds the record itself: a quorum of 2 makes it ask the network too.
-            move |dht| Some(dht.get_value(key, NonZeroUsize::new(2)))
-        })
+    // Node 2 holds the record itself: a quorum of 2 makes it ask the network too.
+    nodes[2]
+        .succeed(move |dht| Some(dht.get_value(key, NonZeroUsize::new(2))))
         .await;
-    assert!(
-        matches!(
-            outcome.result,
-            Some(QueryResult::GetValue { result: Ok(_), .. })
-        ),
-        "{outcome:?}"
-    );
 
     // A key provided by node 0 and found by node 2, once node 2 holds its record (ADD_PROVIDER
     // has no answer: "written" is not "stored").
     let key = ProviderKey::sha2_256(b"metrics");
-    let outcome = nodes[0]
-        .run({
-            let key = key.clone();
-            move |dht| dht.provide(key).ok()
-        })
+    let provided = key.clone();
+    nodes[0]
+        .succeed(move |dht| dht.provide(provided).ok())
         .await;
-    assert!(
-        matches!(
-            outcome.result,
-            Some(QueryResult::Provide { result: Ok(_), .. })
-        ),
-        "{outcome:?}"
-    );
     common::within(30, async {
         while !nodes[2].holds_providers_of(key.as_bytes()).await {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    let outcome = nodes[2]
-        .run({
-            let key = key.clone();
-            // No limit: the one record node 2 holds does not end the lookup at once.
-            move |dht| Some(dht.find_providers(key, None))
-        })
+    // No limit: the one record node 2 holds does not end the lookup at once.
+    let result = nodes[2]
+        .succeed(move |dht| Some(dht.find_providers(key, None)))
         .await;
     assert!(
-        matches!(
-            outcome.result,
-            Some(QueryResult::FindProviders { result: Ok(_), .. })
-        ),
-        "{outcome:?}"
+        matches!(&result, QueryResult::FindProviders { result: Ok(p), .. } if !p.is_empty()),
+        "{result:?}"
     );
 
     // And a key node 1 keeps provided: the sweep announces its region.

@@ -3,10 +3,10 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::*;
-use crate::routing::QueryFailure;
 use crate::key::Key;
 use crate::network::message::ConnectionType;
 use crate::routing::lookup::LookupConfig;
+use crate::routing::QueryFailure;
 
 fn record(id: PeerId) -> PeerRecord {
     PeerRecord {

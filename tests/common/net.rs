@@ -153,6 +153,19 @@ impl TestNode {
             .expect("node running")
     }
 
+    /// Runs `op` like [`TestNode::run`] and fails the test unless it succeeded; its result.
+    #[allow(dead_code)] // Not every test binary that includes `common` uses it.
+    pub async fn succeed(
+        &self,
+        op: impl FnOnce(&mut kadence::Behaviour) -> Option<QueryId> + Send + 'static,
+    ) -> QueryResult {
+        let outcome = self.run(op).await;
+        match outcome.result {
+            Some(result) if result.error().is_none() => result,
+            _ => panic!("the operation failed: {outcome:?}"),
+        }
+    }
+
     /// Whether the node's own store holds a provider record for `key`.
     pub async fn holds_providers_of(&self, key: &[u8]) -> bool {
         let (tx, rx) = oneshot::channel();
