@@ -103,10 +103,18 @@ pub enum Event {
     /// The sweep reprovided a keyspace region.
     RegionReprovided(crate::provider::SweepReport),
     /// The sweep has more work than the reprovide interval allows: regions wait this long
-    /// after their slot. It keeps going, oldest first.
+    /// after their slot. It keeps going, oldest first. `workers_needed` says what to change
+    /// ([`Config::with_reprovide_workers`](crate::Config::with_reprovide_workers)) once the
+    /// pace of finished regions shows it; [`Behaviour::sweep_status`](crate::Behaviour::sweep_status)
+    /// has the whole picture.
     ReprovideBehind {
         /// How late the oldest waiting region is.
         by: std::time::Duration,
+        /// Regions due and waiting for a worker.
+        waiting: usize,
+        /// The workers that would keep up at the pace of the regions swept lately, when more
+        /// than configured are needed.
+        workers_needed: Option<usize>,
     },
     /// A peer entered the routing table.
     RoutingUpdated {

@@ -150,6 +150,7 @@ impl Behaviour {
         let mode = self.mode.current();
         let provided = self.server.store_mut().provided_len();
         let sizes = self.server.store_mut().sizes();
+        let sweep = self.sweep_status();
         let Some(state) = &self.metrics else { return };
         let metrics = &state.metrics;
         metrics.set_routing_table(peers.len(), &buckets);
@@ -157,6 +158,7 @@ impl Behaviour {
         metrics.set_connections(connections);
         metrics.set_mode(mode);
         metrics.set_store(sizes);
+        metrics.set_sweep(&sweep);
         match provided {
             Ok(keys) => metrics.set_provided_keys(keys),
             Err(error) => tracing::debug!(%error, "provided keys not counted for the metrics"),
@@ -180,7 +182,7 @@ fn record_event(metrics: &Metrics, event: &Event) {
             stats.requests,
         ),
         Event::RegionReprovided(report) => metrics.record_region_reprovided(report),
-        Event::ReprovideBehind { by } => metrics.record_reprovide_behind(*by),
+        Event::ReprovideBehind { by, .. } => metrics.record_reprovide_behind(*by),
         Event::RoutingUpdated { .. } => metrics.record_peer_added(),
         Event::PeerRemoved { reason, .. } => metrics.record_peer_removed(reason),
         Event::CrawlFinished {

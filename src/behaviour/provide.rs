@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::key::Key;
 use crate::network::message::{ConnectionType, PeerRecord, Request, Response};
 use crate::network::{OutboundRequestId, RequestError};
-use crate::provider::{Provider, ProviderAction, ProviderKey};
+use crate::provider::{Provider, ProviderAction, ProviderKey, SweepStatus};
 use crate::routing::lookup::LookupFinish;
 use crate::routing::query::Operation;
 use crate::routing::{QueryId, QueryResult};
@@ -102,6 +102,12 @@ impl Behaviour {
                 key,
             })
             .collect())
+    }
+
+    /// Where the reprovide sweep stands: regions running and waiting, how far behind schedule
+    /// it is, how long regions take, and the workers it would need to keep up.
+    pub fn sweep_status(&self) -> SweepStatus {
+        self.provider.status(SystemTime::now())
     }
 
     /// How many keys this node provides.
@@ -250,11 +256,34 @@ impl Behaviour {
                     }
                 }
                 ProviderAction::Report(report) => {
+                    let took = SystemTime::now()
+                        .duration_since(report.started)
+                        .unwrap_or_default();
+                    self.provider.region_took(took, &report);
                     self.report(Event::RegionReprovided(report));
                 }
-                ProviderAction::Behind(by) => {
-                    tracing::warn!(?by, "the reprovide sweep is behind schedule");
-                    self.report(Event::ReprovideBehind { by });
+                ProviderAction::Behind {
+                    by,
+                    waiting,
+                    workers_needed,
+                } => {
+                    match workers_needed {
+                        Some(needed) => tracing::warn!(
+                            ?by,
+                            waiting,
+                            needed,
+                            "the reprovide sweep is behind schedule: at its pace it needs \
+                             Config::with_reprovide_workers({needed}) to keep up"
+                        ),
+                        None => {
+                            tracing::warn!(?by, waiting, "the reprovide sweep is behind schedule")
+                        }
+                    }
+                    self.report(Event::ReprovideBehind {
+                        by,
+                        waiting,
+                        workers_needed,
+                    });
                 }
             }
         }

@@ -100,7 +100,10 @@ type NewHistogram = fn() -> Histogram;
 /// | `kadence_reprovided_regions_total` | counter | | Regions the sweep reprovided. |
 /// | `kadence_reprovided_keys_total` | counter | | Keys announced by those sweeps. |
 /// | `kadence_reprovide_announcements_total` | counter | `outcome` | ADD_PROVIDER messages of the sweep: `ok` (written) or `failed`. |
-/// | `kadence_reprovide_behind_seconds` | gauge | | How late the sweep last started a region after its slot (0: on time). |
+/// | `kadence_reprovide_behind_seconds` | gauge | | How late the sweep is: the oldest region waiting past its slot, or the last one started (0: on time). |
+/// | `kadence_reprovide_overdue_seconds` | gauge | | How far past its due time (last announcement + interval) the last region announced its most overdue key; past 26 h records had expired. |
+/// | `kadence_reprovide_regions_waiting` | gauge | | Regions due and waiting for a worker. |
+/// | `kadence_reprovide_workers_needed` | gauge | | Workers the sweep would need to keep up at its pace, when more than configured (0: enough). |
 ///
 /// **Connectivity**
 ///
@@ -149,6 +152,9 @@ pub struct Metrics {
     reprovided_keys: Counter,
     reprovide_announcements: Family<OutcomeLabels, Counter>,
     reprovide_behind: Gauge<f64, AtomicU64>,
+    reprovide_overdue: Gauge<f64, AtomicU64>,
+    reprovide_waiting: Gauge,
+    reprovide_workers_needed: Gauge,
 
     // Connectivity.
     dials: Family<OutcomeLabels, Counter>,
@@ -352,8 +358,29 @@ impl Metrics {
             reprovide_behind: add(
                 r,
                 "reprovide_behind",
-                "How late the sweep last started a region after its slot",
+                "How late the sweep is: the oldest region waiting past its slot",
                 Some(Unit::Seconds),
+                Gauge::default(),
+            ),
+            reprovide_overdue: add(
+                r,
+                "reprovide_overdue",
+                "How far past its due time the last region announced its most overdue key",
+                Some(Unit::Seconds),
+                Gauge::default(),
+            ),
+            reprovide_waiting: add(
+                r,
+                "reprovide_regions_waiting",
+                "Regions due and waiting for a worker",
+                None,
+                Gauge::default(),
+            ),
+            reprovide_workers_needed: add(
+                r,
+                "reprovide_workers_needed",
+                "Workers the sweep needs to keep up at its pace, when more than configured",
+                None,
                 Gauge::default(),
             ),
 

@@ -12,7 +12,7 @@ use super::Metrics;
 use crate::mode::Mode;
 use crate::network::message::{MessageType, Response};
 use crate::network::{InboundError, RequestError};
-use crate::provider::SweepReport;
+use crate::provider::{SweepReport, SweepStatus};
 use crate::routing_table::{Failure, RemovalReason};
 use crate::server::InboundOutcome;
 use crate::store::StoreSizes;
@@ -186,6 +186,18 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome: "failed" })
             .inc_by(report.failures as u64);
         self.reprovide_behind.set(report.behind.as_secs_f64());
+        self.reprovide_overdue.set(report.overdue.as_secs_f64());
+    }
+
+    /// Where the sweep stands (read with the other gauges): regions waiting, how late the
+    /// oldest is, and the workers it would need.
+    pub(crate) fn set_sweep(&self, status: &SweepStatus) {
+        self.reprovide_waiting.set(gauge(status.waiting));
+        self.reprovide_workers_needed
+            .set(status.workers_needed.map_or(0, gauge));
+        if status.waiting > 0 {
+            self.reprovide_behind.set(status.behind.as_secs_f64());
+        }
     }
 
     /// Regions wait `by` after their slot: every worker of the sweep is busy.

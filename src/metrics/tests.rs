@@ -51,6 +51,8 @@ fn report(keys: usize, messages: usize, failures: usize, behind: Duration) -> Sw
         messages,
         failures,
         behind,
+        overdue: Duration::ZERO,
+        started: std::time::UNIX_EPOCH,
         accelerated: false,
     }
 }
@@ -105,6 +107,9 @@ fn every_family_is_exposed_under_the_prefix() {
         ("kadence_reprovided_keys", "counter"),
         ("kadence_reprovide_announcements", "counter"),
         ("kadence_reprovide_behind_seconds", "gauge"),
+        ("kadence_reprovide_overdue_seconds", "gauge"),
+        ("kadence_reprovide_regions_waiting", "gauge"),
+        ("kadence_reprovide_workers_needed", "gauge"),
         ("kadence_dials", "counter"),
         ("kadence_connections", "gauge"),
         ("kadence_server_mode", "gauge"),

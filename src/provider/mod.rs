@@ -12,9 +12,12 @@
 //! Sans-IO: the `Provider` state machine plans; the behaviour runs the lookups and sends the requests.
 
 mod key;
+mod progress;
 pub mod sweep;
 
 pub use key::{InvalidProviderKey, ProviderKey};
+use progress::Pace;
+pub use progress::SweepStatus;
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -70,8 +73,15 @@ pub struct SweepReport {
     pub messages: usize,
     /// ADD_PROVIDER messages that failed.
     pub failures: usize,
-    /// How late the region started after its slot.
+    /// How late the region started after its slot (zero for a region caught up after a start:
+    /// the node was not running at its slot).
     pub behind: Duration,
+    /// How far past its due time (its last announcement plus the interval, or when it was
+    /// added) the most overdue key of the region was announced: the lateness that matters to
+    /// the records' 48 h lifetime, downtime included.
+    pub overdue: Duration,
+    /// When the region's sweep started.
+    pub started: SystemTime,
     /// Whether the region's lookup started from the accelerated client's full table (see
     /// [`QueryStats::accelerated`](crate::QueryStats::accelerated)).
     pub accelerated: bool,
@@ -112,6 +122,8 @@ struct Run {
     /// all its keys, so that the next cycle finds them due however long this run took.
     started: SystemTime,
     behind: Duration,
+    /// The most overdue key announced so far.
+    overdue: Duration,
     phase: Phase,
     /// Over all the pages so far: keys announced, peers reached, messages, failures.
     keys: usize,
@@ -148,8 +160,13 @@ pub(crate) enum ProviderAction {
     },
     /// A region is done.
     Report(SweepReport),
-    /// Regions are due but every worker is busy: the sweep is behind by this much.
-    Behind(Duration),
+    /// Regions are due but every worker is busy: the sweep is behind by `by`, with `waiting`
+    /// regions waiting, and would need `workers_needed` workers at its pace.
+    Behind {
+        by: Duration,
+        waiting: usize,
+        workers_needed: Option<usize>,
+    },
 }
 
 /// The reprovide sweep.
@@ -164,6 +181,7 @@ pub(crate) struct Provider {
     /// Pages of keys being read, by the tag the store answers with.
     pages: FnvHashMap<u64, Region>,
     next_page: u64,
+    pace: Pace,
 }
 
 impl Provider {
@@ -178,6 +196,7 @@ impl Provider {
             requests: FnvHashMap::default(),
             pages: FnvHashMap::default(),
             next_page: 0,
+            pace: Pace::default(),
         }
     }
 
@@ -211,6 +230,7 @@ impl Provider {
         };
         let mut keys = Vec::new();
         let mut ended = false;
+        let mut overdue = Duration::ZERO;
         for provided in page.keys {
             // Keyspace order: the first key past the region ends it.
             if !region.contains(&Key::new(&provided.key)) {
@@ -218,8 +238,16 @@ impl Provider {
                 break;
             }
             if self.key_due(provided.last_provided, now) {
+                let due = provided
+                    .last_provided
+                    .and_then(|last| last.checked_add(self.config.interval))
+                    .unwrap_or(provided.added);
+                overdue = overdue.max(now.duration_since(due).unwrap_or_default());
                 keys.push(provided.key);
             }
+        }
+        if let Some(run) = self.run_mut(region) {
+            run.overdue = run.overdue.max(overdue);
         }
         let next = page.next.filter(|from| !ended && region.contains(from));
         self.region_keys(region, keys, next)
@@ -303,6 +331,7 @@ impl Provider {
                 region,
                 started: now,
                 behind: now.duration_since(due).unwrap_or_default(),
+                overdue: Duration::ZERO,
                 phase: Phase::Loading { peers: None },
                 keys: 0,
                 peers: FnvHashSet::default(),
@@ -315,13 +344,51 @@ impl Provider {
                 from: region.start(),
             });
         }
-        if let Some((_, oldest)) = self.waiting.front() {
-            let behind = now.duration_since(*oldest).unwrap_or_default();
-            if behind > Duration::ZERO {
-                actions.push(ProviderAction::Behind(behind));
-            }
+        let behind = self.behind(now);
+        if behind > Duration::ZERO {
+            actions.push(ProviderAction::Behind {
+                by: behind,
+                waiting: self.waiting.len(),
+                workers_needed: self.workers_needed(),
+            });
         }
         actions
+    }
+
+    /// How long the oldest waiting region has waited past its slot.
+    fn behind(&self, now: SystemTime) -> Duration {
+        self.waiting
+            .iter()
+            .map(|(_, due)| now.duration_since(*due).unwrap_or_default())
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn workers_needed(&self) -> Option<usize> {
+        let regions = 1u64 << self.schedule.depth();
+        let workers = self.config.workers.max(1);
+        self.pace
+            .workers_needed(regions, self.config.interval, workers)
+    }
+
+    /// A region finished `took` after it started (measured by the caller, who has the clock
+    /// of the report).
+    pub(crate) fn region_took(&mut self, took: Duration, report: &SweepReport) {
+        self.pace.record(took, report.keys, report.overdue);
+    }
+
+    /// Where the sweep stands at `now`.
+    pub(crate) fn status(&self, now: SystemTime) -> SweepStatus {
+        SweepStatus {
+            regions: 1u64 << self.schedule.depth(),
+            running: self.runs.len(),
+            waiting: self.waiting.len(),
+            behind: self.behind(now),
+            workers: self.config.workers.max(1),
+            region_time: self.pace.region_time(),
+            workers_needed: self.workers_needed(),
+            overdue: self.pace.overdue,
+        }
     }
 
     fn run_mut(&mut self, region: Region) -> Option<&mut Run> {
@@ -340,6 +407,8 @@ impl Provider {
             messages: run.messages,
             failures: run.failures,
             behind: run.behind,
+            overdue: run.overdue,
+            started: run.started,
             accelerated: run.accelerated,
         })]
     }

@@ -89,6 +89,11 @@ impl Schedule {
         }
     }
 
+    /// The current region depth: the keyspace is cut into 2^depth regions.
+    pub(crate) fn depth(&self) -> u8 {
+        self.depth
+    }
+
     /// The region depth for `leading_full_buckets` full buckets in our table.
     pub(crate) fn set_depth(&mut self, leading_full_buckets: usize) {
         let depth = leading_full_buckets.min(20) as u8;
@@ -117,12 +122,16 @@ impl Schedule {
             .mul_f64(index as f64 / (1u64 << self.depth) as f64)
     }
 
-    /// Regions whose slot passed since the last call, oldest first. The first call after a
-    /// start hands out every region of the current cycle whose slot passed: their keys are
-    /// skipped when they were announced recently, so nothing is done twice.
+    /// Regions whose slot passed since the last call, oldest first, each with the time it was
+    /// due. The first call after a start hands out every region of the current cycle whose
+    /// slot passed, due now: the node was not running at their slots, so they are catching
+    /// up, not late (their keys are skipped when they were announced recently, so nothing is
+    /// done twice; a key whose announcement the downtime missed is overdue by its own time,
+    /// see `SweepReport::overdue`).
     pub(crate) fn due(&mut self, now: SystemTime) -> Vec<(Region, SystemTime)> {
         let (cycle, into) = self.cycle_of(now);
         let count = 1u64 << self.depth;
+        let starting = self.cursor.is_none();
         let (mut cursor_cycle, mut next) = self.cursor.unwrap_or((cycle, 0));
         let start_of = |c: u64| UNIX_EPOCH + Duration::from_secs(c * self.interval.as_secs());
         let mut due = Vec::new();
@@ -144,7 +153,12 @@ impl Schedule {
                 index: next,
                 depth: self.depth,
             };
-            due.push((region, start_of(cycle) + self.slot(next)));
+            let slot = if starting {
+                now
+            } else {
+                start_of(cycle) + self.slot(next)
+            };
+            due.push((region, slot));
             next += 1;
         }
         self.cursor = Some((cursor_cycle, next));
@@ -227,6 +241,10 @@ mod tests {
         assert_eq!(
             due.iter().map(|(r, _)| r.index).collect::<Vec<_>>(),
             vec![0, 1, 2]
+        );
+        assert!(
+            due.iter().all(|(_, at)| *at == now),
+            "catching up after a start is not being late"
         );
         assert!(schedule.due(now).is_empty());
     }

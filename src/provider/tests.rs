@@ -190,25 +190,101 @@ fn a_region_without_due_keys_ends_at_once_and_work_beyond_the_workers_waits() {
 }
 
 #[test]
-fn falling_behind_is_reported_with_how_much() {
+fn falling_behind_is_reported_with_how_much_and_what_to_change() {
+    let interval = Duration::from_secs(8000);
     let config = ReprovideConfig {
         workers: 1,
-        interval: Duration::from_secs(8000),
+        interval,
         ..Default::default()
     };
     let mut provider = Provider::new(config, 20);
-    // Late in a cycle with 4 regions: all four are due; one worker takes the first.
-    let now = UNIX_EPOCH + Duration::from_secs(8000 * 100 + 7000);
+    let behind = |actions: &[ProviderAction]| -> Vec<(Duration, usize, Option<usize>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                ProviderAction::Behind {
+                    by,
+                    waiting,
+                    workers_needed,
+                } => Some((*by, *waiting, *workers_needed)),
+                _ => None,
+            })
+            .collect()
+    };
+    // The start of a cycle of 4 regions: the one worker takes the first, on time.
+    let cycle = UNIX_EPOCH + interval * 100;
+    let actions = provider.tick(cycle, 2);
+    assert!(behind(&actions).is_empty());
+    let ProviderAction::LoadKeys { region, .. } = actions[0] else {
+        panic!("{actions:?}")
+    };
+    // It is still busy 7000 s in: regions 1 to 3 wait, the oldest since 2000 s.
+    let late = cycle + Duration::from_secs(7000);
+    let actions = provider.tick(late, 2);
+    assert_eq!(behind(&actions), vec![(Duration::from_secs(5000), 3, None)]);
+    // The region ends after 7000 s with keys: at that pace 4 regions need 4 workers.
+    let report = SweepReport {
+        region,
+        keys: 10,
+        peers: 20,
+        messages: 200,
+        failures: 0,
+        behind: Duration::ZERO,
+        overdue: Duration::ZERO,
+        started: cycle,
+        accelerated: false,
+    };
+    provider.region_took(Duration::from_secs(7000), &report);
+    let status = provider.status(late);
+    assert_eq!(status.workers_needed, Some(4));
+    assert_eq!(status.behind, Duration::from_secs(5000));
+    assert_eq!((status.waiting, status.regions), (3, 4));
+}
+
+#[test]
+fn a_restart_catches_up_without_claiming_to_be_late() {
+    let interval = Duration::from_secs(8000);
+    let config = ReprovideConfig {
+        workers: 1,
+        interval,
+        ..Default::default()
+    };
+    let mut provider = Provider::new(config, 20);
+    // Late in a cycle of 4 regions, just started: three regions are handed out at once, to
+    // catch up; their slots passed while the node was not running.
+    let now = UNIX_EPOCH + interval * 100 + Duration::from_secs(7000);
     let actions = provider.tick(now, 2);
-    let behind: Vec<Duration> = actions
-        .iter()
-        .filter_map(|a| match a {
-            ProviderAction::Behind(by) => Some(*by),
-            _ => None,
-        })
-        .collect();
-    // The oldest waiting region (index 1) was due at 2000 s into the cycle.
-    assert_eq!(behind, vec![Duration::from_secs(5000)]);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, ProviderAction::Behind { .. })),
+        "{actions:?}"
+    );
+    let ProviderAction::LoadKeys { region, .. } = actions[0] else {
+        panic!("{actions:?}")
+    };
+    // A key of the region last announced 30 h before its due time missed it by the downtime:
+    // the region says so, however punctual its start.
+    let tag = provider.page_requested(region);
+    let key = (0u32..)
+        .map(|i| i.to_be_bytes().to_vec())
+        .find(|k| region.contains(&Key::new(k)))
+        .unwrap();
+    let last = now - interval - Duration::from_secs(30 * 3600);
+    let page = ProvidedPage {
+        keys: vec![crate::store::ProvidedKey {
+            key,
+            added: last,
+            last_provided: Some(last),
+            peers: 20,
+        }],
+        next: None,
+    };
+    let actions = provider.page_loaded(tag, Ok(page), now);
+    assert!(matches!(actions[..], [ProviderAction::FindPeers { .. }]));
+    let run = provider.run_mut(region).unwrap();
+    assert_eq!(run.behind, Duration::ZERO);
+    assert_eq!(run.overdue, Duration::from_secs(30 * 3600));
 }
 
 /// Issue 14: a region's keys past the first read (100,000 then) were never announced. At

@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP at http://<ADDR>/metrics, e.g. 127.0.0.1:9090.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Keyspace regions the reprovide sweep announces at once (the status line says when
+    /// more are needed to keep every key announced within 22 h).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub reprovide_workers: u16,
 }
 
 /// `publish`'s options.

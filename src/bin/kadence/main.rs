@@ -121,6 +121,7 @@ async fn dispatch(cli: Cli) -> Result<bool, Fail> {
                 json,
                 status_interval: args.status_interval,
                 metrics: args.metrics,
+                reprovide_workers: usize::from(args.reprovide_workers),
             };
             serve::serve(options).await?;
             return Ok(true);

@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub status_interval: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Regions the reprovide sweep announces at once.
+    pub reprovide_workers: usize,
 }
 
 /// Prints a line of what the node does: `text`, or with `json` the object with its `event`.
@@ -110,7 +112,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), Fail> {
         .map_err(|e| Fail::new(format!("cannot open the store in {}: {e}", dir.display())))?;
     // Automatic mode: server once an external address is confirmed. A listen address on a
     // specific IP is taken as reachable; a wildcard one waits for confirmation.
-    let mut config = kadence::Config::amino();
+    let mut config = kadence::Config::amino().with_reprovide_workers(options.reprovide_workers);
     if options.accelerated {
         config = config.accelerated();
     }
@@ -265,7 +267,7 @@ fn status(
         provider_keys: sizes.provider_keys,
         provided,
         regions: tracker.regions,
-        behind: tracker.behind,
+        sweep: dht.sweep_status(),
         accelerated: accelerated.then(|| {
             (
                 dht.is_accelerated(),

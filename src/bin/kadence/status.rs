@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kadence::Event;
+use kadence::{Event, SweepStatus};
 use serde_json::json;
 
 use crate::crawl::CrawlStatus;
@@ -12,25 +12,17 @@ use crate::units::format_duration;
 /// What the events told since the node started, beside what the behaviour can be asked.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    /// Regions (with keys) the sweep reprovided.
+    /// Regions with keys the sweep reprovided.
     pub regions: u64,
-    /// How late the sweep is: the last `ReprovideBehind`, or the lateness of the last region
-    /// it swept (zero: on schedule). `None` until the sweep has run.
-    pub behind: Option<Duration>,
 }
 
 impl Tracker {
     /// Takes a sweep event into account.
     pub fn update(&mut self, event: &Event) {
-        match event {
-            // A region without keys says nothing of the schedule: a new node sweeps its empty
-            // regions at once, "late" by however far their slots lie in the past.
-            Event::RegionReprovided(report) if report.keys > 0 => {
+        if let Event::RegionReprovided(report) = event {
+            if report.keys > 0 {
                 self.regions += 1;
-                self.behind = Some(report.behind);
             }
-            Event::ReprovideBehind { by } => self.behind = Some(*by),
-            _ => {}
         }
     }
 }
@@ -46,9 +38,10 @@ pub struct Status {
     pub provider_keys: u64,
     /// Keys this node provides (`None`: the store could not say).
     pub provided: Option<u64>,
-    /// Regions reprovided and lateness, from the events.
+    /// Regions with keys reprovided, from the events.
     pub regions: u64,
-    pub behind: Option<Duration>,
+    /// Where the sweep stands: how late, how long regions take, the workers it needs.
+    pub sweep: SweepStatus,
     /// `Some` when the accelerated client runs: whether lookups use the full table, its size.
     pub accelerated: Option<(bool, usize)>,
     pub crawl: CrawlStatus,
@@ -56,15 +49,32 @@ pub struct Status {
 
 impl Status {
     fn sweep_text(&self) -> String {
-        match self.behind {
-            None => "sweep not run yet".into(),
-            Some(d) if d.is_zero() => format!("sweep on schedule, {} regions", self.regions),
-            Some(d) => format!(
-                "sweep behind by {}, {} regions",
-                format_duration(Duration::from_secs(d.as_secs())),
-                self.regions
-            ),
+        let sweep = &self.sweep;
+        let secs = |d: Duration| format_duration(Duration::from_secs(d.as_secs()));
+        let mut text = if sweep.waiting > 0 && !sweep.behind.is_zero() {
+            format!(
+                "sweep behind by {} with {} of {} regions waiting",
+                secs(sweep.behind),
+                sweep.waiting,
+                sweep.regions
+            )
+        } else {
+            format!("sweep on schedule, {} regions", sweep.regions)
+        };
+        text.push_str(&format!(", {} swept", self.regions));
+        if let Some(took) = sweep.region_time {
+            text.push_str(&format!(", {} per region", secs(took)));
         }
+        if !sweep.overdue.is_zero() {
+            text.push_str(&format!(", last keys overdue by {}", secs(sweep.overdue)));
+        }
+        if let Some(needed) = sweep.workers_needed {
+            text.push_str(&format!(
+                "; cannot keep up: use --reprovide-workers {needed} (now {})",
+                sweep.workers
+            ));
+        }
+        text
     }
 
     /// The line, for people.
@@ -100,7 +110,13 @@ impl Status {
             "provider_keys": self.provider_keys,
             "provided_keys": self.provided,
             "regions_reprovided": self.regions,
-            "reprovide_behind_seconds": self.behind.map(|d| d.as_secs_f64()),
+            "reprovide_regions": self.sweep.regions,
+            "reprovide_regions_waiting": self.sweep.waiting,
+            "reprovide_behind_seconds": self.sweep.behind.as_secs_f64(),
+            "reprovide_overdue_seconds": self.sweep.overdue.as_secs_f64(),
+            "reprovide_region_seconds": self.sweep.region_time.map(|d| d.as_secs_f64()),
+            "reprovide_workers": self.sweep.workers,
+            "reprovide_workers_needed": self.sweep.workers_needed,
         });
         if let Some((accelerated, full)) = self.accelerated {
             object["accelerated"] = json!(accelerated);
@@ -169,7 +185,16 @@ mod tests {
             provider_keys: 2,
             provided: Some(200),
             regions: 0,
-            behind: None,
+            sweep: SweepStatus {
+                regions: 1,
+                running: 0,
+                waiting: 0,
+                behind: Duration::ZERO,
+                workers: 4,
+                region_time: None,
+                workers_needed: None,
+                overdue: Duration::ZERO,
+            },
             accelerated: None,
             crawl: CrawlStatus::default(),
         }
@@ -180,20 +205,33 @@ mod tests {
         let line = status().line();
         assert_eq!(
             line,
-            "status: 3 peers, 1 records, 2 provider keys, 200 provided keys (sweep not run yet)"
+            "status: 3 peers, 1 records, 2 provider keys, 200 provided keys \
+             (sweep on schedule, 1 regions, 0 swept)"
         );
         let mut late = status();
-        late.behind = Some(Duration::from_secs(90));
+        late.sweep.behind = Duration::from_secs(90);
+        late.sweep.waiting = 3;
+        late.sweep.regions = 8;
+        late.sweep.region_time = Some(Duration::from_secs(600));
+        late.sweep.workers_needed = Some(6);
         late.regions = 4;
         late.accelerated = Some((true, 9));
         let line = late.line();
-        assert!(line.contains("sweep behind by 1m30s, 4 regions"), "{line}");
+        assert!(
+            line.contains("sweep behind by 1m30s with 3 of 8 regions waiting, 4 swept"),
+            "{line}"
+        );
+        assert!(
+            line.contains("cannot keep up: use --reprovide-workers 6 (now 4)"),
+            "{line}"
+        );
         assert!(
             line.contains("accelerated: yes (full table of 9 peers"),
             "{line}"
         );
         let json = late.json();
         assert_eq!(json["reprovide_behind_seconds"], 90.0);
+        assert_eq!(json["reprovide_workers_needed"], 6);
         assert_eq!(json["full_table_peers"], 9);
     }
 }
