@@ -215,18 +215,33 @@ fn a_restarted_provider_resumes_without_reproviding_everything() {
     let mut behaviour = Behaviour::with_parts(local, server_config(), table, store);
     let mut cx = Context::from_waker(noop_waker_ref());
     let mut announced = 0;
+    let mut reports = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         match behaviour.poll(&mut cx) {
             Poll::Ready(ToSwarm::GenerateEvent(Event::RegionReprovided(report))) => {
                 announced += report.keys;
+                reports.push(report);
                 if announced > 0 {
                     break;
                 }
+            }
+            Poll::Ready(ToSwarm::GenerateEvent(Event::ReprovideBehind { by, .. })) => {
+                panic!("catching up after a restart is not being behind ({by:?})")
             }
             Poll::Ready(_) => {}
             Poll::Pending => std::thread::sleep(Duration::from_millis(20)),
         }
     }
     assert_eq!(announced, 1, "only the stale key is announced again");
+    // The stale key was due 26 h ago (48 h since its announcement, a 22 h interval): that is
+    // what the report calls late, not the region's start, which caught up at once.
+    let report = reports.last().unwrap();
+    assert_eq!(report.behind, Duration::ZERO);
+    let overdue = report.overdue.as_secs();
+    assert!(
+        (26 * 3600..26 * 3600 + 60).contains(&overdue),
+        "{overdue} s"
+    );
+    assert_eq!(behaviour.sweep_status().waiting, 0);
 }
