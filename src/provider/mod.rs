@@ -388,6 +388,8 @@ impl Provider {
             region_time: self.pace.region_time(),
             workers_needed: self.workers_needed(),
             overdue: self.pace.overdue,
+            keys_announced: self.pace.keys_announced,
+            messages: self.pace.messages,
         }
     }
 
@@ -424,7 +426,8 @@ impl Provider {
             return Vec::new();
         };
         let mut actions = Vec::new();
-        run.keys += sending.keys.len() - sending.stopped.len();
+        let announced = sending.keys.len() - sending.stopped.len();
+        run.keys += announced;
         run.peers.extend(sending.queues.keys().copied());
         let done = sending.keys.into_iter().zip(sending.took).enumerate();
         for (index, (key, took)) in done {
@@ -446,6 +449,7 @@ impl Provider {
             }
             None => actions.extend(self.finish(region)),
         }
+        self.pace.keys_announced += announced as u64;
         actions
     }
 
@@ -611,6 +615,9 @@ impl Provider {
         let Some((region, peer, index)) = self.requests.remove(&id) else {
             return Vec::new();
         };
+        if ok {
+            self.pace.messages += 1;
+        }
         let Some(run) = self.run_mut(region) else {
             return Vec::new();
         };

@@ -26,6 +26,12 @@ pub struct SweepStatus {
     /// announced its most overdue key: records live 48 h, reprovided every 22 h, so past 26 h
     /// some had expired.
     pub overdue: Duration,
+    /// Keys announced since the node started, counted as each page of a region is done (a
+    /// region of millions of keys reports [`Event::RegionReprovided`](crate::Event::RegionReprovided)
+    /// only at its end).
+    pub keys_announced: u64,
+    /// ADD_PROVIDER messages the sweep wrote since the node started.
+    pub messages: u64,
 }
 
 /// How long regions take, averaged: the weight of the newest sample.
@@ -38,6 +44,9 @@ pub(crate) struct Pace {
     average: Option<f64>,
     /// The most overdue key of the last region.
     pub(crate) overdue: Duration,
+    /// Keys announced and messages written since the start.
+    pub(crate) keys_announced: u64,
+    pub(crate) messages: u64,
 }
 
 impl Pace {

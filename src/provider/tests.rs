@@ -379,6 +379,10 @@ fn every_key_of_a_crowded_region_is_announced_page_by_page() {
     assert_eq!(done, KEYS as usize);
     assert_eq!(report.keys, KEYS as usize);
     assert_eq!(report.messages, k * KEYS as usize);
+    // The live counters agree: they moved page by page, before the region's report.
+    let status = provider.status(now);
+    assert_eq!(status.keys_announced, u64::from(KEYS));
+    assert_eq!(status.messages, (k * KEYS as usize) as u64);
     // Recorded: nothing is due again before the next interval.
     let zero = Key::from_hash([0; 32]);
     let listed = store.provided(&zero, usize::MAX).unwrap();

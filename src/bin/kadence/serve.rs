@@ -267,6 +267,9 @@ fn status(
         provider_keys: sizes.provider_keys,
         provided,
         regions: tracker.regions,
+        checked: tracker.checked,
+        keys: tracker.keys,
+        messages: tracker.messages,
         sweep: dht.sweep_status(),
         accelerated: accelerated.then(|| {
             (

@@ -14,14 +14,22 @@ use crate::units::format_duration;
 pub struct Tracker {
     /// Regions with keys the sweep reprovided.
     pub regions: u64,
+    /// Regions the sweep went through, with keys due or not.
+    pub checked: u64,
+    /// Keys those regions announced, and their ADD_PROVIDER messages written.
+    pub keys: u64,
+    pub messages: u64,
 }
 
 impl Tracker {
     /// Takes a sweep event into account.
     pub fn update(&mut self, event: &Event) {
         if let Event::RegionReprovided(report) = event {
+            self.checked += 1;
             if report.keys > 0 {
                 self.regions += 1;
+                self.keys += report.keys as u64;
+                self.messages += report.messages as u64;
             }
         }
     }
@@ -38,8 +46,11 @@ pub struct Status {
     pub provider_keys: u64,
     /// Keys this node provides (`None`: the store could not say).
     pub provided: Option<u64>,
-    /// Regions with keys reprovided, from the events.
+    /// Regions with keys reprovided, the keys and messages they announced, from the events.
     pub regions: u64,
+    pub checked: u64,
+    pub keys: u64,
+    pub messages: u64,
     /// Where the sweep stands: how late, how long regions take, the workers it needs.
     pub sweep: SweepStatus,
     /// `Some` when the accelerated client runs: whether lookups use the full table, its size.
@@ -110,6 +121,12 @@ impl Status {
             "provider_keys": self.provider_keys,
             "provided_keys": self.provided,
             "regions_reprovided": self.regions,
+            "reprovide_regions_checked": self.checked,
+            "keys_reprovided": self.keys,
+            "reprovide_messages": self.messages,
+            "keys_announced": self.sweep.keys_announced,
+            "announcements_written": self.sweep.messages,
+            "reprovide_regions_running": self.sweep.running,
             "reprovide_regions": self.sweep.regions,
             "reprovide_regions_waiting": self.sweep.waiting,
             "reprovide_behind_seconds": self.sweep.behind.as_secs_f64(),
@@ -185,6 +202,9 @@ mod tests {
             provider_keys: 2,
             provided: Some(200),
             regions: 0,
+            checked: 0,
+            keys: 0,
+            messages: 0,
             sweep: SweepStatus {
                 regions: 1,
                 running: 0,
@@ -194,6 +214,8 @@ mod tests {
                 region_time: None,
                 workers_needed: None,
                 overdue: Duration::ZERO,
+                keys_announced: 0,
+                messages: 0,
             },
             accelerated: None,
             crawl: CrawlStatus::default(),

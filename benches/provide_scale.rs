@@ -1,0 +1,327 @@
+//! Providing at scale (issue 18): one node holding N provided keys in its `PersistentStore`,
+//! run as users run it (the `kadence` binary, `serve`), in a local network of S servers (the
+//! same binary), each its own process, so that the provider's memory is its own.
+//!
+//! ```sh
+//! cargo bench --bench provide_scale --features cli -- [--keys 1000000] [--servers 20] [--seconds 60]
+//! ```
+//!
+//! Two runs over stores filled by this bench with `Store::add_provided` in batches:
+//! - **sweep**: N keys never announced. The provider starts and sweeps (every key is due at
+//!   once: the heaviest work its sweep ever has); sampled every 250 ms for `--seconds`: its
+//!   resident memory (VmRSS, and VmHWM, the peak), keys and ADD_PROVIDER messages announced.
+//!   Then SIGTERM, and the time it takes to stop (its store flushed).
+//! - **restart**: N keys announced an hour ago, as a node that stopped would leave them. The
+//!   provider starts: the time until it listens, and until its sweep caught up (no region
+//!   running or waiting: every region whose slot passed was read and found not due), the keys
+//!   it announced meanwhile (goal: none: a restart must not re-announce everything at once),
+//!   and its memory.
+//!
+//! Also measured: the fill rate (keys/s into the store) and the store's size on disk per key.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use kadence::store::{PersistentStore, PersistentStoreConfig};
+use kadence::{ProviderKey, Store};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_kadence");
+
+struct Args {
+    keys: u64,
+    servers: usize,
+    seconds: u64,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        keys: 1_000_000,
+        servers: 20,
+        seconds: 60,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| -> u64 {
+            it.next()
+                .and_then(|v| v.replace('_', "").parse().ok())
+                .unwrap_or_else(|| panic!("{name} takes a number"))
+        };
+        match arg.as_str() {
+            "--keys" => args.keys = value("--keys"),
+            "--servers" => args.servers = value("--servers") as usize,
+            "--seconds" => args.seconds = value("--seconds"),
+            // cargo bench passes --bench.
+            _ => {}
+        }
+    }
+    args
+}
+
+/// Fills a store with `keys` provided keys (SHA2-256 multihashes of their index), announced
+/// `announced` ago when given. Returns keys/s.
+fn fill(path: &Path, keys: u64, announced: Option<Duration>) -> f64 {
+    let start = Instant::now();
+    let mut store =
+        PersistentStore::open(path, PersistentStoreConfig::default()).expect("store opens");
+    let now = SystemTime::now();
+    for i in 0..keys {
+        let key = ProviderKey::sha2_256(&i.to_be_bytes()).into_bytes();
+        store.add_provided(&key, now).expect("key added");
+        if let Some(ago) = announced {
+            store
+                .set_provided_status(&key, now - ago, 20)
+                .expect("status set");
+        }
+        if i % 1_000_000 == 999_999 {
+            eprintln!("provide_scale: {} keys in the store", i + 1);
+        }
+    }
+    store.flush().expect("flushed");
+    drop(store);
+    keys as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A `kadence serve` process and the JSON lines it prints.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    address: String,
+    started: Duration,
+}
+
+impl Node {
+    fn spawn(data_dir: &Path, bootstrap: Option<&str>, status: &str) -> Node {
+        let mut command = Command::new(BINARY);
+        command
+            .args(["serve", "--json", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--status-interval", status, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(bootstrap) = bootstrap {
+            command.args(["--bootstrap", bootstrap]);
+        }
+        let begin = Instant::now();
+        let mut child = command.spawn().expect("the kadence binary runs");
+        let lines = read_lines(child.stdout.take().expect("piped"));
+        let started = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the node starts");
+            if line["event"] == "started" {
+                break line;
+            }
+        };
+        Node {
+            child,
+            lines,
+            address: started["listening"][0]
+                .as_str()
+                .expect("an address")
+                .to_string(),
+            started: begin.elapsed(),
+        }
+    }
+
+    fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// SIGTERM, then the time until it exited.
+    fn stop(mut self) -> Duration {
+        let begin = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        begin.elapsed()
+    }
+}
+
+fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<Value> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// What a provider run showed.
+#[derive(Default)]
+struct Sample {
+    peak_rss: u64,
+    last_status: Option<Value>,
+}
+
+/// Watches the provider until `done` says so or `limit` passes, sampling its memory.
+fn watch(node: &Node, limit: Duration, done: impl Fn(&Value) -> bool) -> (Sample, Duration) {
+    let begin = Instant::now();
+    let mut sample = Sample::default();
+    while begin.elapsed() < limit {
+        let (_, hwm) = node.memory();
+        sample.peak_rss = sample.peak_rss.max(hwm);
+        while let Ok(line) = node.lines.try_recv() {
+            if line["event"] == "status" {
+                let finished = done(&line);
+                sample.last_status = Some(line);
+                if finished {
+                    return (sample, begin.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (sample, begin.elapsed())
+}
+
+fn field(status: &Option<Value>, name: &str) -> u64 {
+    status.as_ref().and_then(|s| s[name].as_u64()).unwrap_or(0)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn main() {
+    let args = parse_args();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path();
+    let provider_dir = |name: &str| -> PathBuf {
+        let path = root.join(name);
+        std::fs::create_dir_all(&path).expect("a directory");
+        path
+    };
+
+    eprintln!("provide_scale: filling a store with {} keys", args.keys);
+    let sweep_dir = provider_dir("sweep");
+    let fill_rate = fill(&sweep_dir.join("store.redb"), args.keys, None);
+    let disk = disk_bytes(&sweep_dir);
+    eprintln!("provide_scale: filling the restart store");
+    let restart_dir = provider_dir("restart");
+    fill(
+        &restart_dir.join("store.redb"),
+        args.keys,
+        Some(Duration::from_secs(3600)),
+    );
+
+    eprintln!("provide_scale: starting {} servers", args.servers);
+    let first = Node::spawn(&provider_dir("server-0"), None, "3600s");
+    let bootstrap = first.address.clone();
+    let mut servers = vec![first];
+    for i in 1..args.servers {
+        let data = provider_dir(&format!("server-{i}"));
+        servers.push(Node::spawn(&data, Some(&bootstrap), "3600s"));
+    }
+    // Let the servers find each other before the provider asks them for regions.
+    std::thread::sleep(Duration::from_secs(5));
+
+    eprintln!("provide_scale: sweep run, {} s", args.seconds);
+    let provider = Node::spawn(&sweep_dir, Some(&bootstrap), "1s");
+    let sweep_start = provider.started;
+    let (sweep, swept_for) = watch(&provider, Duration::from_secs(args.seconds), |_| false);
+    let stop_time = provider.stop();
+    let keys = field(&sweep.last_status, "keys_announced");
+    let messages = field(&sweep.last_status, "announcements_written");
+
+    eprintln!("provide_scale: restart run");
+    let provider = Node::spawn(&restart_dir, Some(&bootstrap), "1s");
+    let restart_start = provider.started;
+    let caught_up = |s: &Value| {
+        s["reprovide_regions_checked"].as_u64() > Some(0)
+            && s["reprovide_regions_running"].as_u64() == Some(0)
+            && s["reprovide_regions_waiting"].as_u64() == Some(0)
+    };
+    let (restart, catch_up) = watch(&provider, Duration::from_secs(300), caught_up);
+    let restart_keys = field(&restart.last_status, "keys_announced");
+    let caught = restart.last_status.as_ref().is_some_and(caught_up);
+    provider.stop();
+    for server in servers {
+        server.stop();
+    }
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# Providing at scale");
+    println!();
+    println!(
+        "command: `cargo bench --bench provide_scale --features cli -- --keys {} --servers {} --seconds {}`",
+        args.keys, args.servers, args.seconds
+    );
+    println!(
+        "provider: the kadence binary (`serve`, release), its own process; {} servers likewise; \
+         127.0.0.1 TCP; cores: {cores}",
+        args.servers
+    );
+    println!();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| provided keys | {} |", args.keys);
+    println!("| fill rate into PersistentStore (add_provided, one key at a time) | {fill_rate:.0} keys/s |");
+    println!(
+        "| store on disk | {:.1} MiB, {:.0} B/key |",
+        mib(disk),
+        disk as f64 / args.keys as f64
+    );
+    println!(
+        "| sweep: start to listening | {:.2} s |",
+        sweep_start.as_secs_f64()
+    );
+    println!(
+        "| sweep: peak RSS over {:.0} s | {:.0} MiB |",
+        swept_for.as_secs_f64(),
+        mib(sweep.peak_rss)
+    );
+    println!(
+        "| sweep: keys announced | {keys} ({:.0} keys/s), {messages} ADD_PROVIDER |",
+        keys as f64 / swept_for.as_secs_f64()
+    );
+    println!(
+        "| sweep: SIGTERM to exit (store flushed) | {:.2} s |",
+        stop_time.as_secs_f64()
+    );
+    println!(
+        "| restart: start to listening | {:.2} s |",
+        restart_start.as_secs_f64()
+    );
+    println!(
+        "| restart: catch-up done (every passed region read, none running or waiting) | {} |",
+        if caught {
+            format!("{:.1} s", catch_up.as_secs_f64())
+        } else {
+            format!("not within {:.0} s", catch_up.as_secs_f64())
+        }
+    );
+    println!("| restart: keys announced again during the catch-up (all announced 1 h before) | {restart_keys} |");
+    println!("| restart: peak RSS | {:.0} MiB |", mib(restart.peak_rss));
+}
