@@ -99,7 +99,8 @@ pub mod server;
 pub mod store;
 
 pub use behaviour::{
-    Behaviour, NoKnownPeers, ProvideError, ProvideStatus, PutValueError, StartProvideError,
+    Behaviour, NoKnownPeers, ProvideError, ProvideStatus, ProvidedCursor, PutValueError,
+    StartProvideError,
 };
 pub use config::{Config, AMINO_PROTOCOL};
 pub use event::Event;

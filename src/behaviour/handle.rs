@@ -118,6 +118,22 @@ impl Behaviour {
             Command::ProvidedKeys { from, limit, reply } => {
                 let _ = reply.send(self.provided_keys(&from, limit).map_err(HandleError::from));
             }
+            Command::StartProvidingMany { keys, reply } => {
+                let result = self.start_providing_many(keys);
+                let _ = reply.send(result.map_err(HandleError::from));
+            }
+            Command::StopProvidingMany { keys, reply } => {
+                let result = self.stop_providing_many(keys);
+                let _ = reply.send(result.map_err(HandleError::from));
+            }
+            Command::ProvidedKeysPage {
+                cursor,
+                limit,
+                reply,
+            } => {
+                let page = self.provided_keys_page(cursor, limit);
+                let _ = reply.send(page.map_err(HandleError::from));
+            }
             Command::AddAddress { peer, addr, reply } => {
                 let _ = reply.send(Ok(self.add_address(peer, addr)));
             }

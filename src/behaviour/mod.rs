@@ -552,7 +552,7 @@ mod swarm;
 mod table;
 
 pub use dht::{NoKnownPeers, ProvideError, PutValueError};
-pub use provide::{ProvideStatus, StartProvideError};
+pub use provide::{ProvideStatus, ProvidedCursor, StartProvideError};
 
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,31 @@ pub struct ProvideStatus {
     pub next_due: Option<SystemTime>,
 }
 
+/// Where a page of [`Behaviour::provided_keys_page`] starts: the keyspace point of the first
+/// key it returns. The page call hands back the cursor of the page after it, so paging through
+/// millions of keys needs no arithmetic on keyspace points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProvidedCursor(Key);
+
+impl ProvidedCursor {
+    /// A cursor at `point`: its page starts with the first provided key at or after `point`
+    /// in keyspace order (the key's SHA-256, [`Key::new`]).
+    pub fn at(point: Key) -> Self {
+        Self(point)
+    }
+
+    /// The keyspace point the page starts at: to keep a position across restarts, save it
+    /// and resume with [`ProvidedCursor::at`].
+    pub fn point(&self) -> &Key {
+        &self.0
+    }
+}
+
+/// The deepest the sweep cuts the keyspace into regions (`Schedule::set_depth` in
+/// `provider/sweep.rs`): keys sharing their first this many bits are in one region at any
+/// depth, so one kick per such prefix reaches every region a bulk call touched.
+const MAX_REGION_DEPTH: u32 = 20;
+
 /// The longest the sweep's timer sleeps, so that a region appearing (the network grew, the
 /// table filled) is not noticed late.
 const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(60);
@@ -71,6 +96,68 @@ impl Behaviour {
         self.provider.kick(&Key::new(&key), now);
         self.wake();
         Ok(())
+    }
+
+    /// StartProvide for many keys at once: [`Behaviour::start_providing`] for each, with the
+    /// keys added to the store in bulk and the sweep kicked once per keyspace region touched
+    /// rather than once per key. Returns how many keys were not provided before (a key given
+    /// twice, or already provided, counts once and keeps its status).
+    ///
+    /// Every key is checked before any is added: one too long, or no listen address, and
+    /// nothing is. With a [`PersistentStore`](crate::store::PersistentStore) this waits for
+    /// the disk when the writes outrun it ([`Store::add_provided_many`]): call it from your
+    /// own task, or through the [`Handle`](crate::Handle), which sends bounded chunks.
+    ///
+    /// [`Store::add_provided_many`]: crate::store::Store::add_provided_many
+    pub fn start_providing_many<K: Into<ProviderKey>>(
+        &mut self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<usize, StartProvideError> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.into().into_bytes()).collect();
+        let max = self.config.limits.max_provider_key_len;
+        if let Some(long) = keys.iter().find(|k| k.len() > max) {
+            return Err(ProvideError::KeyTooLong {
+                len: long.len(),
+                max,
+            }
+            .into());
+        }
+        if self.local_addrs.is_empty() {
+            return Err(ProvideError::NoAddresses.into());
+        }
+        let now = SystemTime::now();
+        let added = self.server.store_mut().add_provided_many(&keys, now)?;
+        // Keys are announced by region: one kick for each prefix the keys share at the
+        // deepest region depth covers every region they are in, whatever the depth now.
+        let shift = 64 - MAX_REGION_DEPTH;
+        let mut prefixes: Vec<u64> = keys
+            .iter()
+            .map(|k| point_word(&Key::new(k)) >> shift)
+            .collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        for prefix in prefixes {
+            let mut point = [0u8; 32];
+            point[..8].copy_from_slice(&(prefix << shift).to_be_bytes());
+            self.provider.kick(&Key::from_hash(point), now);
+        }
+        self.wake();
+        Ok(added)
+    }
+
+    /// StopProvide for many keys at once ([`Behaviour::stop_providing`] for each, removed from
+    /// the store in bulk): returns how many were provided. Waits for the disk as
+    /// [`Behaviour::start_providing_many`] does.
+    pub fn stop_providing_many<K: Into<ProviderKey>>(
+        &mut self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<usize, StoreError> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.into().into_bytes()).collect();
+        let removed = self.server.store_mut().remove_provided_many(&keys)?;
+        for key in &keys {
+            self.provider.stop(key);
+        }
+        Ok(removed)
     }
 
     /// StopProvide: removes `key` from the list; it is not announced again, not even by a
@@ -108,6 +195,30 @@ impl Behaviour {
     /// it is, how long regions take, and the workers it would need to keep up.
     pub fn sweep_status(&self) -> SweepStatus {
         self.provider.status(SystemTime::now())
+    }
+
+    /// ProvideList by cursor: up to `limit` provided keys (at least one) in keyspace order,
+    /// from `cursor` (`None`: from the start), with their status, and the cursor of the next
+    /// page (`None`: this page ends the list). Pass the cursor back to get the next page: the
+    /// pages cover every key once, even over millions of keys, and keys added or removed
+    /// meanwhile are seen or not depending on where they fall.
+    pub fn provided_keys_page(
+        &mut self,
+        cursor: Option<ProvidedCursor>,
+        limit: usize,
+    ) -> Result<(Vec<ProvideStatus>, Option<ProvidedCursor>), StoreError> {
+        let from = cursor.map_or(Key::from_hash([0; 32]), |c| c.0);
+        let limit = limit.max(1);
+        // One key more than asked: the next page starts at it, and a last page that is full
+        // is known to be the last.
+        let mut page = self.provided_keys(&from, limit.saturating_add(1))?;
+        let next = if page.len() > limit {
+            page.pop()
+                .map(|status| ProvidedCursor(Key::new(&status.key.key)))
+        } else {
+            None
+        };
+        Ok((page, next))
     }
 
     /// How many keys this node provides.
@@ -325,4 +436,11 @@ impl Behaviour {
 /// Whether the provider module is asked to sweep at all.
 pub(super) fn new_provider(behaviour_k: usize, config: &crate::Config) -> Provider {
     Provider::new(config.reprovide, behaviour_k)
+}
+
+/// The first 64 bits of a keyspace point.
+fn point_word(key: &Key) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&key.as_bytes()[..8]);
+    u64::from_be_bytes(word)
 }

@@ -28,7 +28,11 @@ use crate::network::message::{PeerRecord, Record};
 use crate::provider::ProviderKey;
 use crate::routing::{QueryFailure, QueryId, QueryProgress, QueryResult};
 use crate::routing_table::Admission;
-use crate::ProvideStatus;
+use crate::{ProvideStatus, ProvidedCursor};
+
+/// A page of provided keys and the cursor of the next one
+/// ([`Behaviour::provided_keys_page`](crate::Behaviour::provided_keys_page)).
+pub(crate) type ProvidedKeysPage = (Vec<ProvideStatus>, Option<ProvidedCursor>);
 
 /// Commands the behaviour takes from the queue in one poll; it wakes itself when more wait,
 /// so a burst of commands never makes one poll long.
@@ -105,6 +109,21 @@ pub(crate) enum Command {
         from: Key,
         limit: usize,
         reply: Reply<Vec<ProvideStatus>>,
+    },
+    /// At most [`Handle::KEYS_PER_COMMAND`] keys.
+    StartProvidingMany {
+        keys: Vec<ProviderKey>,
+        reply: Reply<usize>,
+    },
+    /// At most [`Handle::KEYS_PER_COMMAND`] keys.
+    StopProvidingMany {
+        keys: Vec<ProviderKey>,
+        reply: Reply<usize>,
+    },
+    ProvidedKeysPage {
+        cursor: Option<ProvidedCursor>,
+        limit: usize,
+        reply: Reply<ProvidedKeysPage>,
     },
     AddAddress {
         peer: PeerId,

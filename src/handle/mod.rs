@@ -18,7 +18,7 @@ use crate::key::Key;
 use crate::network::message::{PeerRecord, Record};
 use crate::provider::ProviderKey;
 use crate::routing_table::Admission;
-use crate::ProvideStatus;
+use crate::{ProvideStatus, ProvidedCursor};
 
 pub(crate) mod driver;
 mod error;
@@ -43,8 +43,9 @@ pub use error::HandleError;
 /// - **Cancelled on drop**: dropping the future (or the stream) before it finished cancels
 ///   its query ([`Behaviour::cancel_query`](crate::Behaviour::cancel_query)); one dropped
 ///   before the behaviour took its command never starts. Operations without a query
-///   (`add_address`, `remove_peer`, `start_providing`, `stop_providing`, `provided_keys`)
-///   run once queued, awaited or not. A query of the handle's cancelled through
+///   (`add_address`, `remove_peer`, `start_providing`, `stop_providing`, `provided_keys`,
+///   `provided_keys_page`) run once queued, awaited or not; the bulk ones
+///   (`start_providing_many`, `stop_providing_many`) send their chunks as they are awaited. A query of the handle's cancelled through
 ///   [`Behaviour::cancel_query`](crate::Behaviour::cancel_query) ends its future (or stream)
 ///   with [`HandleError::Cancelled`].
 /// - **Closed**: once the behaviour is dropped, every operation fails with
@@ -88,6 +89,13 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
+    /// Most keys one command of [`Handle::start_providing_many`] or
+    /// [`Handle::stop_providing_many`] carries: the behaviour adds them to its store within
+    /// one poll of the swarm, so this bounds how long that poll takes (and, with a
+    /// [`PersistentStore`](crate::store::PersistentStore), how much it can wait for the disk:
+    /// see [`Store::add_provided_many`](crate::store::Store::add_provided_many)).
+    pub const KEYS_PER_COMMAND: usize = 4_096;
+
     pub(crate) fn new(commands: mpsc::UnboundedSender<Command>, shared: Arc<Shared>) -> Self {
         Self { commands, shared }
     }
@@ -170,6 +178,66 @@ impl Handle {
     /// ([`Behaviour::provided_keys`](crate::Behaviour::provided_keys)).
     pub fn provided_keys(&self, from: Key, limit: usize) -> HandleFuture<Vec<ProvideStatus>> {
         self.call(|reply| Command::ProvidedKeys { from, limit, reply })
+    }
+
+    /// Adds many keys to the provided keys and keeps them announced
+    /// ([`Behaviour::start_providing_many`](crate::Behaviour::start_providing_many)): how many
+    /// were not provided before. The keys go to the behaviour in commands of at most
+    /// [`Handle::KEYS_PER_COMMAND`], one at a time, so that each takes a bounded part of the
+    /// swarm's task and one command slot; a million keys are some 250 commands. Unlike the
+    /// other methods, it sends nothing until the future is polled, then each chunk once the
+    /// one before it is done. A chunk that fails ends the call with its error, the chunks
+    /// before it staying provided; dropping the future sends no further chunk.
+    pub fn start_providing_many<K: Into<ProviderKey>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> impl Future<Output = Result<usize, HandleError>> + Send + 'static {
+        let keys: Vec<ProviderKey> = keys.into_iter().map(Into::into).collect();
+        let handle = self.clone();
+        async move {
+            let mut added = 0;
+            for chunk in chunks(keys) {
+                added += handle
+                    .call(|reply| Command::StartProvidingMany { keys: chunk, reply })
+                    .await?;
+            }
+            Ok(added)
+        }
+    }
+
+    /// Stops announcing many keys
+    /// ([`Behaviour::stop_providing_many`](crate::Behaviour::stop_providing_many)): how many
+    /// were provided. Sent in chunks as [`Handle::start_providing_many`] sends them.
+    pub fn stop_providing_many<K: Into<ProviderKey>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> impl Future<Output = Result<usize, HandleError>> + Send + 'static {
+        let keys: Vec<ProviderKey> = keys.into_iter().map(Into::into).collect();
+        let handle = self.clone();
+        async move {
+            let mut removed = 0;
+            for chunk in chunks(keys) {
+                removed += handle
+                    .call(|reply| Command::StopProvidingMany { keys: chunk, reply })
+                    .await?;
+            }
+            Ok(removed)
+        }
+    }
+
+    /// A page of up to `limit` provided keys from `cursor` (`None`: the start), with their
+    /// status, and the cursor of the next page (`None`: the last page)
+    /// ([`Behaviour::provided_keys_page`](crate::Behaviour::provided_keys_page)).
+    pub fn provided_keys_page(
+        &self,
+        cursor: Option<ProvidedCursor>,
+        limit: usize,
+    ) -> HandleFuture<(Vec<ProvideStatus>, Option<ProvidedCursor>)> {
+        self.call(|reply| Command::ProvidedKeysPage {
+            cursor,
+            limit,
+            reply,
+        })
     }
 
     /// Joins the network ([`Behaviour::bootstrap`](crate::Behaviour::bootstrap)): how many
@@ -262,6 +330,15 @@ impl Handle {
             HandleError::Closed
         })
     }
+}
+
+/// `keys` in chunks of at most [`Handle::KEYS_PER_COMMAND`].
+fn chunks(keys: Vec<ProviderKey>) -> impl Iterator<Item = Vec<ProviderKey>> + Send {
+    let mut keys = keys.into_iter();
+    std::iter::from_fn(move || {
+        let chunk: Vec<ProviderKey> = keys.by_ref().take(Handle::KEYS_PER_COMMAND).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
 }
 
 /// The outcome of an operation asked through a [`Handle`]. Dropping it before it resolved

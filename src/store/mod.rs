@@ -275,6 +275,39 @@ pub trait Store: RecordStore + ProviderStore {
     /// Removes `key` from the keys this node provides.
     fn remove_provided(&mut self, key: &[u8]) -> Result<(), StoreError>;
 
+    /// Adds many keys to the keys this node provides, as [`Store::add_provided`] does each:
+    /// returns how many were not provided before (a key given twice, or already on the list,
+    /// counts once and keeps its status). An error is a failure of the store; the keys before
+    /// it may have been added.
+    ///
+    /// The default adds them one by one. [`PersistentStore`] adds them in bounded chunks, and
+    /// waits for its writer thread when more than
+    /// [`PersistentStoreConfig::max_unwritten_bytes`] wait for the disk: a call of a
+    /// million keys waits for the disk, so call it with a bounded slice from `poll` (the
+    /// behaviour's [`Handle`](crate::Handle) sends a bulk call in bounded commands).
+    fn add_provided_many(
+        &mut self,
+        keys: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<usize, StoreError> {
+        let before = self.provided_len()?;
+        for key in keys {
+            self.add_provided(key, now)?;
+        }
+        Ok(self.provided_len()?.saturating_sub(before) as usize)
+    }
+
+    /// Removes many keys from the keys this node provides: returns how many were provided
+    /// (a key given twice, or not on the list, counts once or not at all). Waits for the disk
+    /// as [`Store::add_provided_many`] does.
+    fn remove_provided_many(&mut self, keys: &[Vec<u8>]) -> Result<usize, StoreError> {
+        let before = self.provided_len()?;
+        for key in keys {
+            self.remove_provided(key)?;
+        }
+        Ok(before.saturating_sub(self.provided_len()?) as usize)
+    }
+
     /// Up to `limit` provided keys in keyspace order from `from` (inclusive), with status.
     fn provided(&mut self, from: &Key, limit: usize) -> Result<Vec<ProvidedKey>, StoreError>;
 

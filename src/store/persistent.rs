@@ -59,6 +59,8 @@ use redb::{
 mod io;
 #[path = "persistent_overlay.rs"]
 mod overlay;
+#[path = "persistent_provided.rs"]
+mod provided;
 #[path = "persistent_quota.rs"]
 mod quota;
 #[path = "persistent_records.rs"]
@@ -77,7 +79,7 @@ use io::{CrawlState, Snapshot, Writer};
 use overlay::Overlay;
 use quota::{Charged, GroupBooks, Kind, NewSlot};
 use records::{value_cost, ProviderCache};
-use writer::{count_of, db_err, Entry, Job, Table};
+use writer::{count_of, db_err, Job, Table};
 use writer::{META, PROVIDED, PROVIDERS, PROVIDER_KEYS, ROUTING, SOURCES, VALUES};
 
 /// Jobs (commits and scans) given to the writer thread and not finished. What bounds the
@@ -443,21 +445,6 @@ impl PersistentStore {
         }
         Ok(expired.len())
     }
-
-    fn decode_provided(entries: Vec<Entry>) -> Result<Vec<ProvidedKey>, StoreError> {
-        entries
-            .into_iter()
-            .map(|(k, v)| {
-                let (added, last, peers) = codec::decode_provided(&v)?;
-                Ok(ProvidedKey {
-                    key: k[32..].to_vec(),
-                    added: from_unix_secs(added),
-                    last_provided: (last > 0).then(|| from_unix_secs(last)),
-                    peers,
-                })
-            })
-            .collect()
-    }
 }
 
 impl RecordStore for PersistentStore {
@@ -726,6 +713,19 @@ impl Store for PersistentStore {
             self.lens.provided = self.lens.provided.saturating_sub(1);
         }
         Ok(())
+    }
+
+    /// In chunks, waiting for the disk past `max_unwritten_bytes` (`persistent_provided.rs`).
+    fn add_provided_many(
+        &mut self,
+        keys: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<usize, StoreError> {
+        self.add_provided_bulk(keys, now)
+    }
+
+    fn remove_provided_many(&mut self, keys: &[Vec<u8>]) -> Result<usize, StoreError> {
+        self.remove_provided_bulk(keys)
     }
 
     fn provided(&mut self, from: &Key, limit: usize) -> Result<Vec<ProvidedKey>, StoreError> {

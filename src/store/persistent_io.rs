@@ -247,6 +247,12 @@ impl PersistentStore {
     /// routing and crawl snapshots) to the writer if its queue has room. What is left waits in
     /// the overlay, and goes when a job finishes.
     pub(super) fn hand_over(&mut self) {
+        self.hand_over_up_to(self.config.max_buffered_writes);
+    }
+
+    /// [`hand_over`](Self::hand_over) with batches of at most `max` writes (the bulk calls
+    /// hand over larger batches: fewer commits, each taking longer).
+    pub(super) fn hand_over_up_to(&mut self, max: usize) {
         let routing_waits = matches!(self.routing, Some((None, _)));
         let crawl_waits = matches!(self.crawl, CrawlState::Waiting(_));
         if self.overlay.pending() == 0 && !routing_waits && !crawl_waits {
@@ -257,7 +263,7 @@ impl PersistentStore {
             self.flush_wanted = true;
             return;
         }
-        let (batch, ops) = self.overlay.take_batch(self.config.max_buffered_writes);
+        let (batch, ops) = self.overlay.take_batch(max);
         let routing = match &mut self.routing {
             Some((carrier @ None, peers)) => {
                 *carrier = Some(batch);

@@ -42,6 +42,7 @@ pub(crate) fn run_all<S: Store>(make: impl Fn(MemoryStoreConfig) -> S) {
     gc_removes_expired_entries_in_bounded_batches(&make);
     batches_store_what_fits(&make);
     provided_keys_keep_their_status_in_keyspace_order(&make);
+    provided_in_bulk_counts_each_key_once(&make);
 }
 
 fn values_expire_and_bounds_refuse_without_loss<S: Store>(make: &impl Fn(MemoryStoreConfig) -> S) {
@@ -237,6 +238,57 @@ pub(crate) fn provided_keys_keep_their_status_in_keyspace_order<S: Store>(
     assert_eq!(three.peers, 17);
     let zero = all.iter().find(|p| p.key == keys[0]).unwrap();
     assert_eq!((zero.added, zero.last_provided), (now, None));
+}
+
+/// Bulk adds and removes count each key once, and keys already provided keep their status.
+pub(crate) fn provided_in_bulk_counts_each_key_once<S: Store>(
+    make: &impl Fn(MemoryStoreConfig) -> S,
+) {
+    let mut store = make(MemoryStoreConfig::default());
+    let now = now();
+    let later = now + Duration::from_secs(5);
+    let keys: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    store.add_provided(&keys[0], now).unwrap();
+    store
+        .set_provided_status(&keys[0], now + Duration::from_secs(9), 3)
+        .unwrap();
+    // Every key, then the first hundred again: one was provided already, the rest are new.
+    let mut batch = keys.clone();
+    batch.extend(keys[..100].iter().cloned());
+    assert_eq!(store.add_provided_many(&batch, later).unwrap(), 999);
+    assert_eq!(store.provided_len().unwrap(), 1000);
+    assert_eq!(
+        store.add_provided_many(&keys, later).unwrap(),
+        0,
+        "all known"
+    );
+    assert_eq!(store.add_provided_many(&[], later).unwrap(), 0);
+    let all = store.provided(&Key::from_hash([0; 32]), 2000).unwrap();
+    assert_eq!(all.len(), 1000);
+    let first = all.iter().find(|p| p.key == keys[0]).unwrap();
+    assert_eq!(
+        (first.added, first.last_provided, first.peers),
+        (now, Some(now + Duration::from_secs(9)), 3),
+        "a known key keeps its status"
+    );
+    let other = all.iter().find(|p| p.key == keys[1]).unwrap();
+    assert_eq!((other.added, other.last_provided), (later, None));
+
+    // The first 300, a few twice, and keys never provided: 300 removed.
+    let mut gone = keys[..300].to_vec();
+    gone.extend(keys[..10].iter().cloned());
+    gone.push(b"never provided".to_vec());
+    assert_eq!(store.remove_provided_many(&gone).unwrap(), 300);
+    assert_eq!(store.remove_provided_many(&gone).unwrap(), 0);
+    assert_eq!(store.provided_len().unwrap(), 700);
+    store.flush().unwrap();
+    let left = store.provided(&Key::from_hash([0; 32]), 2000).unwrap();
+    let mut expected = keys[300..].to_vec();
+    expected.sort_by_key(|k| Key::new(k));
+    assert_eq!(
+        left.into_iter().map(|p| p.key).collect::<Vec<_>>(),
+        expected
+    );
 }
 
 /// Runs the per-source quota checks (see [`Source`]) with fresh stores from `make`.
