@@ -8,7 +8,7 @@
 //! - One provider (node 0) provides `K` random keys (`keys`: generated region by region in
 //!   keyspace order from a seeded generator, never all in memory).
 //! - Sweep (`sweep`, as `kadence::provider`): region depth = the provider's leading full
-//!   buckets; per region with keys, one lookup (3k results) for the middle key of its first
+//!   buckets; per region with keys, one lookup (4k results) for the middle key of its first
 //!   page of `keys_per_page` keys; each key to its 20 closest among the peers found.
 //! - Naive (`naive`): per key, one lookup (k = 20), then ADD_PROVIDER to its 20 results; on
 //!   every key up to 100,000 keys, on a random sample (extrapolated, labelled) above.
@@ -86,7 +86,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         naive: None,
         naive_sample: 1000,
         params: SweepParams {
-            k: 3 * K,
+            k: 4 * K,
             extra_depth: 0,
             keys_per_page: config.keys_per_page,
         },
@@ -143,10 +143,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
             _ => {}
         }
     }
-    if !(3 * K + 1..=MAX_NODES).contains(&o.nodes) {
+    if !(4 * K + 1..=MAX_NODES).contains(&o.nodes) {
         return Err(format!(
             "--nodes must be between {} and {MAX_NODES}",
-            3 * K + 1
+            4 * K + 1
         ));
     }
     if !(K..o.nodes).contains(&o.params.k) {

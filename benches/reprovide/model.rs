@@ -34,7 +34,7 @@ pub fn add_provider_bytes() -> (usize, usize) {
 }
 
 /// The time model of one region's sweep: its lookup (`lookup_s`, about 1 s at a 100 ms round
-/// trip: 6 to 10 rounds of FIND_NODE for 3k answered peers), then its pages one after the
+/// trip: 6 to 10 rounds of FIND_NODE for 4k answered peers), then its pages one after the
 /// other. A page's messages go to all its peers at once, at most `window`
 /// (`per_peer_in_flight`) in flight per peer, each slot busy one round trip (the stream's
 /// protocol negotiation and the write; ADD_PROVIDER takes no response, so this is an upper

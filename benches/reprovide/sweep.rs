@@ -3,7 +3,7 @@
 //!
 //! As the provider does: region depth d = the provider's leading full buckets (capped at 20);
 //! per region of the 2^d, its keys in keyspace order are read in pages of `keys_per_page`;
-//! the first page with keys starts the region's one lookup (k' = 3k results, `KClosestAnswered`)
+//! the first page with keys starts the region's one lookup (k' = 4k results, `KClosestAnswered`)
 //! for the middle key of that page; every page then goes to the peers found: each key to its
 //! k closest among them (the same per-key sort as `Provider::send_page`, on an order kept for
 //! the whole page). A region without keys costs nothing.
@@ -16,7 +16,7 @@ use crate::keys::KeySpace;
 use crate::net::{lookup_config, word, Network};
 use crate::{GOAL_HELD, K};
 
-/// The sweep's knobs. kadence's: `k' = 3k`, depth = leading full buckets, 10,000 keys per
+/// The sweep's knobs. kadence's: `k' = 4k`, depth = leading full buckets, 10,000 keys per
 /// page. The others are for trying changes to the sweep.
 #[derive(Clone, Copy)]
 pub struct SweepParams {

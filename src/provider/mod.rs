@@ -5,7 +5,7 @@
 //! survives restarts. Every region of the keyspace (see [`sweep`]) comes due once per reprovide
 //! interval; then its keys due for a reprovide are read from the store, page by page (however
 //! many keys share a region: at start-up the whole keyspace is one region), the region's
-//! closest peers are found with one lookup (3k peers around the middle key of its first page),
+//! closest peers are found with one lookup (4k peers around the middle key of its first page),
 //! and each key goes to its k closest among them. All of a peer's ADD_PROVIDER messages go on its one connection, at most
 //! `per_peer_in_flight` at a time (a bulk reprovide must pace what it sends to one peer).
 //!
@@ -141,7 +141,7 @@ pub(crate) enum ProviderAction {
     /// the region that are due for a reprovide, and call [`Provider::region_keys`] with them
     /// and where the region's next page starts.
     LoadKeys { region: Region, from: Key },
-    /// Find the closest peers (3k) to `target` (a key in the middle of the region: a lookup
+    /// Find the closest peers (4k) to `target` (a key in the middle of the region: a lookup
     /// needs key bytes, and a hash cannot be inverted), then call [`Provider::region_peers`].
     FindPeers { region: Region, target: Vec<u8> },
     /// Send ADD_PROVIDER for `key` to `peer`; report with [`Provider::on_sent`].
