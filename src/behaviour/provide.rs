@@ -4,6 +4,7 @@
 use std::task::Context;
 use std::time::{Duration, Instant, SystemTime};
 
+use fnv::FnvHashSet;
 use futures::FutureExt;
 use libp2p::PeerId;
 
@@ -154,9 +155,8 @@ impl Behaviour {
     ) -> Result<usize, StoreError> {
         let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.into().into_bytes()).collect();
         let removed = self.server.store_mut().remove_provided_many(&keys)?;
-        for key in &keys {
-            self.provider.stop(key);
-        }
+        let stopped: FnvHashSet<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        self.provider.stop_many(&stopped);
         Ok(removed)
     }
 
@@ -164,7 +164,8 @@ impl Behaviour {
     /// sweep under way that read it before (records already stored expire on their own).
     pub fn stop_providing(&mut self, key: &ProviderKey) -> Result<(), StoreError> {
         self.server.store_mut().remove_provided(key.as_bytes())?;
-        self.provider.stop(key.as_bytes());
+        self.provider
+            .stop_many(&FnvHashSet::from_iter([key.as_bytes()]));
         Ok(())
     }
 

@@ -272,18 +272,24 @@ impl Provider {
         }
     }
 
-    /// StopProvide for the runs under way: `key` was read before it was stopped, and must not
-    /// be announced again. Its announcements not handed over yet are dropped (those already
-    /// sent cannot be called back; their records expire on their own).
-    pub(crate) fn stop(&mut self, key: &[u8]) {
+    /// StopProvide for the runs under way: `keys` were read before they were stopped, and must
+    /// not be announced again. Their announcements not handed over yet are dropped (those
+    /// already sent cannot be called back; their records expire on their own). One pass over
+    /// each run's page, however many keys stop at once.
+    pub(crate) fn stop_many(&mut self, keys: &FnvHashSet<&[u8]>) {
+        if keys.is_empty() {
+            return;
+        }
         for run in &mut self.runs {
             match &mut run.phase {
-                // The pages still to read are read after the stop: it is not in them.
+                // The pages still to read are read after the stop: they are not in them.
                 Phase::Loading { .. } => {}
-                Phase::Lookup { keys, .. } => keys.retain(|k| k.as_slice() != key),
+                Phase::Lookup { keys: page, .. } => page.retain(|k| !keys.contains(k.as_slice())),
                 Phase::Sending(sending) => {
-                    if let Some(index) = sending.keys.iter().position(|k| k.as_slice() == key) {
-                        sending.stopped.insert(index);
+                    for (index, key) in sending.keys.iter().enumerate() {
+                        if keys.contains(key.as_slice()) {
+                            sending.stopped.insert(index);
+                        }
                     }
                 }
             }

@@ -109,7 +109,7 @@ fn a_key_stopped_during_a_sweep_is_not_announced_again() {
     let stopped_early = keys[9].clone();
     provider.region_keys(region, keys.clone(), None);
     // Stopped while the region's peers are being looked up.
-    provider.stop(&stopped_early);
+    provider.stop_many(&FnvHashSet::from_iter([stopped_early.as_slice()]));
     let query = QueryId(1);
     provider.lookup_started(query, region);
     let peers: Vec<PeerRecord> = (0..4).map(|_| peer()).collect();
@@ -146,7 +146,7 @@ fn a_key_stopped_during_a_sweep_is_not_announced_again() {
         }
         if stop_now {
             // One message per peer is out; every other announcement waits in line.
-            provider.stop(&stopped);
+            provider.stop_many(&FnvHashSet::from_iter([stopped.as_slice()]));
             stop_now = false;
         }
         let Some(id) = in_flight.pop() else { break };
