@@ -61,11 +61,6 @@ impl ProvidedCursor {
     }
 }
 
-/// The deepest the sweep cuts the keyspace into regions (`Schedule::set_depth` in
-/// `provider/sweep.rs`): keys sharing their first this many bits are in one region at any
-/// depth, so one kick per such prefix reaches every region a bulk call touched.
-const MAX_REGION_DEPTH: u32 = 20;
-
 /// The longest the sweep's timer sleeps, so that a region appearing (the network grew, the
 /// table filled) is not noticed late.
 const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(60);
@@ -128,20 +123,9 @@ impl Behaviour {
         }
         let now = SystemTime::now();
         let added = self.server.store_mut().add_provided_many(&keys, now)?;
-        // Keys are announced by region: one kick for each prefix the keys share at the
-        // deepest region depth covers every region they are in, whatever the depth now.
-        let shift = 64 - MAX_REGION_DEPTH;
-        let mut prefixes: Vec<u64> = keys
-            .iter()
-            .map(|k| point_word(&Key::new(k)) >> shift)
-            .collect();
-        prefixes.sort_unstable();
-        prefixes.dedup();
-        for prefix in prefixes {
-            let mut point = [0u8; 32];
-            point[..8].copy_from_slice(&(prefix << shift).to_be_bytes());
-            self.provider.kick(&Key::from_hash(point), now);
-        }
+        // Keys are announced by region: each region they fall in is queued once.
+        let points: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect();
+        self.provider.kick_many(&points, now);
         self.wake();
         Ok(added)
     }
@@ -440,11 +424,4 @@ impl Behaviour {
 /// Whether the provider module is asked to sweep at all.
 pub(super) fn new_provider(behaviour_k: usize, config: &crate::Config) -> Provider {
     Provider::new(config.reprovide, behaviour_k)
-}
-
-/// The first 64 bits of a keyspace point.
-fn point_word(key: &Key) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&key.as_bytes()[..8]);
-    u64::from_be_bytes(word)
 }

@@ -272,6 +272,22 @@ impl Provider {
         }
     }
 
+    /// [`Provider::kick`] for many keys: each region they fall in is queued once (a million
+    /// keys cost a hash each and one set lookup, not a scan of the queue per key).
+    pub(crate) fn kick_many<'a>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'a Key>,
+        now: SystemTime,
+    ) {
+        let mut queued: FnvHashSet<Region> = self.waiting.iter().map(|(r, _)| *r).collect();
+        for key in keys {
+            let region = self.schedule.region_of(key);
+            if queued.insert(region) {
+                self.waiting.push_back((region, now));
+            }
+        }
+    }
+
     /// StopProvide for the runs under way: `keys` were read before they were stopped, and must
     /// not be announced again. Their announcements not handed over yet are dropped (those
     /// already sent cannot be called back; their records expire on their own). One pass over

@@ -389,3 +389,20 @@ fn every_key_of_a_crowded_region_is_announced_page_by_page() {
     assert_eq!(listed.len(), KEYS as usize);
     assert!(listed.iter().all(|p| p.last_provided == Some(now)));
 }
+
+#[test]
+fn many_keys_queue_each_of_their_regions_once() {
+    let mut provider = Provider::new(ReprovideConfig::default(), 20);
+    let now = UNIX_EPOCH + Duration::from_secs(22 * 3600 * 1000);
+    provider.schedule.set_depth(3);
+    let keys: Vec<Key> = (0..10_000u32).map(|i| Key::new(&i.to_be_bytes())).collect();
+    provider.kick_many(&keys, now);
+    provider.kick_many(&keys[..10], now);
+    let mut regions: Vec<u64> = provider.waiting.iter().map(|(r, _)| r.index).collect();
+    regions.sort_unstable();
+    assert_eq!(
+        regions,
+        (0..8).collect::<Vec<_>>(),
+        "each of the 8 regions, once"
+    );
+}
