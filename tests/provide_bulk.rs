@@ -197,3 +197,56 @@ async fn a_bulk_start_is_checked_before_any_key_is_added() {
         "a limit of 0 reads one"
     );
 }
+
+/// A bulk command through the handle runs from `poll`, which must never wait for the disk:
+/// with a persistent store whose writer is far behind, the behaviour keeps the command until
+/// the writer caught up, then runs it. With a bound of writes not yet durable far below one
+/// command's worth, every command after the first has to wait its turn, and all finish.
+#[test]
+fn bulk_commands_wait_for_the_writer_outside_poll() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+
+    use futures::task::noop_waker_ref;
+    use kadence::routing_table::{KBucketConfig, KBucketTable};
+    use kadence::store::{PersistentStore, PersistentStoreConfig};
+    use libp2p::swarm::{FromSwarm, NetworkBehaviour};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = PersistentStoreConfig {
+        max_unwritten_bytes: 64 * 1024,
+        ..PersistentStoreConfig::default()
+    };
+    let store = PersistentStore::open(dir.path().join("bulk.redb"), config).unwrap();
+    let local = PeerId::random();
+    let table = KBucketTable::new(local, KBucketConfig::default());
+    let mut dht = kadence::Behaviour::with_parts(local, config_for_bulk(), table, store);
+    // An address to announce, as a listening swarm would report it.
+    let addr: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+    dht.on_swarm_event(FromSwarm::NewListenAddr(libp2p::swarm::NewListenAddr {
+        listener_id: libp2p::core::transport::ListenerId::next(),
+        addr: &addr,
+    }));
+    let handle = dht.handle();
+    let keys: Vec<ProviderKey> = (0..3 * Handle::KEYS_PER_COMMAND as u32).map(cid).collect();
+    let mut added = Box::pin(handle.start_providing_many(keys));
+    let mut cx = Context::from_waker(noop_waker_ref());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        while let Poll::Ready(_) = dht.poll(&mut cx) {}
+        if let Poll::Ready(result) = added.as_mut().poll(&mut cx) {
+            break result;
+        }
+        assert!(Instant::now() < deadline, "the bulk start never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(result, Ok(3 * Handle::KEYS_PER_COMMAND));
+    assert_eq!(
+        dht.provided_len().unwrap(),
+        3 * Handle::KEYS_PER_COMMAND as u64
+    );
+}
+
+fn config_for_bulk() -> kadence::Config {
+    node_config().with_refresh_interval(None)
+}

@@ -22,6 +22,12 @@ impl Behaviour {
     pub(super) fn poll_handle(&mut self, cx: &mut Context<'_>) {
         let mut taken = 0;
         while let Poll::Ready(Some(command)) = self.handle_driver.poll_command(cx) {
+            if command.is_bulk() && !self.server.store_mut().ready_for_bulk() {
+                // poll must not wait for the disk: the store's writer wakes the behaviour when
+                // it has committed, and the command runs then.
+                self.handle_driver.defer(command);
+                break;
+            }
             self.run_command(command);
             taken += 1;
             if taken == COMMANDS_PER_POLL {

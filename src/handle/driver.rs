@@ -198,6 +198,19 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     waiters: FnvHashMap<QueryId, Waiter>,
     watches: FuturesUnordered<Watch>,
+    /// A bulk command taken while the store could not take it without waiting for the disk:
+    /// it runs first once the store can.
+    deferred: Option<Command>,
+}
+
+impl Command {
+    /// Whether the command writes many keys to the store at once.
+    pub(crate) fn is_bulk(&self) -> bool {
+        matches!(
+            self,
+            Command::StartProvidingMany { .. } | Command::StopProvidingMany { .. }
+        )
+    }
 }
 
 impl Driver {
@@ -213,6 +226,7 @@ impl Driver {
             }),
             waiters: FnvHashMap::default(),
             watches: FuturesUnordered::new(),
+            deferred: None,
         }
     }
 
@@ -224,11 +238,19 @@ impl Driver {
     /// The next queued command, freeing its slot. The caller bounds how many it takes per
     /// poll ([`COMMANDS_PER_POLL`]).
     pub(crate) fn poll_command(&mut self, cx: &mut Context<'_>) -> Poll<Option<Command>> {
+        if let Some(command) = self.deferred.take() {
+            return Poll::Ready(Some(command));
+        }
         let next = self.commands.poll_next_unpin(cx);
         if let Poll::Ready(Some(_)) = &next {
             self.shared.release();
         }
         next
+    }
+
+    /// Keeps a bulk command for the next poll: the store's writer is behind.
+    pub(crate) fn defer(&mut self, command: Command) {
+        self.deferred = Some(command);
     }
 
     /// Ties the running query `id` to its waiter and its caller's guard.

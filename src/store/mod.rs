@@ -258,6 +258,13 @@ pub trait Store: RecordStore + ProviderStore {
         Ok(())
     }
 
+    /// Whether a bulk call ([`Store::add_provided_many`], [`Store::remove_provided_many`]) of a
+    /// few thousand keys returns now, without waiting for the disk: the behaviour runs the
+    /// handle's bulk commands from `poll` only then. In-memory stores always can.
+    fn ready_for_bulk(&self) -> bool {
+        true
+    }
+
     /// What the store holds now, for metrics and status lines: counts it keeps, never a scan
     /// (it is read from `poll`). The default knows nothing.
     fn sizes(&self) -> StoreSizes {

@@ -598,7 +598,12 @@ impl ProviderStore for PersistentStore {
 }
 
 impl Store for PersistentStore {
-    /// The counts kept for the store's bounds; bytes are on disk, not counted.
+    /// Below half the bound of writes not yet durable: a few thousand keys fit, no wait.
+    fn ready_for_bulk(&self) -> bool {
+        self.overlay.bytes() < self.config.max_unwritten_bytes / 2
+    }
+
+    /// The counts kept for the bounds (bytes are on disk, not counted).
     fn sizes(&self) -> StoreSizes {
         StoreSizes {
             records: self.lens.values,
@@ -696,23 +701,11 @@ impl Store for PersistentStore {
     }
 
     fn add_provided(&mut self, key: &[u8], now: SystemTime) -> Result<(), StoreError> {
-        let entry = codec::keyspace_key(key);
-        if self.read(Table::Provided, &entry)?.is_some() {
-            return Ok(());
-        }
-        let value = codec::encode_provided(unix_secs(now), 0, 0);
-        self.write(Table::Provided, entry, Some(value));
-        self.lens.provided += 1;
-        Ok(())
+        self.add_provided_one(key, now)
     }
 
     fn remove_provided(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        let entry = codec::keyspace_key(key);
-        if self.read(Table::Provided, &entry)?.is_some() {
-            self.write(Table::Provided, entry, None);
-            self.lens.provided = self.lens.provided.saturating_sub(1);
-        }
-        Ok(())
+        self.remove_provided_one(key)
     }
 
     /// In chunks, waiting for the disk past `max_unwritten_bytes` (`persistent_provided.rs`).

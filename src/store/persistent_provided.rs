@@ -30,6 +30,33 @@ pub(super) const BULK_CHUNK: usize = 16_384;
 const BULK_BATCH: usize = 16_384;
 
 impl PersistentStore {
+    /// [`Store::add_provided`](super::Store::add_provided): a key already there keeps its
+    /// status and is not counted twice.
+    pub(super) fn add_provided_one(
+        &mut self,
+        key: &[u8],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let entry = codec::keyspace_key(key);
+        if self.read(Table::Provided, &entry)?.is_some() {
+            return Ok(());
+        }
+        let value = codec::encode_provided(unix_secs(now), 0, 0);
+        self.write(Table::Provided, entry, Some(value));
+        self.lens.provided += 1;
+        Ok(())
+    }
+
+    /// [`Store::remove_provided`](super::Store::remove_provided).
+    pub(super) fn remove_provided_one(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        let entry = codec::keyspace_key(key);
+        if self.read(Table::Provided, &entry)?.is_some() {
+            self.write(Table::Provided, entry, None);
+            self.lens.provided = self.lens.provided.saturating_sub(1);
+        }
+        Ok(())
+    }
+
     /// [`Store::add_provided_many`](crate::store::Store::add_provided_many) (see the module
     /// docs).
     pub(super) fn add_provided_bulk(
