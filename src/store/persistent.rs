@@ -132,6 +132,9 @@ pub struct PersistentStoreConfig {
     /// When full (in count or in bytes), the source holding the most makes room
     /// ([`Source`](super::Source)).
     pub max_provider_bytes: u64,
+    /// Memory redb may keep as a cache of the file's pages. Default 128 MiB (redb's own
+    /// default is 1 GiB: a node reading 10 million provided keys grew by that much).
+    pub page_cache_bytes: usize,
 }
 
 impl Default for PersistentStoreConfig {
@@ -147,6 +150,7 @@ impl Default for PersistentStoreConfig {
             max_unwritten_bytes: 32 * 1024 * 1024,
             max_record_bytes: 256 << 20,
             max_provider_bytes: 4 << 30,
+            page_cache_bytes: 128 << 20,
         }
     }
 }
@@ -277,7 +281,10 @@ impl PersistentStore {
         let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         // Checked read-only first: opening a database for writing may already write to it.
         let checked = exists && Self::check_existing(path)?;
-        let db = Database::create(path).map_err(open_err)?;
+        let db = Database::builder()
+            .set_cache_size(config.page_cache_bytes)
+            .create(path)
+            .map_err(open_err)?;
         if exists && !checked {
             // Recovered from a crash by the writable open: check it now.
             Self::check_schema(&db)?;
