@@ -36,6 +36,8 @@ struct Args {
     keys: u64,
     servers: usize,
     seconds: u64,
+    /// `--restart-only`: skip the sweep run (and its store).
+    restart_only: bool,
 }
 
 fn parse_args() -> Args {
@@ -43,6 +45,7 @@ fn parse_args() -> Args {
         keys: 1_000_000,
         servers: 20,
         seconds: 60,
+        restart_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,6 +58,7 @@ fn parse_args() -> Args {
             "--keys" => args.keys = value("--keys"),
             "--servers" => args.servers = value("--servers") as usize,
             "--seconds" => args.seconds = value("--seconds"),
+            "--restart-only" => args.restart_only = true,
             // cargo bench passes --bench.
             _ => {}
         }
@@ -231,9 +235,10 @@ fn main() {
         path
     };
 
-    eprintln!("provide_scale: filling a store with {} keys", args.keys);
     let sweep_dir = provider_dir("sweep");
-    let fill_rate = fill(&sweep_dir.join("store.redb"), args.keys, None);
+    let sweep_keys = if args.restart_only { 0 } else { args.keys };
+    eprintln!("provide_scale: filling a store with {sweep_keys} keys");
+    let fill_rate = fill(&sweep_dir.join("store.redb"), sweep_keys, None);
     let disk = disk_bytes(&sweep_dir);
     eprintln!("provide_scale: filling the restart store");
     let restart_dir = provider_dir("restart");
@@ -254,10 +259,11 @@ fn main() {
     // Let the servers find each other before the provider asks them for regions.
     std::thread::sleep(Duration::from_secs(5));
 
-    eprintln!("provide_scale: sweep run, {} s", args.seconds);
+    let seconds = if args.restart_only { 0 } else { args.seconds };
+    eprintln!("provide_scale: sweep run, {seconds} s");
     let provider = Node::spawn(&sweep_dir, Some(&bootstrap), "1s");
     let sweep_start = provider.started;
-    let (sweep, swept_for) = watch(&provider, Duration::from_secs(args.seconds), |_| false);
+    let (sweep, swept_for) = watch(&provider, Duration::from_secs(seconds), |_| false);
     let stop_time = provider.stop();
     let keys = field(&sweep.last_status, "keys_announced");
     let messages = field(&sweep.last_status, "announcements_written");
@@ -282,8 +288,11 @@ fn main() {
     println!("# Providing at scale");
     println!();
     println!(
-        "command: `cargo bench --bench provide_scale --features cli -- --keys {} --servers {} --seconds {}`",
-        args.keys, args.servers, args.seconds
+        "command: `cargo bench --bench provide_scale --features cli -- --keys {} --servers {} --seconds {}{}`",
+        args.keys,
+        args.servers,
+        args.seconds,
+        if args.restart_only { " --restart-only" } else { "" }
     );
     println!(
         "provider: the kadence binary (`serve`, release), its own process; {} servers likewise; \
@@ -294,6 +303,9 @@ fn main() {
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| provided keys | {} |", args.keys);
+    if args.restart_only {
+        println!("| (restart run only: the sweep rows below are empty) | |");
+    }
     println!("| fill rate into PersistentStore (add_provided_many, 100,000 at a time) | {fill_rate:.0} keys/s |");
     println!(
         "| store on disk | {:.1} MiB, {:.0} B/key |",
