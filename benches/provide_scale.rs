@@ -87,7 +87,7 @@ fn fill(path: &Path, keys: u64, announced: Option<Duration>) -> f64 {
             }
         }
         next += chunk.len() as u64;
-        if next % 1_000_000 == 0 {
+        if next.is_multiple_of(1_000_000) {
             eprintln!("provide_scale: {next} keys in the store");
         }
     }

@@ -233,7 +233,7 @@ fn bulk_commands_wait_for_the_writer_outside_poll() {
     let mut cx = Context::from_waker(noop_waker_ref());
     let deadline = Instant::now() + Duration::from_secs(60);
     let result = loop {
-        while let Poll::Ready(_) = dht.poll(&mut cx) {}
+        while dht.poll(&mut cx).is_ready() {}
         if let Poll::Ready(result) = added.as_mut().poll(&mut cx) {
             break result;
         }
