@@ -10,9 +10,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::net::{network, node_config, providers_in, TestNode};
+use common::net::{network, node_config, TestNode};
 use kadence::key::Key;
-use kadence::{Handle, ProvideStatus, ProviderKey, QueryResult};
+use kadence::{Handle, ProvideStatus, ProviderKey};
 use libp2p::PeerId;
 
 /// More than one command's worth of keys.
@@ -53,32 +53,6 @@ async fn all_pages(handle: &Handle, limit: usize) -> Vec<ProvideStatus> {
             Some(next) => cursor = Some(next),
             None => return out,
         }
-    }
-}
-
-async fn providers_of(node: &TestNode, key: ProviderKey) -> HashSet<PeerId> {
-    let outcome = node
-        .run(move |dht| Some(dht.find_providers(key, None)))
-        .await;
-    assert!(matches!(
-        outcome.result,
-        Some(QueryResult::FindProviders { result: Ok(_), .. })
-    ));
-    providers_in(&outcome.progress)
-}
-
-/// Waits until `from` finds `provider` for `key` (`present`), or no longer finds it.
-async fn until_found(
-    from: &TestNode,
-    key: ProviderKey,
-    provider: PeerId,
-    present: bool,
-    what: &str,
-) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while providers_of(from, key.clone()).await.contains(&provider) != present {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -124,7 +98,9 @@ async fn keys_started_in_bulk_are_announced_found_and_stopped_in_bulk() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for i in (0..KEYS).step_by(1_013) {
-        until_found(&nodes[5], cid(i), provider.id, true, &format!("key {i}")).await;
+        nodes[5]
+            .until_found(cid(i), provider.id, true, &format!("key {i}"))
+            .await;
     }
 
     // Stop the first half in one call (and keys never provided, which count nothing).
@@ -140,22 +116,12 @@ async fn keys_started_in_bulk_are_announced_found_and_stopped_in_bulk() {
     assert!(left.iter().all(|s| !stopped.contains(&s.key.key)));
 
     // A stopped key expires everywhere; a kept one is renewed past its first records' life.
-    until_found(
-        &nodes[5],
-        cid(0),
-        provider.id,
-        false,
-        "the stopped key expires",
-    )
-    .await;
-    until_found(
-        &nodes[4],
-        cid(KEYS - 1),
-        provider.id,
-        true,
-        "the kept key stays",
-    )
-    .await;
+    nodes[5]
+        .until_found(cid(0), provider.id, false, "the stopped key expires")
+        .await;
+    nodes[4]
+        .until_found(cid(KEYS - 1), provider.id, true, "the kept key stays")
+        .await;
     for node in &nodes {
         assert!(
             !node.holds_providers_of(cid(0).as_bytes()).await,

@@ -7,14 +7,11 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::net::{network, node_config, providers_in, TestNode};
+use common::net::{network, node_config, TestNode};
 use kadence::key::Key;
-use kadence::QueryResult;
-use libp2p::PeerId;
 
 /// Records live 4 s; the sweep renews them every 2 s.
 fn fast_config() -> kadence::Config {
@@ -28,33 +25,6 @@ fn cid(i: u32) -> kadence::ProviderKey {
     let mut key = vec![0x12, 0x20];
     key.extend(Key::new(&i.to_be_bytes()).as_bytes());
     kadence::ProviderKey::try_from(key).unwrap()
-}
-
-async fn providers_of(node: &TestNode, key: kadence::ProviderKey) -> HashSet<PeerId> {
-    let outcome = node
-        .run(move |dht| Some(dht.find_providers(key, None)))
-        .await;
-    assert!(matches!(
-        outcome.result,
-        Some(QueryResult::FindProviders { result: Ok(_), .. })
-    ));
-    providers_in(&outcome.progress)
-}
-
-/// Waits until a find-providers query from `from` finds `provider` for `key` (`present`), or
-/// no longer finds it.
-async fn until_found(
-    from: &TestNode,
-    key: kadence::ProviderKey,
-    provider: PeerId,
-    present: bool,
-    what: &str,
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while providers_of(from, key.clone()).await.contains(&provider) != present {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Waits until every provided key of `node` has been announced.
@@ -104,7 +74,9 @@ async fn a_thousand_keys_are_provided_renewed_and_stopped() {
     wait_all_announced(provider, 1000).await;
     let first_sweep_done = Instant::now();
     for i in (0..1000).step_by(97) {
-        until_found(&nodes[31], cid(i), provider_id, true, &format!("key {i}")).await;
+        nodes[31]
+            .until_found(cid(i), provider_id, true, &format!("key {i}"))
+            .await;
     }
 
     provider
@@ -117,31 +89,19 @@ async fn a_thousand_keys_are_provided_renewed_and_stopped() {
     // way), the keys are still found: the sweep renewed them.
     tokio::time::sleep_until((first_sweep_done + Duration::from_secs(6)).into()).await;
     for i in [0u32, 500, 999] {
-        until_found(
-            &nodes[40],
-            cid(i),
-            provider_id,
-            true,
-            &format!("key {i} renewed"),
-        )
-        .await;
+        nodes[40]
+            .until_found(cid(i), provider_id, true, &format!("key {i} renewed"))
+            .await;
     }
     // The stopped key was not renewed: it expires everywhere, and stays gone for three more
     // intervals (a sweep announcing it would bring it back).
-    until_found(
-        &nodes[40],
-        cid(3),
-        provider_id,
-        false,
-        "the stopped key expires",
-    )
-    .await;
+    nodes[40]
+        .until_found(cid(3), provider_id, false, "the stopped key expires")
+        .await;
     let watch_until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < watch_until {
         assert!(
-            !providers_of(&nodes[40], cid(3))
-                .await
-                .contains(&provider_id),
+            !nodes[40].providers_of(cid(3)).await.contains(&provider_id),
             "the stopped key was announced again"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -174,7 +134,9 @@ async fn every_key_of_one_region_is_announced_page_by_page() {
     let mut order: Vec<u32> = (0..1000).collect();
     order.sort_by_key(|i| Key::new(cid(*i).as_bytes()));
     for i in [order[0], order[500], order[999]] {
-        until_found(&nodes[4], cid(i), nodes[0].id, true, &format!("key {i}")).await;
+        nodes[4]
+            .until_found(cid(i), nodes[0].id, true, &format!("key {i}"))
+            .await;
     }
 }
 
@@ -189,7 +151,9 @@ async fn tiny_networks_and_a_single_key() {
         })
         .await;
     wait_all_announced(&nodes[0], 1).await;
-    until_found(&nodes[4], cid(42), nodes[0].id, true, "key 42").await;
+    nodes[4]
+        .until_found(cid(42), nodes[0].id, true, "key 42")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +184,9 @@ async fn all_peers_in_one_corner_of_the_keyspace() {
         .await;
     wait_all_announced(&nodes[0], 50).await;
     for i in [0u32, 17, 49] {
-        until_found(&nodes[7], cid(i), nodes[0].id, true, &format!("key {i}")).await;
+        nodes[7]
+            .until_found(cid(i), nodes[0].id, true, &format!("key {i}"))
+            .await;
     }
 }
 

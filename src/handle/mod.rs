@@ -193,16 +193,10 @@ impl Handle {
         keys: impl IntoIterator<Item = K>,
     ) -> impl Future<Output = Result<usize, HandleError>> + Send + 'static {
         let keys: Vec<ProviderKey> = keys.into_iter().map(Into::into).collect();
-        let handle = self.clone();
-        async move {
-            let mut added = 0;
-            for chunk in chunks(keys) {
-                added += handle
-                    .call(|reply| Command::StartProvidingMany { keys: chunk, reply })
-                    .await?;
-            }
-            Ok(added)
-        }
+        self.in_chunks(keys, |keys, reply| Command::StartProvidingMany {
+            keys,
+            reply,
+        })
     }
 
     /// Stops announcing many keys
@@ -213,15 +207,26 @@ impl Handle {
         keys: impl IntoIterator<Item = K>,
     ) -> impl Future<Output = Result<usize, HandleError>> + Send + 'static {
         let keys: Vec<ProviderKey> = keys.into_iter().map(Into::into).collect();
+        self.in_chunks(keys, |keys, reply| Command::StopProvidingMany {
+            keys,
+            reply,
+        })
+    }
+
+    /// Sends `keys` as commands of at most [`Handle::KEYS_PER_COMMAND`], each once the one
+    /// before it is done; the sum of their counts.
+    fn in_chunks(
+        &self,
+        keys: Vec<ProviderKey>,
+        command: fn(Vec<ProviderKey>, Reply<usize>) -> Command,
+    ) -> impl Future<Output = Result<usize, HandleError>> + Send + 'static {
         let handle = self.clone();
         async move {
-            let mut removed = 0;
+            let mut total = 0;
             for chunk in chunks(keys) {
-                removed += handle
-                    .call(|reply| Command::StopProvidingMany { keys: chunk, reply })
-                    .await?;
+                total += handle.call(|reply| command(chunk, reply)).await?;
             }
-            Ok(removed)
+            Ok(total)
         }
     }
 

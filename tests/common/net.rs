@@ -153,6 +153,38 @@ impl TestNode {
             .expect("node running")
     }
 
+    /// The providers of `key` a find-providers query from this node finds.
+    #[allow(dead_code)] // Not every test binary that includes `common` uses it.
+    pub async fn providers_of(&self, key: kadence::ProviderKey) -> HashSet<PeerId> {
+        match self
+            .succeed(move |dht| Some(dht.find_providers(key, None)))
+            .await
+        {
+            QueryResult::FindProviders {
+                result: Ok(providers),
+                ..
+            } => providers.into_iter().map(|p| p.id).collect(),
+            other => panic!("not a find-providers result: {other:?}"),
+        }
+    }
+
+    /// Waits until a find-providers query from this node finds `provider` for `key`
+    /// (`present`), or no longer finds it; fails the test with `what` after 90 s.
+    #[allow(dead_code)]
+    pub async fn until_found(
+        &self,
+        key: kadence::ProviderKey,
+        provider: PeerId,
+        present: bool,
+        what: &str,
+    ) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while self.providers_of(key.clone()).await.contains(&provider) != present {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs `op` like [`TestNode::run`] and fails the test unless it succeeded; its result.
     #[allow(dead_code)] // Not every test binary that includes `common` uses it.
     pub async fn succeed(
