@@ -101,7 +101,7 @@ fn run(n: u64) {
         let page = store.provided(&at, PAGE).expect("page");
         paged += page.len() as u64;
         from = match page.last() {
-            Some(last) if page.len() == PAGE => after(&Key::new(&last.key)),
+            Some(last) if page.len() == PAGE => Key::new(&last.key).next(),
             _ => None,
         };
     }
@@ -134,17 +134,4 @@ fn run(n: u64) {
         paging.as_secs_f64(),
         restart.as_secs_f64() * 1000.0
     );
-}
-
-/// The first keyspace point after `key`.
-fn after(key: &Key) -> Option<Key> {
-    let mut bytes = *key.as_bytes();
-    for byte in bytes.iter_mut().rev() {
-        let (next, carry) = byte.overflowing_add(1);
-        *byte = next;
-        if !carry {
-            return Some(Key::from_hash(bytes));
-        }
-    }
-    None
 }

@@ -35,6 +35,20 @@ impl Key {
         &self.0
     }
 
+    /// The first point after this one in keyspace order (where a page that ended here goes
+    /// on); `None` after the last point.
+    pub fn next(&self) -> Option<Key> {
+        let mut bytes = self.0;
+        for byte in bytes.iter_mut().rev() {
+            let (next, carry) = byte.overflowing_add(1);
+            *byte = next;
+            if !carry {
+                return Some(Key(bytes));
+            }
+        }
+        None
+    }
+
     /// The XOR distance to `other`.
     pub fn distance(&self, other: &Key) -> Distance {
         let mut d = [0u8; 32];

@@ -397,7 +397,7 @@ pub trait Store: RecordStore + ProviderStore {
         let next = if keys.len() < limit {
             None
         } else {
-            keys.last().and_then(|k| key_after(&Key::new(&k.key)))
+            keys.last().and_then(|k| Key::new(&k.key).next())
         };
         Ok(Some(ProvidedPage { keys, next }))
     }
@@ -432,19 +432,6 @@ pub struct ProvidedPage {
     pub keys: Vec<ProvidedKey>,
     /// Where the next page starts; `None` when the list ends with this page.
     pub next: Option<Key>,
-}
-
-/// The first keyspace point after `key`; `None` after the last one.
-pub(crate) fn key_after(key: &Key) -> Option<Key> {
-    let mut bytes = *key.as_bytes();
-    for byte in bytes.iter_mut().rev() {
-        let (next, carry) = byte.overflowing_add(1);
-        *byte = next;
-        if !carry {
-            return Some(Key::from_hash(bytes));
-        }
-    }
-    None
 }
 
 /// What one [`Store::gc`] call did.

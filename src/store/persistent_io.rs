@@ -18,7 +18,7 @@ use super::writer::{PROVIDED, PROVIDERS, PROVIDER_KEYS, SOURCES, VALUES};
 use super::{after, codec, Background, GcCursor, GcProgress, PersistentStore, ScanFor};
 use super::{StoreError, MAX_JOBS};
 use crate::key::Key;
-use crate::store::{key_after, CrawlSnapshot, ProvidedPage, ProviderStore, RecordStore};
+use crate::store::{CrawlSnapshot, ProvidedPage, ProviderStore, RecordStore};
 
 /// Where the latest crawl snapshot saved in this run is. It is moved, never copied: to the
 /// writer thread, which encodes it, commits it and frees it, so that none of this work, for a
@@ -233,7 +233,7 @@ impl PersistentStore {
                     .get(..32)
                     .and_then(|p| p.try_into().ok())
                     .ok_or_else(|| StoreError::Corrupt("provided entry".into()))?;
-                key_after(&Key::from_hash(point))
+                Key::from_hash(point).next()
             }
             None => None,
         };

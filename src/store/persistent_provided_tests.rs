@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::super::{PersistentStore, PersistentStoreConfig};
 use super::BULK_CHUNK;
 use crate::key::Key;
-use crate::store::{key_after, suite, Store};
+use crate::store::{suite, Store};
 
 /// `n` distinct keys shaped like sha2-256 multihashes (34 bytes), from `seed` on.
 fn keys(seed: u64, n: u64) -> Vec<Vec<u8>> {
@@ -27,7 +27,7 @@ fn page_all(store: &mut PersistentStore, limit: usize) -> Vec<Vec<u8>> {
     while let Some(at) = from {
         let page = store.provided(&at, limit).unwrap();
         from = match page.last() {
-            Some(last) if page.len() == limit => key_after(&Key::new(&last.key)),
+            Some(last) if page.len() == limit => Key::new(&last.key).next(),
             _ => None,
         };
         out.extend(page.into_iter().map(|p| p.key));
