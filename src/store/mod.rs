@@ -289,7 +289,7 @@ pub trait Store: RecordStore + ProviderStore {
     ///
     /// The default adds them one by one. [`PersistentStore`] adds them in bounded chunks, and
     /// waits for its writer thread when more than
-    /// [`PersistentStoreConfig::max_unwritten_bytes`] wait for the disk: a call of a
+    /// [`PersistentStoreConfig::max_bulk_bytes`] wait for the disk: a call of a
     /// million keys waits for the disk, so call it with a bounded slice from `poll` (the
     /// behaviour's [`Handle`](crate::Handle) sends a bulk call in bounded commands).
     fn add_provided_many(

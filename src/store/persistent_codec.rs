@@ -1,14 +1,14 @@
-//! The on-disk layout of [`PersistentStore`](super::PersistentStore), schema version 1.
+//! The on-disk layout of [`PersistentStore`](super::PersistentStore), schema version 2.
 //!
 //! Tables (redb, keys and values are bytes unless said otherwise):
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` (str -> u64) | `"schema_version"` | 1 |
+//! | `meta` (str -> u64) | `"schema_version"` | 2 |
 //! | `values` | record key | `2, received u64, expires u64, group, holder, cost u64, written u64, value...` |
 //! | `provider_keys` | `sha256(key) (32), key` | number of providers (u32) |
 //! | `providers` | `sha256(key) (32), len(key) u16, key, provider peer id` | `2, received u64, expires u64, addrs_expire u64, group, cost u64, written u64, n u16, (len u16, multiaddr)*n` |
-//! | `provided` | `sha256(key) (32), key` | `1, added u64, last provided u64 (0: never), peers u16` |
+//! | `provided2` | `sha256(key)[..8], key` | `2, added u32, last provided u32 (0: never), peers u16` |
 //! | `routing` | peer id | `1, n u16, (len u16, multiaddr)*n` |
 //! | `meta` | `"crawl_saved_at"` | the crawl snapshot's `saved_at`, Unix nanoseconds (absent: never saved) |
 //! | `meta` | `"crawl_peers"` | number of entries in `crawl` |
@@ -21,6 +21,14 @@
 //! that it reads back exactly as saved). Keys start with the SHA-256 of the DHT key,
 //! so iterating a table walks the keyspace in order, and all providers of one key are adjacent.
 //! Every value starts with its own format byte, so a record can evolve without a new schema.
+//!
+//! The provided keys, millions of them, are kept small: their entries lead with the first 8
+//! bytes of the point only (the sweep reads regions, prefixes of a few bits, and two of the
+//! node's own keys share 64 bits of SHA-256 about once in 370,000 stores of 10 million keys), so
+//! an entry of a 34-byte multihash is 53 bytes where it was 85 (`persistent_provided.rs` keeps
+//! the pages in exact keyspace order all the same). Schema 1 had the whole point and 8-byte
+//! times, in a table named `provided`; opening a schema 1 store rewrites it
+//! ([`migrate_provided`](super::PersistentStore)).
 //!
 //! The crawl snapshot (the accelerated client's table) is replaced as a whole, in one
 //! transaction with its two `meta` entries: the `crawl` table holds the peers in the order they
@@ -47,7 +55,9 @@ use super::{NetGroup, StoreError};
 use crate::key::Key;
 
 /// The layout version written and read by this build.
-pub(crate) const SCHEMA_VERSION: u64 = 1;
+pub(crate) const SCHEMA_VERSION: u64 = 2;
+/// The older layout this build opens, rewriting its provided keys (see the module docs).
+pub(crate) const SCHEMA_V1: u64 = 1;
 const FORMAT: u8 = 1;
 /// The format of value and provider records charged to a source.
 const CHARGED: u8 = 2;
@@ -62,6 +72,32 @@ pub(crate) fn keyspace_key(key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(Key::new(key).as_bytes());
     out.extend_from_slice(key);
     out
+}
+
+/// Bytes of the keyspace point that lead a `provided2` entry.
+pub(crate) const PROVIDED_PREFIX: usize = 8;
+/// The format byte of a provided key's status in schema 2.
+const PROVIDED_FORMAT: u8 = 2;
+
+/// `sha256(key)[..8], key`: a provided key's place in the `provided2` table.
+pub(crate) fn provided_entry(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PROVIDED_PREFIX + key.len());
+    out.extend_from_slice(&Key::new(key).as_bytes()[..PROVIDED_PREFIX]);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Where the `provided2` entries at or after `point` start: its 8-byte prefix (entries of that
+/// prefix below `point` are the reader's to skip).
+pub(crate) fn provided_bound(point: &Key) -> Vec<u8> {
+    point.as_bytes()[..PROVIDED_PREFIX].to_vec()
+}
+
+/// The DHT key of a `provided2` entry.
+pub(crate) fn provided_key(entry: &[u8]) -> Result<&[u8], StoreError> {
+    entry
+        .get(PROVIDED_PREFIX..)
+        .ok_or_else(|| corrupt("provided"))
 }
 
 /// The prefix shared by every provider entry of `key`.
@@ -112,6 +148,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn u64(&mut self, what: &str) -> Result<u64, StoreError> {
         let b = self.take(8, what)?;
         Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, StoreError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")))
     }
 
     fn u16(&mut self, what: &str) -> Result<u16, StoreError> {
@@ -323,19 +364,30 @@ pub(crate) fn decode_provider(bytes: &[u8]) -> Result<ProviderFields, StoreError
     })
 }
 
+/// A provided key's status (times in Unix seconds, saturating at 2106).
 pub(crate) fn encode_provided(added: u64, last: u64, peers: u16) -> Vec<u8> {
-    let mut out = vec![FORMAT];
-    out.extend_from_slice(&added.to_be_bytes());
-    out.extend_from_slice(&last.to_be_bytes());
+    let secs = |t: u64| u32::try_from(t).unwrap_or(u32::MAX).to_be_bytes();
+    let mut out = Vec::with_capacity(11);
+    out.push(PROVIDED_FORMAT);
+    out.extend_from_slice(&secs(added));
+    out.extend_from_slice(&secs(last));
     out.extend_from_slice(&peers.to_be_bytes());
     out
 }
 
-/// A provided key's status: added, last provided (0: never), peers.
+/// A provided key's status: added, last provided (0: never), peers. Reads schema 1's format
+/// too (8-byte times), which the migration rewrites.
 pub(crate) fn decode_provided(bytes: &[u8]) -> Result<(u64, u64, u16), StoreError> {
     let mut r = Reader(bytes);
-    r.format("provided")?;
-    Ok((r.u64("provided")?, r.u64("provided")?, r.u16("provided")?))
+    match r.take(1, "provided")? {
+        [PROVIDED_FORMAT] => {
+            let added = r.u32("provided")?;
+            let last = r.u32("provided")?;
+            Ok((u64::from(added), u64::from(last), r.u16("provided")?))
+        }
+        [FORMAT] => Ok((r.u64("provided")?, r.u64("provided")?, r.u16("provided")?)),
+        _ => Err(corrupt("provided")),
+    }
 }
 
 pub(crate) fn encode_routing(addrs: &[Multiaddr]) -> Vec<u8> {

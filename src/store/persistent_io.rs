@@ -18,7 +18,7 @@ use super::writer::{PROVIDED, PROVIDERS, PROVIDER_KEYS, SOURCES, VALUES};
 use super::{after, codec, Background, GcCursor, GcProgress, PersistentStore, ScanFor};
 use super::{StoreError, MAX_JOBS};
 use crate::key::Key;
-use crate::store::{CrawlSnapshot, ProvidedPage, ProviderStore, RecordStore};
+use crate::store::{CrawlSnapshot, ProvidedPage, ProviderStore, RecordStore, Store};
 
 /// Where the latest crawl snapshot saved in this run is. It is moved, never copied: to the
 /// writer thread, which encodes it, commits it and frees it, so that none of this work, for a
@@ -212,35 +212,22 @@ impl PersistentStore {
     /// writes over it, and where the next page starts.
     pub(super) fn provided_page(
         &mut self,
-        from: &[u8],
+        from: &Key,
         entries: Vec<Entry>,
         complete: bool,
     ) -> Result<ProvidedPage, StoreError> {
         let upper = (!complete)
             .then(|| entries.last().map(|(k, _)| k.clone()))
             .flatten();
+        let bound = codec::provided_bound(from);
         let entries = merge(
             entries.into_iter().map(Ok),
-            self.overlay.range(Table::Provided, from),
+            self.overlay.range(Table::Provided, &bound),
             upper.as_deref(),
             usize::MAX,
             |_| false,
         )?;
-        // Entries start with the key's point: the next page starts past the last one read.
-        let next = match upper {
-            Some(last) => {
-                let point: [u8; 32] = last
-                    .get(..32)
-                    .and_then(|p| p.try_into().ok())
-                    .ok_or_else(|| StoreError::Corrupt("provided entry".into()))?;
-                Key::from_hash(point).next()
-            }
-            None => None,
-        };
-        Ok(ProvidedPage {
-            keys: PersistentStore::decode_provided(entries)?,
-            next,
-        })
+        self.sweep_page(from, entries, upper)
     }
 
     /// Hands a batch (the oldest waiting writes, at most `max_buffered_writes`, and the
@@ -479,4 +466,34 @@ fn read_crawl(db: &Database) -> Result<Option<CrawlSnapshot>, StoreError> {
         peers.push(codec::decode_crawl_peer(value.value())?);
     }
     Ok(Some(CrawlSnapshot { saved_at, peers }))
+}
+
+impl Drop for PersistentStore {
+    /// A clean shutdown keeps what was accepted; only a crash loses the writes not committed.
+    fn drop(&mut self) {
+        if let Err(error) = self.flush() {
+            tracing::warn!(%error, "store flush on close failed");
+        }
+        if let Some(mut writer) = self.writer.take() {
+            let thread = writer.thread.take();
+            drop(writer); // Closes the queue: the thread ends after its last job.
+            if let Some(thread) = thread {
+                if thread.join().is_err() {
+                    tracing::warn!("the store's writer thread panicked");
+                }
+            }
+        }
+        self.compact_after_bulk();
+    }
+}
+
+impl std::fmt::Debug for PersistentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistentStore")
+            .field("config", &self.config)
+            .field("buffered", &self.overlay.pending())
+            .field("in_flight", &self.overlay.in_flight())
+            .field("unwritten_bytes", &self.overlay.bytes())
+            .finish()
+    }
 }

@@ -41,7 +41,7 @@ fn bulk_adds_stay_within_the_unwritten_bound_and_survive_a_restart() {
     let path = dir.path().join("store.redb");
     // A small bound: the call must wait for the writer many times over.
     let config = PersistentStoreConfig {
-        max_unwritten_bytes: 256 * 1024,
+        max_bulk_bytes: 256 * 1024,
         ..Default::default()
     };
     let now = suite::now();
@@ -52,7 +52,7 @@ fn bulk_adds_stay_within_the_unwritten_bound_and_survive_a_restart() {
         // One chunk's writes may come on top of the bound, never more.
         let slack = BULK_CHUNK * 400;
         assert!(
-            store.overlay.bytes() < config.max_unwritten_bytes + slack,
+            store.overlay.bytes() < config.max_bulk_bytes + slack,
             "{} bytes unwritten",
             store.overlay.bytes()
         );
@@ -69,7 +69,11 @@ fn bulk_adds_stay_within_the_unwritten_bound_and_survive_a_restart() {
     assert_eq!(store.provided_len().unwrap(), (all.len() + new) as u64);
     assert_eq!(store.remove_provided_many(&all).unwrap(), all.len());
     assert_eq!(store.provided_len().unwrap(), new as u64);
-    drop(store);
+    store.flush().unwrap();
+    let written = std::fs::metadata(&path).unwrap().len();
+    drop(store); // Over 100,000 keys written in bulk: compacted on close.
+    let compacted = std::fs::metadata(&path).unwrap().len();
+    assert!(compacted < written, "{compacted} bytes, {written} before");
     let mut store = PersistentStore::open(&path, config).unwrap();
     assert_eq!(store.provided_len().unwrap(), new as u64);
     assert_eq!(page_all(&mut store, 10_000).len(), new);
@@ -136,4 +140,129 @@ fn pages_through_a_large_list_in_keyspace_order() {
         N as usize / 2
     );
     assert_eq!(page_all(&mut store, 10_000).len() as u64, N / 2);
+}
+
+#[test]
+fn a_schema_1_store_is_migrated_with_its_statuses() {
+    use redb::{Database, ReadableDatabase};
+
+    use super::super::writer::{META, PROVIDED, PROVIDED_V1};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    drop(PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap());
+    // Turned into a schema 1 store: the old table, its layout, its version.
+    let all = keys(0, 1_000);
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(PROVIDED).unwrap();
+        {
+            let mut old = txn.open_table(PROVIDED_V1).unwrap();
+            for (i, key) in all.iter().enumerate() {
+                let mut entry = Key::new(key).as_bytes().to_vec();
+                entry.extend_from_slice(key);
+                let mut value = vec![1];
+                value.extend_from_slice(&1_000_000u64.to_be_bytes());
+                value.extend_from_slice(&(i as u64 % 3).to_be_bytes());
+                value.extend_from_slice(&20u16.to_be_bytes());
+                old.insert(entry.as_slice(), value.as_slice()).unwrap();
+            }
+            // One entry that does not decode: left out, not fatal.
+            old.insert([7u8; 40].as_slice(), [9u8].as_slice()).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 1)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    assert_eq!(store.provided_len().unwrap(), all.len() as u64);
+    let listed = store
+        .provided(&Key::from_hash([0; 32]), usize::MAX)
+        .unwrap();
+    assert_eq!(listed.len(), all.len());
+    for status in &listed {
+        let i = all.iter().position(|k| *k == status.key).unwrap() as u64;
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(status.added, at(1_000_000));
+        assert_eq!(status.last_provided, (!i.is_multiple_of(3)).then(|| at(i % 3)));
+        assert_eq!(status.peers, 20);
+    }
+    drop(store);
+    let db = Database::open(&path).unwrap();
+    let read = db.begin_read().unwrap();
+    assert!(
+        read.open_table(PROVIDED_V1).is_err(),
+        "the old table is gone"
+    );
+    let version = read.open_table(META).unwrap();
+    assert_eq!(version.get("schema_version").unwrap().unwrap().value(), 2);
+}
+
+/// `provided2` entries with the prefix `prefix` (not the key's own: a 64-bit collision of two
+/// SHA-256 prefixes cannot be found for a test) and keys `keys`.
+fn entries(prefix: u64, keys: &[u64]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    keys.iter()
+        .map(|k| {
+            let mut entry = prefix.to_be_bytes().to_vec();
+            entry.extend_from_slice(&k.to_be_bytes());
+            (entry, super::codec::encode_provided(1, 0, 0))
+        })
+        .collect()
+}
+
+#[test]
+fn keys_sharing_a_prefix_are_ordered_by_point_and_never_split_by_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store =
+        PersistentStore::open(dir.path().join("s.redb"), PersistentStoreConfig::default()).unwrap();
+    let zero = Key::from_hash([0; 32]);
+    // A page the writer cut inside the run of prefix 9: the run goes to the next page.
+    let mut page = entries(5, &[1]);
+    page.extend(entries(9, &[1, 2]));
+    let upper = page.last().map(|(k, _)| k.clone());
+    let cut = store.sweep_page(&zero, page, upper).unwrap();
+    assert_eq!(cut.keys.len(), 1);
+    assert_eq!(cut.next, Some(super::first_point(&9u64.to_be_bytes(), 0)));
+    // A page that is one run: kept whole (the store has nothing more of it), sorted by
+    // point, and the next page starts past the prefix.
+    let run = entries(9, &[1, 2, 3, 4]);
+    let upper = run.last().map(|(k, _)| k.clone());
+    let whole = store.sweep_page(&zero, run.clone(), upper).unwrap();
+    let points: Vec<Key> = whole.keys.iter().map(|p| Key::new(&p.key)).collect();
+    let mut sorted = points.clone();
+    sorted.sort();
+    assert_eq!((points.len(), &points), (4, &sorted));
+    assert_eq!(
+        whole.next,
+        Some(super::first_point(&10u64.to_be_bytes(), 0))
+    );
+    assert_eq!(super::next_prefix(&u64::MAX.to_be_bytes()), None);
+    // The end of the table: no next page, nothing cut.
+    let last = store.sweep_page(&zero, run, None).unwrap();
+    assert_eq!((last.keys.len(), last.next), (4, None));
+}
+
+#[test]
+fn a_page_from_any_point_starts_exactly_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store =
+        PersistentStore::open(dir.path().join("s.redb"), PersistentStoreConfig::default()).unwrap();
+    let all = keys(0, 3_000);
+    store.add_provided_many(&all, suite::now()).unwrap();
+    let mut points: Vec<Key> = all.iter().map(|k| Key::new(k)).collect();
+    points.sort();
+    for i in [0, 1, 17, 1_500, 2_999] {
+        // From a key's own point, and from just past it.
+        let page = store.provided(&points[i], 3).unwrap();
+        let got: Vec<Key> = page.iter().map(|p| Key::new(&p.key)).collect();
+        assert_eq!(got, points[i..(i + 3).min(points.len())].to_vec());
+        let page = store.provided(&points[i].next().unwrap(), 1).unwrap();
+        assert_eq!(
+            page.first().map(|p| Key::new(&p.key)),
+            points.get(i + 1).copied()
+        );
+    }
 }

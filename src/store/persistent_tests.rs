@@ -216,7 +216,7 @@ fn another_redb_database_or_schema_version_is_refused_and_left_untouched() {
         let txn = db.begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
-            .insert("schema_version", 2)
+            .insert("schema_version", 3)
             .unwrap();
         txn.commit().unwrap();
     }
@@ -225,8 +225,8 @@ fn another_redb_database_or_schema_version_is_refused_and_left_untouched() {
     assert_eq!(
         err,
         StoreError::SchemaVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
     assert!(std::fs::read(&future).unwrap() == before, "file changed");

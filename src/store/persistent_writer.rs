@@ -22,7 +22,9 @@ pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(super) const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("values");
 pub(super) const PROVIDER_KEYS: TableDefinition<&[u8], u32> = TableDefinition::new("provider_keys");
 pub(super) const PROVIDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("providers");
-pub(super) const PROVIDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("provided");
+pub(super) const PROVIDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("provided2");
+/// Schema 1's provided keys, rewritten into [`PROVIDED`] when such a store is opened.
+pub(super) const PROVIDED_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("provided");
 pub(super) const SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sources");
 pub(super) const ROUTING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("routing");
 pub(super) const CRAWL: TableDefinition<u32, &[u8]> = TableDefinition::new("crawl");
