@@ -3,7 +3,7 @@
 //! same binary), each its own process, so that the provider's memory is its own.
 //!
 //! ```sh
-//! cargo bench --bench provide_scale --features cli -- [--keys 1000000] [--servers 20] [--seconds 60]
+//! cargo bench --bench provide_scale --features cli -- [--keys 1000000] [--servers 20] [--seconds 60] [--restart-only] [--no-mark]
 //! ```
 //!
 //! Two runs over stores filled by this bench with `Store::add_provided_many`, 100,000 keys at a
@@ -16,7 +16,9 @@
 //!   provider starts: the time until it listens, and until its sweep caught up (no region
 //!   running or waiting: every region whose slot passed was read and found not due), the keys
 //!   it announced meanwhile (goal: none: a restart must not re-announce everything at once),
-//!   and its memory.
+//!   and its memory. The store keeps the sweep's mark a node leaves when it stops (its sweep
+//!   done through the cycle's passed regions), so nothing is read again; `--no-mark` leaves
+//!   it out, and the restart reads every region whose slot passed.
 //!
 //! Also measured: the fill rate (keys/s into the store) and the store's size on disk per key.
 
@@ -27,7 +29,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use kadence::store::{PersistentStore, PersistentStoreConfig};
-use kadence::{ProviderKey, Store};
+use kadence::{ProviderKey, ReprovideConfig, Store, SweepMark};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kadence");
@@ -38,6 +40,9 @@ struct Args {
     seconds: u64,
     /// `--restart-only`: skip the sweep run (and its store).
     restart_only: bool,
+    /// `--no-mark`: the restart store without the sweep's mark (as a store written before
+    /// marks were kept): the restart reads every region whose slot passed.
+    no_mark: bool,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +51,7 @@ fn parse_args() -> Args {
         servers: 20,
         seconds: 60,
         restart_only: false,
+        no_mark: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -59,6 +65,7 @@ fn parse_args() -> Args {
             "--servers" => args.servers = value("--servers") as usize,
             "--seconds" => args.seconds = value("--seconds"),
             "--restart-only" => args.restart_only = true,
+            "--no-mark" => args.no_mark = true,
             // cargo bench passes --bench.
             _ => {}
         }
@@ -68,7 +75,7 @@ fn parse_args() -> Args {
 
 /// Fills a store with `keys` provided keys (SHA2-256 multihashes of their index), announced
 /// `announced` ago when given. Returns keys/s.
-fn fill(path: &Path, keys: u64, announced: Option<Duration>) -> f64 {
+fn fill(path: &Path, keys: u64, announced: Option<Duration>, mark: bool) -> f64 {
     let start = Instant::now();
     let mut store =
         PersistentStore::open(path, PersistentStoreConfig::default()).expect("store opens");
@@ -90,6 +97,23 @@ fn fill(path: &Path, keys: u64, announced: Option<Duration>) -> f64 {
         if next.is_multiple_of(1_000_000) {
             eprintln!("provide_scale: {next} keys in the store");
         }
+    }
+    if let (Some(ago), true) = (announced, mark) {
+        // The mark a node leaves that stopped `ago` ago, its sweep done through every region
+        // whose slot had passed: in a network of 21 nodes the keyspace is one region (depth
+        // 0), due at the start of each cycle. (A stop in the previous cycle leaves a mark
+        // that says nothing about this one.)
+        let stopped = (SystemTime::now() - ago)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970");
+        let cycle = stopped.as_secs() / ReprovideConfig::default().interval.as_secs();
+        store
+            .save_sweep_mark(SweepMark {
+                cycle,
+                next: 1,
+                depth: 0,
+            })
+            .expect("mark kept");
     }
     store.flush().expect("flushed");
     drop(store);
@@ -197,7 +221,11 @@ struct Sample {
 }
 
 /// Watches the provider until `done` says so or `limit` passes, sampling its memory.
-fn watch(node: &Node, limit: Duration, done: impl Fn(&Value) -> bool) -> (Sample, Duration) {
+fn watch(
+    node: &Node,
+    limit: Duration,
+    done: impl Fn(&Value, Duration) -> bool,
+) -> (Sample, Duration) {
     let begin = Instant::now();
     let mut sample = Sample::default();
     while begin.elapsed() < limit {
@@ -205,7 +233,7 @@ fn watch(node: &Node, limit: Duration, done: impl Fn(&Value) -> bool) -> (Sample
         sample.peak_rss = sample.peak_rss.max(hwm);
         while let Ok(line) = node.lines.try_recv() {
             if line["event"] == "status" {
-                let finished = done(&line);
+                let finished = done(&line, begin.elapsed());
                 sample.last_status = Some(line);
                 if finished {
                     return (sample, begin.elapsed());
@@ -238,7 +266,7 @@ fn main() {
     let sweep_dir = provider_dir("sweep");
     let sweep_keys = if args.restart_only { 0 } else { args.keys };
     eprintln!("provide_scale: filling a store with {sweep_keys} keys");
-    let fill_rate = fill(&sweep_dir.join("store.redb"), sweep_keys, None);
+    let fill_rate = fill(&sweep_dir.join("store.redb"), sweep_keys, None, false);
     let disk = disk_bytes(&sweep_dir);
     eprintln!("provide_scale: filling the restart store");
     let restart_dir = provider_dir("restart");
@@ -246,6 +274,7 @@ fn main() {
         &restart_dir.join("store.redb"),
         args.keys,
         Some(Duration::from_secs(3600)),
+        !args.no_mark,
     );
 
     eprintln!("provide_scale: starting {} servers", args.servers);
@@ -263,7 +292,7 @@ fn main() {
     eprintln!("provide_scale: sweep run, {seconds} s");
     let provider = Node::spawn(&sweep_dir, Some(&bootstrap), "1s");
     let sweep_start = provider.started;
-    let (sweep, swept_for) = watch(&provider, Duration::from_secs(seconds), |_| false);
+    let (sweep, swept_for) = watch(&provider, Duration::from_secs(seconds), |_, _| false);
     let stop_time = provider.stop();
     let keys = field(&sweep.last_status, "keys_announced");
     let messages = field(&sweep.last_status, "announcements_written");
@@ -271,14 +300,25 @@ fn main() {
     eprintln!("provide_scale: restart run");
     let provider = Node::spawn(&restart_dir, Some(&bootstrap), "1s");
     let restart_start = provider.started;
-    let caught_up = |s: &Value| {
-        s["reprovide_regions_checked"].as_u64() > Some(0)
-            && s["reprovide_regions_running"].as_u64() == Some(0)
+    // Without a mark, done once the region was read; with one, nothing may be left to read:
+    // done when nothing runs or waits past the sweep's first tick (1 s after the start).
+    let no_mark = args.no_mark;
+    let idle = |s: &Value| {
+        s["reprovide_regions_running"].as_u64() == Some(0)
             && s["reprovide_regions_waiting"].as_u64() == Some(0)
     };
+    let caught_up = |s: &Value, since: Duration| {
+        idle(s)
+            && if no_mark {
+                s["reprovide_regions_checked"].as_u64() > Some(0)
+            } else {
+                since > Duration::from_secs(3)
+            }
+    };
     let (restart, catch_up) = watch(&provider, Duration::from_secs(300), caught_up);
+    let regions_read = field(&restart.last_status, "reprovide_regions_checked");
     let restart_keys = field(&restart.last_status, "keys_announced");
-    let caught = restart.last_status.as_ref().is_some_and(caught_up);
+    let caught = restart.last_status.as_ref().is_some_and(idle);
     provider.stop();
     for server in servers {
         server.stop();
@@ -292,7 +332,12 @@ fn main() {
         args.keys,
         args.servers,
         args.seconds,
-        if args.restart_only { " --restart-only" } else { "" }
+        match (args.restart_only, args.no_mark) {
+            (true, true) => " --restart-only --no-mark",
+            (true, false) => " --restart-only",
+            (false, true) => " --no-mark",
+            (false, false) => "",
+        }
     );
     println!(
         "provider: the kadence binary (`serve`, release), its own process; {} servers likewise; \
@@ -335,10 +380,20 @@ fn main() {
     );
     println!(
         "| restart: catch-up done (every passed region read, none running or waiting) | {} |",
-        if caught {
+        if caught && !args.no_mark && regions_read == 0 {
+            "nothing to read: the schedule resumed where it stopped".to_string()
+        } else if caught {
             format!("{:.1} s", catch_up.as_secs_f64())
         } else {
             format!("not within {:.0} s", catch_up.as_secs_f64())
+        }
+    );
+    println!(
+        "| restart: regions read to catch up ({}) | {regions_read} |",
+        if args.no_mark {
+            "no sweep mark kept"
+        } else {
+            "the sweep's mark kept by the stopped node"
         }
     );
     println!("| restart: keys announced again during the catch-up (all announced 1 h before) | {restart_keys} |");

@@ -108,7 +108,9 @@ pub use handle::{Handle, HandleError, HandleFuture, ProvidersStream};
 pub use mode::Mode;
 pub use network::message::{ConnectionType, MessageType, PeerRecord, Record, Request, Response};
 pub use network::{InboundError, InboundRequestId, OutboundRequestId, RequestError};
-pub use provider::{InvalidProviderKey, ProviderKey, ReprovideConfig, SweepReport, SweepStatus};
+pub use provider::{
+    InvalidProviderKey, ProviderKey, ReprovideConfig, SweepMark, SweepReport, SweepStatus,
+};
 pub use routing::accelerated::AcceleratedConfig;
 pub use routing::crawler::{
     CrawlAction, CrawlProgress, CrawlRequest, CrawlResult, CrawlStats, CrawledPeer, Crawler,

@@ -135,6 +135,7 @@ impl Behaviour {
         let mut store = store;
         let mut table = table;
         Self::restore_routing_snapshot(&mut store, &mut table, &config);
+        let provider = provide::new_provider(config.kbuckets.k, &config, &mut store);
         let accelerated = config.accelerated.clone().map(|accelerated| {
             let mut accelerated = Accelerated::new(local, accelerated, Instant::now());
             Self::restore_crawl_snapshot(&mut accelerated, &mut store);
@@ -173,7 +174,7 @@ impl Behaviour {
             query_timer: Delay::new(Duration::from_secs(3600)),
             refresh_tick: Delay::new(config.refresh_interval.unwrap_or(Duration::from_secs(3600))),
             started: false,
-            provider: provide::new_provider(config.kbuckets.k, &config),
+            provider,
             sweep_tick: Delay::new(Duration::from_secs(1)),
             owners: FnvHashMap::default(),
             accelerated,

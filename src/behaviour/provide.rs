@@ -359,6 +359,11 @@ impl Behaviour {
                         .duration_since(report.started)
                         .unwrap_or_default();
                     self.provider.region_took(took, &report);
+                    if let Some(mark) = self.provider.new_mark() {
+                        if let Err(error) = self.server.store_mut().save_sweep_mark(mark) {
+                            tracing::warn!(%error, "keeping the sweep's mark failed");
+                        }
+                    }
                     self.report(Event::RegionReprovided(report));
                 }
                 ProviderAction::Behind {
@@ -421,7 +426,19 @@ impl Behaviour {
     }
 }
 
-/// Whether the provider module is asked to sweep at all.
-pub(super) fn new_provider(behaviour_k: usize, config: &crate::Config) -> Provider {
-    Provider::new(config.reprovide, behaviour_k)
+/// The provider, resuming from the sweep's mark the store kept when the node stopped.
+pub(super) fn new_provider(
+    behaviour_k: usize,
+    config: &crate::Config,
+    store: &mut impl crate::Store,
+) -> Provider {
+    let mut provider = Provider::new(config.reprovide, behaviour_k);
+    match store.sweep_mark() {
+        Ok(Some(mark)) => provider.resume_from(mark),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "the sweep's mark could not be read: catching up in full")
+        }
+    }
+    provider
 }

@@ -30,6 +30,7 @@ use crate::network::message::PeerRecord;
 use crate::network::OutboundRequestId;
 use crate::routing::QueryId;
 use crate::store::{ProvidedPage, StoreError};
+pub use sweep::SweepMark;
 use sweep::{Region, Schedule};
 
 /// Settings of the reprovide sweep.
@@ -182,6 +183,8 @@ pub(crate) struct Provider {
     pages: FnvHashMap<u64, Region>,
     next_page: u64,
     pace: Pace,
+    /// The mark last handed to the store (see [`Provider::new_mark`]).
+    saved_mark: Option<SweepMark>,
 }
 
 impl Provider {
@@ -197,7 +200,38 @@ impl Provider {
             pages: FnvHashMap::default(),
             next_page: 0,
             pace: Pace::default(),
+            saved_mark: None,
         }
+    }
+
+    /// Resumes where the sweep stood when the node stopped (the mark its store kept): the
+    /// regions of that cycle done before it are not read again to catch up.
+    pub(crate) fn resume_from(&mut self, mark: SweepMark) {
+        self.schedule.resume_from(mark);
+        self.saved_mark = Some(mark);
+    }
+
+    /// How far the sweep got, when that changed since the last call: the first region handed
+    /// out and not finished (waiting or running; a region queued by new keys counts too, which
+    /// only makes a restart read a little more), else the schedule's next region.
+    pub(crate) fn new_mark(&mut self) -> Option<SweepMark> {
+        let (cycle, next) = self.schedule.cursor()?;
+        let depth = self.schedule.depth();
+        let outstanding = self.waiting.iter().map(|(r, _)| r);
+        let first = outstanding
+            .chain(self.runs.iter().map(|run| &run.region))
+            .map(|region| region.index_at(depth))
+            .fold(next, u64::min);
+        let mark = SweepMark {
+            cycle,
+            next: first,
+            depth,
+        };
+        if self.saved_mark == Some(mark) {
+            return None;
+        }
+        self.saved_mark = Some(mark);
+        Some(mark)
     }
 
     /// The tag to read a page for `region` with (see [`ProviderAction::LoadKeys`]); the page

@@ -36,6 +36,11 @@ impl Region {
         bytes
     }
 
+    /// The index, at `depth`, of the region holding this one's first point.
+    pub(crate) fn index_at(&self, depth: u8) -> u64 {
+        shift(self.index, self.depth, depth)
+    }
+
     /// The first point of the region: where its keys start in keyspace order.
     pub fn start(&self) -> Key {
         Key::from_hash(self.prefix_bytes(false))
@@ -56,6 +61,39 @@ impl Region {
     }
 }
 
+/// How far the sweep got in a cycle: every region before `next` (counted at `depth`) was
+/// read and announced. The store keeps it ([`Store::save_sweep_mark`]), so that a restarted
+/// node does not read again, to catch up, the regions it finished before it stopped.
+///
+/// [`Store::save_sweep_mark`]: crate::Store::save_sweep_mark
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SweepMark {
+    /// The cycle: whole reprovide intervals since the Unix epoch.
+    pub cycle: u64,
+    /// The first region of the cycle not known to be done.
+    pub next: u64,
+    /// The region depth `next` counts at (the keyspace cut into 2^depth regions).
+    pub depth: u8,
+}
+
+impl SweepMark {
+    /// `next` at `depth`, rounded down: a region only partly below the mark is read again.
+    fn next_at(&self, depth: u8) -> u64 {
+        shift(self.next, self.depth, depth)
+    }
+}
+
+/// A region index at depth `from` as the index at depth `to` of the region holding its first
+/// point.
+fn shift(index: u64, from: u8, to: u8) -> u64 {
+    let (from, to) = (u32::from(from.min(63)), u32::from(to.min(63)));
+    if to >= from {
+        index.checked_shl(to - from).unwrap_or(u64::MAX)
+    } else {
+        index >> (from - to)
+    }
+}
+
 /// The regions due, in order, as time passes.
 #[derive(Debug)]
 pub(crate) struct Schedule {
@@ -63,6 +101,9 @@ pub(crate) struct Schedule {
     depth: u8,
     /// The cycle and the next region of it not yet handed out.
     cursor: Option<(u64, u64)>,
+    /// Where the sweep stood when the node stopped: the first call of `due` skips the regions
+    /// of that cycle before it.
+    resume: Option<SweepMark>,
 }
 
 impl Schedule {
@@ -72,7 +113,20 @@ impl Schedule {
             interval: Duration::from_secs(interval.as_secs().max(1)),
             depth: 0,
             cursor: None,
+            resume: None,
         }
+    }
+
+    /// Skips, at the first `due` after a start, the regions `mark` says were done.
+    pub(crate) fn resume_from(&mut self, mark: SweepMark) {
+        if self.cursor.is_none() {
+            self.resume = Some(mark);
+        }
+    }
+
+    /// The cycle and next region of the cursor (`None` before the first `due`).
+    pub(crate) fn cursor(&self) -> Option<(u64, u64)> {
+        self.cursor
     }
 
     /// The region holding `key` at the current depth.
@@ -132,7 +186,12 @@ impl Schedule {
         let (cycle, into) = self.cycle_of(now);
         let count = 1u64 << self.depth;
         let starting = self.cursor.is_none();
-        let (mut cursor_cycle, mut next) = self.cursor.unwrap_or((cycle, 0));
+        // A restart within the cycle of its mark resumes past the regions done before it.
+        let resumed = match self.resume.take() {
+            Some(mark) if starting && mark.cycle == cycle => mark.next_at(self.depth).min(count),
+            _ => 0,
+        };
+        let (mut cursor_cycle, mut next) = self.cursor.unwrap_or((cycle, resumed));
         let start_of = |c: u64| UNIX_EPOCH + Duration::from_secs(c * self.interval.as_secs());
         let mut due = Vec::new();
         if cursor_cycle < cycle {
@@ -247,5 +306,52 @@ mod tests {
             "catching up after a start is not being late"
         );
         assert!(schedule.due(now).is_empty());
+    }
+
+    #[test]
+    fn a_restart_with_a_mark_skips_the_regions_done_in_that_cycle_only() {
+        let interval = Duration::from_secs(8000);
+        let now = UNIX_EPOCH + interval * 7 + Duration::from_secs(5000);
+        let indexes = |due: Vec<(Region, SystemTime)>| -> Vec<u64> {
+            due.iter().map(|(r, _)| r.index).collect()
+        };
+        // Done through region 2 of 4 in this cycle, read at depth 3: regions 0..4 skipped, 4
+        // and 5 (slots 4000 and 5000) caught up.
+        let mut schedule = Schedule::new(interval);
+        schedule.set_depth(3);
+        schedule.resume_from(SweepMark {
+            cycle: 7,
+            next: 2,
+            depth: 2,
+        });
+        assert_eq!(indexes(schedule.due(now)), vec![4, 5]);
+        // A deeper mark rounds down: region 1 of depth 2 was only half done.
+        let mut schedule = Schedule::new(interval);
+        schedule.set_depth(2);
+        schedule.resume_from(SweepMark {
+            cycle: 7,
+            next: 3,
+            depth: 3,
+        });
+        assert_eq!(indexes(schedule.due(now)), vec![1, 2]);
+        // A mark of an earlier cycle says nothing about this one.
+        let mut schedule = Schedule::new(interval);
+        schedule.set_depth(2);
+        schedule.resume_from(SweepMark {
+            cycle: 6,
+            next: 4,
+            depth: 2,
+        });
+        assert_eq!(indexes(schedule.due(now)), vec![0, 1, 2]);
+        // Every region done: nothing to catch up, the next one comes at its slot.
+        let mut schedule = Schedule::new(interval);
+        schedule.set_depth(2);
+        schedule.resume_from(SweepMark {
+            cycle: 7,
+            next: 4,
+            depth: 2,
+        });
+        assert!(schedule.due(now).is_empty());
+        assert_eq!(schedule.until_next(now), Duration::from_secs(3000));
     }
 }

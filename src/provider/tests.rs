@@ -406,3 +406,59 @@ fn many_keys_queue_each_of_their_regions_once() {
         "each of the 8 regions, once"
     );
 }
+
+/// A restart reads again, to catch up, only the regions its sweep had not finished in the
+/// cycle: the mark follows the first region handed out and not finished.
+#[test]
+fn the_mark_follows_the_first_unfinished_region_and_a_restart_resumes_from_it() {
+    let interval = Duration::from_secs(8000);
+    let config = ReprovideConfig {
+        workers: 1,
+        interval,
+        ..Default::default()
+    };
+    let mut provider = Provider::new(config, 20);
+    assert_eq!(provider.new_mark(), None, "nothing handed out yet");
+    // In cycle 100 of 4 regions, slots every 2000 s: regions 0, 1 and 2 are due; one worker.
+    let now = UNIX_EPOCH + interval * 100 + Duration::from_secs(5000);
+    let mark = |next| SweepMark {
+        cycle: 100,
+        next,
+        depth: 2,
+    };
+    let mut actions = provider.tick(now, 2);
+    assert_eq!(provider.new_mark(), Some(mark(0)));
+    assert_eq!(provider.new_mark(), None, "unchanged, not handed out again");
+    for finished in 1..=3 {
+        let [ProviderAction::LoadKeys { region, .. }] = actions[..] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(region.index, finished - 1);
+        // No key in the region: it finishes at once.
+        let tag = provider.page_requested(region);
+        let page = ProvidedPage {
+            keys: Vec::new(),
+            next: None,
+        };
+        let done = provider.page_loaded(tag, Ok(page), now);
+        assert!(matches!(done[..], [ProviderAction::Report(_)]), "{done:?}");
+        assert_eq!(provider.new_mark(), Some(mark(finished)));
+        actions = provider.tick(now, 2);
+    }
+    assert!(actions.is_empty(), "{actions:?}");
+
+    // Restarted within the cycle: nothing to read again. Without the mark, all three.
+    let mut restarted = Provider::new(config, 20);
+    restarted.resume_from(mark(3));
+    assert!(restarted.tick(now, 2).is_empty());
+    let mut restarted = Provider::new(config, 20);
+    restarted.resume_from(mark(1));
+    let actions = restarted.tick(now, 2);
+    let [ProviderAction::LoadKeys { region, .. }] = actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((region.index, restarted.waiting.len()), (1, 1));
+    let mut fresh = Provider::new(config, 20);
+    fresh.tick(now, 2);
+    assert_eq!(fresh.runs.len() + fresh.waiting.len(), 3);
+}

@@ -52,6 +52,7 @@ pub use persistent::{PersistentStore, PersistentStoreConfig};
 pub use quota::{NetGroup, Source};
 
 use crate::key::Key;
+use crate::provider::SweepMark;
 
 /// A value record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +329,22 @@ pub trait Store: RecordStore + ProviderStore {
 
     /// Number of provided keys.
     fn provided_len(&mut self) -> Result<u64, StoreError>;
+
+    /// The reprovide sweep's progress kept by [`Store::save_sweep_mark`] (`None`: none kept).
+    /// Read once, when the behaviour is built: a restarted node skips, to catch up, the
+    /// regions its sweep finished in the current cycle before it stopped. The default keeps
+    /// nothing (a store that forgets everything on a restart has nothing to skip).
+    fn sweep_mark(&mut self) -> Result<Option<SweepMark>, StoreError> {
+        Ok(None)
+    }
+
+    /// Keeps how far the reprovide sweep got, without waiting for the disk; called each time
+    /// a region finishes and the mark moves. Losing the latest mark in a crash only makes the
+    /// next start read a few regions again.
+    fn save_sweep_mark(&mut self, mark: SweepMark) -> Result<(), StoreError> {
+        let _ = mark;
+        Ok(())
+    }
 
     /// Saves the routing table's peers, so that a restarted node rejoins without bootstrap
     /// peers. Stores that do not persist keep nothing.

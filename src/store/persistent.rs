@@ -75,6 +75,7 @@ use super::{
     CrawlSnapshot, ProvidedKey, ProvidedPage, RecordStore, Source, Store, StoreError, StoreSizes,
 };
 use crate::key::Key;
+use crate::provider::SweepMark;
 use io::{CrawlState, Snapshot, Writer};
 use overlay::Overlay;
 use quota::{Charged, GroupBooks, Kind, NewSlot};
@@ -237,6 +238,9 @@ pub struct PersistentStore {
     gc_scan: Option<u64>,
     /// Keys written by bulk calls since the store was opened (see `compact_after_bulk`).
     bulk_written: u64,
+    /// The sweep's latest mark, and whether the writer has yet to get it.
+    sweep_mark: Option<SweepMark>,
+    sweep_mark_unsent: bool,
 }
 
 /// A file redb cannot read as a database is not ours; other failures are the disk's.
@@ -294,6 +298,7 @@ impl PersistentStore {
             Self::add_sources_table(&db)?;
             Self::migrate_provided(&db)?;
         }
+        let sweep_mark = Self::read_sweep_mark(&db)?;
         let snapshot = Snapshot::open(&db)?;
         let lens = Lens {
             values: snapshot.values.len().map_err(db_err)?,
@@ -339,6 +344,8 @@ impl PersistentStore {
             gc_cursor: GcCursor::Values(Vec::new()),
             gc_scan: None,
             bulk_written: 0,
+            sweep_mark,
+            sweep_mark_unsent: false,
         };
         store.load_books()?;
         Ok(store)
@@ -735,6 +742,17 @@ impl Store for PersistentStore {
 
     fn provided_len(&mut self) -> Result<u64, StoreError> {
         Ok(self.lens.provided)
+    }
+
+    fn sweep_mark(&mut self) -> Result<Option<SweepMark>, StoreError> {
+        Ok(self.sweep_mark)
+    }
+
+    /// Kept with the writer's next commit.
+    fn save_sweep_mark(&mut self, mark: SweepMark) -> Result<(), StoreError> {
+        self.sweep_mark_unsent |= self.sweep_mark != Some(mark);
+        self.sweep_mark = Some(mark);
+        Ok(())
     }
 
     /// Keeps the peers for the writer's next commit, without waiting for it.

@@ -10,6 +10,7 @@
 //! | `providers` | `sha256(key) (32), len(key) u16, key, provider peer id` | `2, received u64, expires u64, addrs_expire u64, group, cost u64, written u64, n u16, (len u16, multiaddr)*n` |
 //! | `provided2` | `sha256(key)[..8], key` | `2, added u32, last provided u32 (0: never), peers u16` |
 //! | `routing` | peer id | `1, n u16, (len u16, multiaddr)*n` |
+//! | `meta` | `"sweep_cycle"`, `"sweep_next"`, `"sweep_depth"` | the reprovide sweep's mark ([`SweepMark`](crate::SweepMark); absent: none kept) |
 //! | `meta` | `"crawl_saved_at"` | the crawl snapshot's `saved_at`, Unix nanoseconds (absent: never saved) |
 //! | `meta` | `"crawl_peers"` | number of entries in `crawl` |
 //! | `crawl` | position u32 (0, 1, 2, ...) | `1, len u8, peer id, n u16, (len u16, multiaddr)*n` |
@@ -53,6 +54,7 @@ use libp2p::{Multiaddr, PeerId};
 use super::quota::GroupKey;
 use super::{NetGroup, StoreError};
 use crate::key::Key;
+use crate::provider::SweepMark;
 
 /// The layout version written and read by this build.
 pub(crate) const SCHEMA_VERSION: u64 = 2;
@@ -72,6 +74,15 @@ pub(crate) fn keyspace_key(key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(Key::new(key).as_bytes());
     out.extend_from_slice(key);
     out
+}
+
+/// The `meta` entries of the sweep's mark.
+pub(crate) fn sweep_mark_entries(mark: &SweepMark) -> [(&'static str, u64); 3] {
+    [
+        ("sweep_cycle", mark.cycle),
+        ("sweep_next", mark.next),
+        ("sweep_depth", u64::from(mark.depth)),
+    ]
 }
 
 /// Bytes of the keyspace point that lead a `provided2` entry.

@@ -242,7 +242,8 @@ impl PersistentStore {
     pub(super) fn hand_over_up_to(&mut self, max: usize) {
         let routing_waits = matches!(self.routing, Some((None, _)));
         let crawl_waits = matches!(self.crawl, CrawlState::Waiting(_));
-        if self.overlay.pending() == 0 && !routing_waits && !crawl_waits {
+        if self.overlay.pending() == 0 && !routing_waits && !crawl_waits && !self.sweep_mark_unsent
+        {
             self.flush_wanted = false;
             return;
         }
@@ -273,11 +274,18 @@ impl PersistentStore {
                 None
             }
         };
+        // Lost if this commit fails: the next mark comes with the next region.
+        let meta = match self.sweep_mark.filter(|_| self.sweep_mark_unsent) {
+            Some(mark) => codec::sweep_mark_entries(&mark).to_vec(),
+            None => Vec::new(),
+        };
+        self.sweep_mark_unsent = false;
         self.send(Job::Commit {
             batch,
             ops,
             routing,
             crawl,
+            meta,
         });
         self.flush_wanted = self.overlay.pending() > 0;
     }

@@ -37,6 +37,7 @@ use super::writer::{Entry, Table, META, PROVIDED, PROVIDED_V1};
 use super::{after, codec, db_err, from_unix_secs, unix_secs, PersistentStore, ProvidedKey};
 use super::{ProvidedPage, StoreError, MAX_JOBS};
 use crate::key::Key;
+use crate::provider::SweepMark;
 
 /// Keys looked up and written per step: bounds the sorting buffer and the work between two
 /// hand-overs to the writer.
@@ -288,6 +289,24 @@ impl PersistentStore {
             secs = started.elapsed().as_secs_f64(),
             "store compacted after bulk writes"
         );
+    }
+
+    /// The sweep's mark kept in `meta` (`None`: none, or one that does not read back whole).
+    pub(super) fn read_sweep_mark(db: &Database) -> Result<Option<SweepMark>, StoreError> {
+        let read = db.begin_read().map_err(db_err)?;
+        let meta = read.open_table(META).map_err(db_err)?;
+        let get = |key: &str| -> Result<Option<u64>, StoreError> {
+            Ok(meta.get(key).map_err(db_err)?.map(|v| v.value()))
+        };
+        let (cycle, next, depth) = (get("sweep_cycle")?, get("sweep_next")?, get("sweep_depth")?);
+        Ok(
+            match (cycle, next, depth.and_then(|d| u8::try_from(d).ok())) {
+                (Some(cycle), Some(next), Some(depth)) if depth < 64 => {
+                    Some(SweepMark { cycle, next, depth })
+                }
+                _ => None,
+            },
+        )
     }
 
     /// Rewrites a schema 1 store's provided keys in the compact layout, in one transaction

@@ -187,7 +187,10 @@ fn a_schema_1_store_is_migrated_with_its_statuses() {
         let i = all.iter().position(|k| *k == status.key).unwrap() as u64;
         let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         assert_eq!(status.added, at(1_000_000));
-        assert_eq!(status.last_provided, (!i.is_multiple_of(3)).then(|| at(i % 3)));
+        assert_eq!(
+            status.last_provided,
+            (!i.is_multiple_of(3)).then(|| at(i % 3))
+        );
         assert_eq!(status.peers, 20);
     }
     drop(store);
@@ -265,4 +268,32 @@ fn a_page_from_any_point_starts_exactly_there() {
             points.get(i + 1).copied()
         );
     }
+}
+
+#[test]
+fn the_sweep_mark_is_kept_across_a_restart() {
+    use crate::SweepMark;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let config = PersistentStoreConfig::default();
+    let mut store = PersistentStore::open(&path, config).unwrap();
+    assert_eq!(store.sweep_mark().unwrap(), None);
+    let mark = SweepMark {
+        cycle: 24_000,
+        next: 117,
+        depth: 9,
+    };
+    store.save_sweep_mark(mark).unwrap();
+    assert_eq!(store.sweep_mark().unwrap(), Some(mark));
+    store.flush().unwrap();
+    drop(store);
+    let mut store = PersistentStore::open(&path, config).unwrap();
+    assert_eq!(store.sweep_mark().unwrap(), Some(mark));
+    // A later mark replaces it; a clean close keeps it without an explicit flush.
+    let later = SweepMark { next: 118, ..mark };
+    store.save_sweep_mark(later).unwrap();
+    drop(store);
+    let mut store = PersistentStore::open(&path, config).unwrap();
+    assert_eq!(store.sweep_mark().unwrap(), Some(later));
 }

@@ -72,6 +72,8 @@ pub(super) enum Job {
         ops: Vec<Op>,
         routing: Option<Vec<Entry>>,
         crawl: Option<Box<CrawlSnapshot>>,
+        /// `meta` entries to write (the sweep's mark).
+        meta: Vec<(&'static str, u64)>,
     },
     /// Read up to `limit` entries of `table` from `from` (inclusive), in key order.
     Scan {
@@ -125,12 +127,13 @@ pub(super) fn run(
                 ops,
                 routing,
                 crawl,
+                meta,
             } => {
                 // Batches queued behind this one go into the same transaction: a writer that
                 // fell behind catches up with one fsync for all of them. A scan stops the
                 // merge, so that it still sees exactly the batches sent before it.
                 let mut batches = vec![batch];
-                let mut all = vec![(ops, routing)];
+                let mut all = vec![(ops, routing, meta)];
                 // Only the newest crawl snapshot is written; older ones are dropped here, off
                 // the store's thread.
                 let mut newest = crawl;
@@ -141,9 +144,10 @@ pub(super) fn run(
                             ops,
                             routing,
                             crawl,
+                            meta,
                         }) => {
                             batches.push(batch);
-                            all.push((ops, routing));
+                            all.push((ops, routing, meta));
                             newest = crawl.or(newest);
                         }
                         Ok(other) => {
@@ -203,7 +207,7 @@ pub(super) fn run(
     }
 }
 
-type Batch = (Vec<Op>, Option<Vec<Entry>>);
+type Batch = (Vec<Op>, Option<Vec<Entry>>, Vec<(&'static str, u64)>);
 
 fn commit(
     db: &Database,
@@ -214,8 +218,14 @@ fn commit(
     if let Some(crawl) = crawl {
         write_crawl(&txn, crawl)?;
     }
-    for (ops, routing) in batches {
+    for (ops, routing, meta) in batches {
         apply(&txn, ops)?;
+        if !meta.is_empty() {
+            let mut table = txn.open_table(META).map_err(db_err)?;
+            for (key, value) in meta {
+                table.insert(key, value).map_err(db_err)?;
+            }
+        }
         if let Some(routing) = routing {
             let mut table = txn.open_table(ROUTING).map_err(db_err)?;
             table.retain(|_, _| false).map_err(db_err)?;
