@@ -5,6 +5,15 @@ use std::time::UNIX_EPOCH;
 use super::*;
 use crate::network::message::ConnectionType;
 
+/// A sweep of one worker over cycles of `interval`.
+fn one_worker(interval: Duration) -> ReprovideConfig {
+    ReprovideConfig {
+        workers: 1,
+        interval,
+        ..Default::default()
+    }
+}
+
 fn peer() -> PeerRecord {
     PeerRecord {
         id: PeerId::random(),
@@ -192,11 +201,7 @@ fn a_region_without_due_keys_ends_at_once_and_work_beyond_the_workers_waits() {
 #[test]
 fn falling_behind_is_reported_with_how_much_and_what_to_change() {
     let interval = Duration::from_secs(8000);
-    let config = ReprovideConfig {
-        workers: 1,
-        interval,
-        ..Default::default()
-    };
+    let config = one_worker(interval);
     let mut provider = Provider::new(config, 20);
     let behind = |actions: &[ProviderAction]| -> Vec<(Duration, usize, Option<usize>)> {
         actions
@@ -244,11 +249,7 @@ fn falling_behind_is_reported_with_how_much_and_what_to_change() {
 #[test]
 fn a_restart_catches_up_without_claiming_to_be_late() {
     let interval = Duration::from_secs(8000);
-    let config = ReprovideConfig {
-        workers: 1,
-        interval,
-        ..Default::default()
-    };
+    let config = one_worker(interval);
     let mut provider = Provider::new(config, 20);
     // Late in a cycle of 4 regions, just started: three regions are handed out at once, to
     // catch up; their slots passed while the node was not running.
@@ -412,11 +413,7 @@ fn many_keys_queue_each_of_their_regions_once() {
 #[test]
 fn the_mark_follows_the_first_unfinished_region_and_a_restart_resumes_from_it() {
     let interval = Duration::from_secs(8000);
-    let config = ReprovideConfig {
-        workers: 1,
-        interval,
-        ..Default::default()
-    };
+    let config = one_worker(interval);
     let mut provider = Provider::new(config, 20);
     assert_eq!(provider.new_mark(), None, "nothing handed out yet");
     // In cycle 100 of 4 regions, slots every 2000 s: regions 0, 1 and 2 are due; one worker.
