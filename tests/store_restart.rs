@@ -244,4 +244,36 @@ fn a_restarted_provider_resumes_without_reproviding_everything() {
         "{overdue} s"
     );
     assert_eq!(behaviour.sweep_status().waiting, 0);
+
+    // The store keeps how far the sweep got: restarted again within the cycle, the node has
+    // no region to read again (the whole keyspace is one region without peers: depth 0).
+    drop(behaviour);
+    let mut store = PersistentStore::open(&path, PersistentStoreConfig::default()).unwrap();
+    let mark = store
+        .sweep_mark()
+        .unwrap()
+        .expect("the sweep's mark is kept");
+    assert_eq!((mark.next, mark.depth), (1, 0), "{mark:?}");
+    let cycle = |at: SystemTime| {
+        let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        since.as_secs() / kadence::ReprovideConfig::default().interval.as_secs()
+    };
+    let table = KBucketTable::new(local, KBucketConfig::default());
+    let mut behaviour = Behaviour::with_parts(local, server_config(), table, store);
+    // Past the sweep's first tick (1 s after the start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        match behaviour.poll(&mut cx) {
+            Poll::Ready(ToSwarm::GenerateEvent(Event::RegionReprovided(report))) => {
+                // Only a cycle that turned meanwhile brings a region due again.
+                assert_ne!(cycle(SystemTime::now()), mark.cycle, "{report:?}");
+            }
+            Poll::Ready(_) => {}
+            Poll::Pending => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let status = behaviour.sweep_status();
+    if cycle(SystemTime::now()) == mark.cycle {
+        assert_eq!((status.running, status.waiting), (0, 0), "{status:?}");
+    }
 }
