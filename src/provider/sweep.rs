@@ -88,7 +88,7 @@ impl SweepMark {
 fn shift(index: u64, from: u8, to: u8) -> u64 {
     let (from, to) = (u32::from(from.min(63)), u32::from(to.min(63)));
     if to >= from {
-        index.checked_shl(to - from).unwrap_or(u64::MAX)
+        index << (to - from)
     } else {
         index >> (from - to)
     }
@@ -312,6 +312,7 @@ mod tests {
     fn a_restart_with_a_mark_skips_the_regions_done_in_that_cycle_only() {
         let interval = Duration::from_secs(8000);
         let now = UNIX_EPOCH + interval * 7 + Duration::from_secs(5000);
+        let mark = |cycle, next, depth| SweepMark { cycle, next, depth };
         let indexes = |due: Vec<(Region, SystemTime)>| -> Vec<u64> {
             due.iter().map(|(r, _)| r.index).collect()
         };
@@ -319,38 +320,22 @@ mod tests {
         // and 5 (slots 4000 and 5000) caught up.
         let mut schedule = Schedule::new(interval);
         schedule.set_depth(3);
-        schedule.resume_from(SweepMark {
-            cycle: 7,
-            next: 2,
-            depth: 2,
-        });
+        schedule.resume_from(mark(7, 2, 2));
         assert_eq!(indexes(schedule.due(now)), vec![4, 5]);
         // A deeper mark rounds down: region 1 of depth 2 was only half done.
         let mut schedule = Schedule::new(interval);
         schedule.set_depth(2);
-        schedule.resume_from(SweepMark {
-            cycle: 7,
-            next: 3,
-            depth: 3,
-        });
+        schedule.resume_from(mark(7, 3, 3));
         assert_eq!(indexes(schedule.due(now)), vec![1, 2]);
         // A mark of an earlier cycle says nothing about this one.
         let mut schedule = Schedule::new(interval);
         schedule.set_depth(2);
-        schedule.resume_from(SweepMark {
-            cycle: 6,
-            next: 4,
-            depth: 2,
-        });
+        schedule.resume_from(mark(6, 4, 2));
         assert_eq!(indexes(schedule.due(now)), vec![0, 1, 2]);
         // Every region done: nothing to catch up, the next one comes at its slot.
         let mut schedule = Schedule::new(interval);
         schedule.set_depth(2);
-        schedule.resume_from(SweepMark {
-            cycle: 7,
-            next: 4,
-            depth: 2,
-        });
+        schedule.resume_from(mark(7, 4, 2));
         assert!(schedule.due(now).is_empty());
         assert_eq!(schedule.until_next(now), Duration::from_secs(3000));
     }
